@@ -1,0 +1,39 @@
+"""The front door: the `numpylm` console script and `python -m numpylm`.
+
+Each sub-command lives beside the code it shows and registers itself here through a
+`register(subparsers)` function, so this file stays a table of contents.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that define a `register(subparsers)` function, in the order `--help` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "numpylm.autograd.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="numpylm",
+        description="numpylm: language models in plain NumPy, from autograd to GPT.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
