@@ -1,0 +1,25 @@
+"""Files: safetensors for tensors, JSON for configs, both written atomically.
+
+Part of the engine under everything: how weights, optimiser state and settings reach the disk
+and come back, with nothing in any file able to execute code.
+"""
+from numpylm.io.atomic import atomic_write
+from numpylm.io.config import load_json, save_json
+from numpylm.io.safetensors import (
+    TensorInfo,
+    load_safetensors,
+    load_safetensors_with_metadata,
+    read_safetensors_header,
+    save_safetensors,
+)
+
+__all__ = [
+    "TensorInfo",
+    "atomic_write",
+    "load_json",
+    "load_safetensors",
+    "load_safetensors_with_metadata",
+    "read_safetensors_header",
+    "save_json",
+    "save_safetensors",
+]
