@@ -1,0 +1,175 @@
+"""Elementwise arithmetic, activation functions and matrix multiplication, each with its
+gradient written next to it.
+
+Every rule receives the upstream gradient `g` = dL/dy and returns dL/dx for each positional
+input by the chain rule, dL/dx = dL/dy * dy/dx. Inputs may broadcast against each other: the
+rules return gradients of the broadcast shape and `@op` sums them back (see `unbroadcast`).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numpylm.autograd.op import op, unbroadcast
+
+
+def _check_broadcast(name: str, a, b) -> None:
+    try:
+        np.broadcast_shapes(np.shape(a), np.shape(b))
+    except ValueError:
+        raise ValueError(f"{name}: shapes {np.shape(a)} and {np.shape(b)} "
+                         f"do not broadcast together") from None
+
+
+@op
+def add(a, b):
+    _check_broadcast("add", a, b)
+    def backward(g):  # d(a+b)/da = 1, d(a+b)/db = 1
+        return g, g
+    return a + b, backward
+
+
+@op
+def sub(a, b):
+    _check_broadcast("sub", a, b)
+    def backward(g):  # d(a-b)/da = 1, d(a-b)/db = -1
+        return g, lambda: -g
+    return a - b, backward
+
+
+@op
+def mul(a, b):
+    _check_broadcast("mul", a, b)
+    def backward(g):  # d(ab)/da = b, d(ab)/db = a
+        return (lambda: g * b), (lambda: g * a)
+    return a * b, backward
+
+
+@op
+def div(a, b):
+    _check_broadcast("div", a, b)
+    y = a / b
+    def backward(g):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -y/b
+        return (lambda: g / b), (lambda: -g * y / b)
+    return y, backward
+
+
+@op
+def neg(x):
+    def backward(g):  # d(-x)/dx = -1
+        return (-g,)
+    return -x, backward
+
+
+@op
+def pow(x, exponent):
+    if not np.isscalar(exponent):
+        raise TypeError(f"pow: the exponent must be a scalar, got {type(exponent).__name__}")
+    y = x ** exponent
+    def backward(g):  # d/dx x^p = p x^(p-1)
+        return g * exponent * x ** (exponent - 1), None
+    return y, backward
+
+
+@op
+def exp(x):
+    y = np.exp(x)
+    def backward(g):  # d/dx e^x = e^x
+        return (g * y,)
+    return y, backward
+
+
+@op
+def log(x):
+    def backward(g):  # d/dx ln x = 1/x
+        return (g / x,)
+    return np.log(x), backward
+
+
+@op
+def sqrt(x):
+    y = np.sqrt(x)
+    def backward(g):  # d/dx sqrt(x) = 1 / (2 sqrt(x))
+        return (g * 0.5 / y,)
+    return y, backward
+
+
+@op
+def tanh(x):
+    y = np.tanh(x)
+    def backward(g):  # d/dx tanh(x) = 1 - tanh(x)^2
+        return (g * (1.0 - y * y),)
+    return y, backward
+
+
+@op
+def sigmoid(x):
+    # sigma(x) = 1 / (1 + e^-x) = (1 + tanh(x/2)) / 2; the tanh form never overflows.
+    y = 0.5 * (1.0 + np.tanh(0.5 * x))
+    def backward(g):  # d/dx sigma(x) = sigma(x) (1 - sigma(x))
+        return (g * y * (1.0 - y),)
+    return y, backward
+
+
+@op
+def relu(x):
+    positive = x > 0
+    def backward(g):  # d/dx max(x, 0) = 1 if x > 0 else 0 (we take 0 at the kink x = 0)
+        return (g * positive,)
+    return x * positive, backward
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+@op
+def gelu(x):
+    # GPT-2's tanh approximation: gelu(x) = x/2 (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi).
+    # x * x * x, not x ** 3: numpy's float32 power is far slower than two multiplies.
+    x2 = x * x
+    t = np.tanh(_GELU_C * (x + 0.044715 * x2 * x))
+    def backward(g):
+        # d/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 * 0.044715 x^2)
+        dt = (1.0 - t * t) * (_GELU_C * (1.0 + 3 * 0.044715 * x2))
+        return (g * (0.5 * (1.0 + t) + 0.5 * x * dt),)
+    return 0.5 * x * (1.0 + t), backward
+
+
+@op
+def matmul(a, b):
+    """Matrix product with numpy's rules: 1-D operands are promoted to a row (a) or a
+    column (b) and the added axis removed again; leading axes are batch axes that broadcast."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: operands must have at least one axis, got shapes "
+                         f"{a.shape} and {b.shape}")
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    if a2.shape[-1] != b2.shape[-2]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align "
+                         f"({a2.shape[-1]} != {b2.shape[-2]})")
+    try:
+        np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch axes of shapes {a.shape} and {b.shape} "
+                         f"do not broadcast together") from None
+    y = a @ b
+
+    def backward(g):
+        # For Y = A B: dL/dA = dL/dY B^T and dL/dB = A^T dL/dY (per batch element).
+        g2 = g
+        if a.ndim == 1:
+            g2 = np.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = np.expand_dims(g2, -1)
+        def grad_a():
+            ga = g2 @ np.swapaxes(b2, -1, -2)
+            return unbroadcast(ga, a2.shape).reshape(a.shape)
+        def grad_b():
+            gb = np.swapaxes(a2, -1, -2) @ g2
+            return unbroadcast(gb, b2.shape).reshape(b.shape)
+        return grad_a, grad_b
+
+    return y, backward

@@ -1,0 +1,144 @@
+"""Fused neural-network ops: softmax, log-softmax, cross-entropy, layer norm, RMS norm and
+dropout, each a single op with a backward derived by hand.
+
+Their readable twins, built from primitive ops, are in `numpylm.autograd.composed`; read
+those first. The fused versions exist for two reasons, named at each op: numerical stability
+(softmax of large logits) and speed (one pass instead of a chain of temporaries, and one
+graph node instead of eight). Property tests show each fused op equals its composed twin
+in value and gradient.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from numpylm.autograd.op import op
+
+
+@op
+def softmax(x, axis=-1):
+    # Subtracting the max leaves softmax unchanged and keeps exp from overflowing.
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    y = e / np.sum(e, axis=axis, keepdims=True)
+    def backward(g):
+        # dy_i/dx_j = y_i (delta_ij - y_j)  =>  dL/dx = y * (g - sum_i g_i y_i)
+        return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)
+    return y, backward
+
+
+@op
+def log_softmax(x, axis=-1):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    y = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    def backward(g):
+        # y_i = x_i - logsumexp(x)  =>  dL/dx = g - softmax(x) * sum_i g_i
+        return (g - np.exp(y) * np.sum(g, axis=axis, keepdims=True),)
+    return y, backward
+
+
+def _check_targets(logits: np.ndarray, targets: np.ndarray) -> None:
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype "
+                        f"{targets.dtype}")
+    if logits.ndim < 1 or targets.shape != logits.shape[:-1]:
+        raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of "
+                         f"shape {logits.shape[:-1]}, got targets of shape {targets.shape}")
+
+
+@op
+def cross_entropy(logits, targets, ignore_index=None):
+    """Mean of -log softmax(logits)[target] over every target not equal to `ignore_index`.
+
+    logits (..., V), targets (...) integer class ids. Fused because the composed version
+    builds a (..., V) one-hot or gathers through log_softmax, with several full-size
+    temporaries; here the only full-size array is the softmax itself.
+    """
+    logits = np.asarray(logits)
+    targets = np.asarray(targets)
+    _check_targets(logits, targets)
+    V = logits.shape[-1]
+    flat = logits.reshape(-1, V)
+    t = targets.reshape(-1)
+    keep = np.ones(t.shape, dtype=bool) if ignore_index is None else (t != ignore_index)
+    t_kept = np.where(keep, t, 0)
+    if keep.any() and (t_kept.min() < 0 or t_kept.max() >= V):
+        bad = t_kept[(t_kept < 0) | (t_kept >= V)][0]
+        raise ValueError(f"cross_entropy: target {bad} is outside [0, {V})")
+    n = int(keep.sum())  # no counted targets gives nan (0/0), as in PyTorch
+    rows = np.arange(flat.shape[0])
+    m = flat.max(axis=1, keepdims=True)
+    e = np.exp(flat - m)
+    s = e.sum(axis=1, keepdims=True)
+    # -log softmax(x)_t = log sum_j exp(x_j - m) - (x_t - m)
+    nll = (np.log(s[:, 0]) - (flat[rows, t_kept] - m[:, 0])) * keep
+    loss = np.asarray(nll.sum() / n if n else np.nan, dtype=logits.dtype)
+
+    def backward(g):
+        # dL/dx = (softmax(x) - onehot(t)) / n for each counted row, 0 for ignored rows
+        grad = e / s
+        grad[rows, t_kept] -= 1.0
+        grad *= (g / n) * keep[:, None]
+        return grad.reshape(logits.shape), None
+
+    return loss, backward
+
+
+@op
+def layer_norm(x, weight, bias, eps=1e-5):
+    """Normalise the last axis to zero mean and unit variance, then scale and shift.
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias, with the biased variance (as
+    PyTorch and GPT-2). `weight` and `bias` may be None. Fused because the composed
+    version keeps about ten full-size intermediates alive for the backward pass.
+    """
+    mu = x.mean(axis=-1, keepdims=True)
+    xc = x - mu
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+    xhat = xc * rstd
+    y = xhat if weight is None else xhat * weight
+    if bias is not None:
+        y = y + bias
+
+    def backward(g):
+        # With xhat = (x - mu) * rstd and dxhat = g * weight, over the N normalised entries:
+        # dL/dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+        dxhat = g if weight is None else g * weight
+        dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                     - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+        dweight = None if weight is None else (lambda: g * xhat)  # summed over rows by @op
+        dbias = None if bias is None else g
+        return dx, dweight, dbias
+
+    return y, backward
+
+
+@op
+def rms_norm(x, weight, eps=1e-6):
+    """y = x / sqrt(mean(x^2) + eps) * weight over the last axis (Zhang & Sennrich 2019)."""
+    rstd = 1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)
+    xhat = x * rstd
+    y = xhat if weight is None else xhat * weight
+
+    def backward(g):
+        # As layer norm without the mean: dL/dx = rstd * (dxhat - xhat * mean(dxhat * xhat))
+        dxhat = g if weight is None else g * weight
+        dx = rstd * (dxhat - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+        return dx, (None if weight is None else (lambda: g * xhat))
+
+    return y, backward
+
+
+@op
+def dropout(x, p=0.5, training=True, rng=None):
+    """Zero each element with probability p and scale the survivors by 1/(1-p), so the
+    expected value is unchanged (inverted dropout). Identity when not training or p == 0.
+    `rng` is a `numpy.random.Generator`; pass one for reproducible masks."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x, lambda g: (g,)
+    rng = rng if rng is not None else np.random.default_rng()
+    scale = (rng.random(np.shape(x)) >= p) / (1.0 - p)
+    scale = scale.astype(np.result_type(x, np.float32))
+    def backward(g):  # d/dx (x * scale) = scale
+        return (g * scale,)
+    return x * scale, backward
