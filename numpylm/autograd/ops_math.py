@@ -168,7 +168,13 @@ def matmul(a, b):
             ga = g2 @ np.swapaxes(b2, -1, -2)
             return unbroadcast(ga, a2.shape).reshape(a.shape)
         def grad_b():
-            gb = np.swapaxes(a2, -1, -2) @ g2
+            if b2.ndim == 2 and a2.ndim > 2:
+                # A shared weight (x of shape (B, T, C) @ W): summing B per-batch products
+                # A_b^T G_b is one product of the stacked rows, (B*T, C)^T (B*T, N).
+                k, n = b2.shape
+                gb = a2.reshape(-1, k).T @ g2.reshape(-1, n)
+            else:
+                gb = np.swapaxes(a2, -1, -2) @ g2
             return unbroadcast(gb, b2.shape).reshape(b.shape)
         return grad_a, grad_b
 
