@@ -102,7 +102,7 @@ def _float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     0x7FFF plus the lowest kept bit, then drop the low 16 bits. A NaN must stay a NaN (the
     addition could carry it into infinity), so NaNs become the canonical quiet NaN 0x7FC0.
     """
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    bits = np.asarray(x, dtype=np.float32, order="C").view(np.uint32)
     lowest_kept = (bits >> 16) & 1
     rounded = ((bits + 0x7FFF + lowest_kept) >> 16).astype(np.uint16)
     rounded[np.isnan(x)] = 0x7FC0
@@ -123,7 +123,7 @@ def _as_storage(name: str, array: object, target: str | None) -> tuple[str, np.n
             f"(supported: {', '.join(str(d) for d in _NAME_OF)})"
         )
     if target is None or target == source:
-        return source, np.ascontiguousarray(array, dtype=_STORAGE[source])
+        return source, np.asarray(array, dtype=_STORAGE[source], order="C")
     if target not in _STORAGE:
         raise ValueError(f"unknown safetensors dtype {target!r} requested for tensor {name!r}")
     if source not in _FLOAT_NAMES or target not in _FLOAT_NAMES:
@@ -133,7 +133,7 @@ def _as_storage(name: str, array: object, target: str | None) -> tuple[str, np.n
         )
     if target == "BF16":
         return "BF16", _float32_to_bf16_bits(array.astype(np.float32)).astype("<u2", copy=False)
-    return target, np.ascontiguousarray(array, dtype=_STORAGE[target])
+    return target, np.asarray(array, dtype=_STORAGE[target], order="C")
 
 
 def save_safetensors(
@@ -299,6 +299,11 @@ def _read_header(f, where: str) -> tuple[dict[str, TensorInfo], dict[str, str], 
     position, previous = 0, None
     for name, info in sorted(entries.items(), key=lambda kv: kv[1].data_offsets):
         begin, end = info.data_offsets
+        if end > buffer_size:
+            raise ValueError(
+                f"{where}: tensor {name!r} data_offsets {list(info.data_offsets)} reach beyond the "
+                f"{buffer_size}-byte data buffer (file truncated?)"
+            )
         if begin < position:
             raise ValueError(
                 f"{where}: tensor {name!r} data_offsets {list(info.data_offsets)} overlap "
@@ -307,11 +312,6 @@ def _read_header(f, where: str) -> tuple[dict[str, TensorInfo], dict[str, str], 
         if begin > position:
             after = f"after tensor {previous!r}" if previous is not None else "at the start of the buffer"
             raise ValueError(f"{where}: gap of {begin - position} bytes {after} (offsets {position}..{begin})")
-        if end > buffer_size:
-            raise ValueError(
-                f"{where}: tensor {name!r} data_offsets {list(info.data_offsets)} reach beyond the "
-                f"{buffer_size}-byte data buffer (file truncated?)"
-            )
         position, previous = end, name
     if position != buffer_size:
         raise ValueError(
