@@ -1,0 +1,439 @@
+"""Count-based n-gram language models: P(w | h) estimated from how often w followed h.
+
+The first language model of the guide. An order-n model reads the previous n-1 tokens h and
+predicts the next token w from counts c(h w) (see `ngram_counts.py`). Raw ratios c(h w)/c(h)
+give zero probability to anything unseen, so every practical model *smooths*:
+
+- "mle":   P(w|h) = c(h w) / c(h). If the context h was never seen, c(h) = 0 and we back off
+           to the shorter context h' (h without its first token), down to the unigram
+           c(w) / N. A seen context with an unseen w still gets probability 0.
+- "add_k": P(w|h) = (c(h w) + k) / (c(h) + k V)   (Lidstone; k = 1 is Laplace). An unseen
+           context gets the uniform distribution 1/V; there is no backoff.
+- "kneser_ney": interpolated Kneser-Ney (Chen & Goodman 1998, eq. 12-13), one discount per order:
+           P(w|h) = max(c(h w) - D, 0) / c(h) + D N1+(h .) / c(h) * P(w|h')
+           At the highest order c is the raw count; at every lower order it is the
+           continuation count N1+(. h w) = |{u : c(u h w) > 0}|, because a lower order is only
+           consulted to say how likely w is in a *new* context. D defaults to the estimate
+           D = n1 / (n1 + 2 n2) from that order's counts of counts.
+           The unigram level is discounted too and interpolated with the uniform distribution
+           over the vocabulary (Chen & Goodman's "0-gram"), so every token has P > 0.
+           `unigram_base="none"` instead stops at the plain continuation unigram
+           N1+(. w) / N1+(. .) (as NLTK does): words never seen then get probability 0.
+- "modified_kneser_ney": the same with three discounts per order, D1, D2, D3+ for counts
+           1, 2 and >= 3 (Chen & Goodman 1998, eq. 17-19), and the backoff weight
+           (D1 N1(h .) + D2 N2(h .) + D3+ N3+(h .)) / c(h). Estimated from Y = n1/(n1 + 2 n2):
+           D1 = 1 - 2Y n2/n1, D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3.
+- "stupid_backoff": S(w|h) = c(h w)/c(h) if c(h w) > 0 else alpha S(w|h')  (Brants et al.
+           2007). These are *scores, not probabilities*: they do not sum to 1, so
+           `perplexity` refuses them and `distribution` returns unnormalised scores.
+
+For both Kneser-Ney variants, a context never seen puts all its weight on the lower order
+(alpha = 0, gamma = 1). When counts of counts are too sparse for the estimate (a zero n_c,
+or an estimate outside its valid range), that order falls back to KenLM's defaults
+D = 0.5 or (D1, D2, D3+) = (0.5, 1.0, 1.5); `discounts_` holds what was used.
+
+Sequences are padded with n-1 BOS ids before and one EOS id after. By default a single extra
+id, `vocab_size`, plays both roles (as '.' in makemore's names); `bos_id`/`eos_id` choose
+ids of the vocabulary instead. BOS is only ever context: when it differs from EOS it is left
+out of the outcome space (its probability is exactly 0 and V counts the other ids).
+
+Two scoring paths: `prob` follows the formulas one token at a time, looking counts up
+directly; `token_logprobs` (behind `logprob`, `perplexity`, `distribution`) precomputes
+per-order tables alpha(h w) and gamma(h) at fit time and scores all positions at once with
+binary searches over sorted int64 keys. The tests show the two agree.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from numpylm.models.ngram_counts import (
+    OrderTable,
+    check_packable,
+    check_sequences,
+    count_ngrams,
+    lookup,
+    pack,
+    padded_windows,
+)
+
+# The parameters each smoothing accepts, with their defaults.
+SMOOTHINGS: dict[str, dict[str, object]] = {
+    "mle": {},
+    "add_k": {"k": 1.0},
+    "kneser_ney": {"discount": None, "unigram_base": "uniform"},
+    "modified_kneser_ney": {"discounts": None, "unigram_base": "uniform"},
+    "stupid_backoff": {"alpha": 0.4},
+}
+KN_FALLBACK = (0.5, 0.5, 0.5)
+MODIFIED_KN_FALLBACK = (0.5, 1.0, 1.5)
+
+
+class NGramLM:
+    """An order-n language model over integer token ids 0 .. vocab_size-1.
+
+    >>> lm = NGramLM(2, vocab_size=3, smoothing="add_k", k=1).fit([[0, 1], [0, 2]])
+    >>> lm.vocab_size           # 3 ids + one reserved boundary id (3) for BOS/EOS
+    4
+    >>> round(lm.prob(1, context=[0]), 4)   # (c(0 1) + 1) / (c(0) + 1 * 4) = 2 / 6
+    0.3333
+    """
+
+    def __init__(
+        self,
+        order: int,
+        vocab_size: int,
+        smoothing: str = "kneser_ney",
+        *,
+        bos_id: int | None = None,
+        eos_id: int | None = None,
+        **params: object,
+    ) -> None:
+        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
+            raise ValueError(f"order must be an integer >= 1, got {order!r}")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
+            raise ValueError(f"vocab_size must be an integer >= 1, got {vocab_size!r}")
+        if smoothing not in SMOOTHINGS:
+            raise ValueError(f"unknown smoothing {smoothing!r}; expected one of {sorted(SMOOTHINGS)}")
+        self.order = int(order)
+        self.smoothing = smoothing
+
+        if bos_id is None and eos_id is None:
+            bos_id = eos_id = int(vocab_size)  # one reserved id marks both ends
+            vocab_size = int(vocab_size) + 1
+        else:
+            bos_id = eos_id if bos_id is None else bos_id
+            eos_id = bos_id if eos_id is None else eos_id
+            for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
+                if not isinstance(value, (int, np.integer)) or not 0 <= value < vocab_size:
+                    raise ValueError(f"{name} must be an id in [0, {vocab_size}), got {value!r}")
+        self.vocab_size = int(vocab_size)
+        self.bos_id, self.eos_id = int(bos_id), int(eos_id)
+        # Outcomes are every id except a BOS that is not also EOS (it is never predicted).
+        self.n_outcomes = self.vocab_size - (self.bos_id != self.eos_id)
+        check_packable(self.vocab_size, self.order)
+
+        unknown = set(params) - set(SMOOTHINGS[smoothing])
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {sorted(unknown)} for smoothing {smoothing!r}; "
+                f"it takes {sorted(SMOOTHINGS[smoothing]) or 'none'}"
+            )
+        self.params = {**SMOOTHINGS[smoothing], **params}
+        self._check_params()
+        self.tables_: list[OrderTable] | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # Parameters.
+
+    def _check_params(self) -> None:
+        p = self.params
+        if self.smoothing == "add_k":
+            k = p["k"]
+            if not isinstance(k, (int, float, np.number)) or not k > 0 or not math.isfinite(k):
+                raise ValueError(f"add_k needs k > 0, got k={k!r}")
+        elif self.smoothing == "stupid_backoff":
+            a = p["alpha"]
+            if not isinstance(a, (int, float, np.number)) or not 0 < a <= 1:
+                raise ValueError(f"stupid_backoff needs 0 < alpha <= 1, got alpha={a!r}")
+        elif self.smoothing in ("kneser_ney", "modified_kneser_ney"):
+            if p["unigram_base"] not in ("uniform", "none"):
+                raise ValueError(f"unigram_base must be 'uniform' or 'none', got {p['unigram_base']!r}")
+            self._given_discounts = self._parse_discounts()
+
+    def _parse_discounts(self) -> np.ndarray | None:
+        """Given discounts as an (order, 3) array of D(1), D(2), D(3+) per order, or None."""
+        n = self.order
+        if self.smoothing == "kneser_ney":
+            d = self.params["discount"]
+            if d is None:
+                return None
+            values = np.full(n, d, dtype=float) if np.ndim(d) == 0 else np.asarray(d, dtype=float)
+            if values.shape != (n,):
+                raise ValueError(f"discount must be one number or one per order ({n}), got {d!r}")
+            for m, v in enumerate(values, 1):
+                if not 0 < v < 1:
+                    raise ValueError(f"Kneser-Ney discount for order {m} must lie in (0, 1), got {v}")
+            return np.repeat(values[:, None], 3, axis=1)
+        d = self.params["discounts"]
+        if d is None:
+            return None
+        values = np.asarray(d, dtype=float)
+        if values.shape == (3,):
+            values = np.tile(values, (n, 1))
+        if values.shape != (n, 3):
+            raise ValueError(
+                f"discounts must be (D1, D2, D3+) or one such triple per order ({n}), got {d!r}"
+            )
+        for m, row in enumerate(values, 1):
+            for c, v in enumerate(row, 1):
+                if not 0 < v < c:  # D_c < c keeps every discounted count positive
+                    raise ValueError(
+                        f"modified Kneser-Ney discount D{c}{'+' if c == 3 else ''} for order {m} "
+                        f"must lie in (0, {c}), got {v}"
+                    )
+        return values
+
+    def _estimate_discounts(self) -> np.ndarray:
+        """Chen & Goodman's estimates from each order's counts of counts (eq. 26)."""
+        out = np.zeros((self.order, 3))
+        self.discount_fallback_ = []
+        for m, table in enumerate(self.tables_, 1):
+            n1, n2, n3, n4 = (table.count_of_counts(c) for c in (1, 2, 3, 4))
+            if self.smoothing == "kneser_ney":
+                ok = n1 > 0 and n2 > 0
+                d = n1 / (n1 + 2 * n2) if ok else 0.0
+                out[m - 1] = (d, d, d) if ok else KN_FALLBACK
+            else:
+                ok = min(n1, n2, n3, n4) > 0
+                if ok:
+                    y = n1 / (n1 + 2 * n2)
+                    d = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
+                    ok = all(0 < v < c for c, v in enumerate(d, 1))
+                out[m - 1] = d if ok else MODIFIED_KN_FALLBACK
+            if not ok:
+                self.discount_fallback_.append(m)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # Fitting.
+
+    def fit(self, sequences: Iterable[Sequence[int] | np.ndarray]) -> "NGramLM":
+        """Count every n-gram of the padded sequences and precompute the scoring tables."""
+        seqs = check_sequences(sequences, self.vocab_size, self.bos_id)
+        if sum(len(s) for s in seqs) == 0:
+            raise ValueError("empty corpus: fit needs at least one sequence with at least one token")
+        raw, cont = count_ngrams(padded_windows(seqs, self.order, self.bos_id, self.eos_id), self.vocab_size)
+        kneser_ney = self.smoothing in ("kneser_ney", "modified_kneser_ney")
+        self.tables_ = []
+        for m in range(1, self.order + 1):
+            # Kneser-Ney's lower orders count distinct left neighbours, not occurrences.
+            keys, counts = cont[m - 1] if kneser_ney and m < self.order else raw[m - 1]
+            self.tables_.append(OrderTable.build(m, keys, counts, self.vocab_size))
+        self.n_tokens_ = int(raw[0][1].sum())  # predicted positions, EOS included
+        if kneser_ney:
+            given = self._given_discounts
+            self.discounts_ = given if given is not None else self._estimate_discounts()
+            if given is not None:
+                self.discount_fallback_ = []
+        self._precompute()
+        return self
+
+    def _precompute(self) -> None:
+        """Per order: alpha for each seen m-gram, gamma for each seen context, so that
+        P_m(w|h) = alpha(h w) + gamma(h) P_{m-1}(w|h')  (alpha = 0 for an unseen h w,
+        gamma = 1 for an unseen h); stupid backoff instead uses alpha or backs off."""
+        V_out = self.n_outcomes
+        self._base = np.zeros(self.vocab_size)
+        uniform = self.smoothing == "add_k" or self.params.get("unigram_base") == "uniform"
+        if uniform:
+            self._base[:] = 1.0 / V_out
+            if self.bos_id != self.eos_id:
+                self._base[self.bos_id] = 0.0  # BOS is never predicted
+        self._alpha, self._gamma = [], []
+        for m, t in enumerate(self.tables_, 1):
+            counts = t.counts.astype(float)
+            total_of_gram = t.ctx_total[t.gram_ctx].astype(float)
+            if self.smoothing == "add_k":
+                # (c + k) / (T + kV) = c / (T + kV) + kV / (T + kV) * (1 / V)
+                kV = self.params["k"] * V_out
+                alpha = counts / (total_of_gram + kV)
+                gamma = kV / (t.ctx_total + kV)
+            elif self.smoothing in ("mle", "stupid_backoff") or (m == 1 and not uniform):
+                alpha = counts / total_of_gram
+                gamma = np.zeros(len(t.ctx_keys))
+            else:
+                D = self.discounts_[m - 1]
+                d = D[np.minimum(t.counts, 3) - 1]
+                alpha = (counts - d) / total_of_gram
+                n3plus = t.ctx_types - t.ctx_n1 - t.ctx_n2
+                gamma = (D[0] * t.ctx_n1 + D[1] * t.ctx_n2 + D[2] * n3plus) / t.ctx_total
+            self._alpha.append(alpha)
+            self._gamma.append(gamma)
+
+    def _check_fitted(self) -> None:
+        if self.tables_ is None:
+            raise ValueError("this NGramLM is not fitted yet; call fit(sequences) first")
+
+    # ------------------------------------------------------------------------------------------
+    # The readable path: one token, the formulas of the module docstring.
+
+    def _context(self, context: Sequence[int] | np.ndarray) -> tuple[int, ...]:
+        """The last n-1 ids of `context`, padded on the left with BOS."""
+        ids = np.asarray(context, dtype=np.int64).reshape(-1) if len(context) else np.zeros(0, np.int64)
+        bad = ids[(ids < 0) | (ids >= self.vocab_size)]
+        if bad.size:
+            raise ValueError(f"context has token id {int(bad[0])} outside the vocabulary [0, {self.vocab_size})")
+        width = self.order - 1
+        tail = [int(t) for t in ids[len(ids) - width :]] if width else []
+        return (self.bos_id,) * (width - len(tail)) + tuple(tail)
+
+    def _check_token(self, token: int) -> int:
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
+            raise TypeError(f"token must be an integer id, got {type(token).__name__}")
+        if not 0 <= token < self.vocab_size:
+            raise ValueError(f"token id {token} is outside the vocabulary [0, {self.vocab_size})")
+        return int(token)
+
+    def _stats(self, m: int, h: tuple[int, ...], w: int) -> tuple[int, int, int, int, int]:
+        """(c(h w), c(h), N1(h .), N2(h .), N1+(h .)) at order m, by direct lookup."""
+        t = self.tables_[m - 1]
+        h_key = int(pack(np.array([h], dtype=np.int64).reshape(1, -1), self.vocab_size)[0]) if h else 0
+        ci = int(np.searchsorted(t.ctx_keys, h_key))
+        if ci == len(t.ctx_keys) or t.ctx_keys[ci] != h_key:
+            return 0, 0, 0, 0, 0
+        gi = int(np.searchsorted(t.keys, h_key * self.vocab_size + w))
+        c_hw = int(t.counts[gi]) if gi < len(t.keys) and t.keys[gi] == h_key * self.vocab_size + w else 0
+        return c_hw, int(t.ctx_total[ci]), int(t.ctx_n1[ci]), int(t.ctx_n2[ci]), int(t.ctx_types[ci])
+
+    def prob(self, token: int, context: Sequence[int] | np.ndarray = ()) -> float:
+        """P(token | context) (a score for stupid backoff), computed one formula at a time.
+
+        `context` is the tokens before `token` in the same sequence; fewer than n-1 of them
+        are padded with BOS, as at the start of a sequence.
+        """
+        self._check_fitted()
+        w, h = self._check_token(token), self._context(context)
+        n, s = self.order, self.smoothing
+        if w == self.bos_id and self.bos_id != self.eos_id:
+            return 0.0  # BOS is never predicted
+        suffix = lambda m: h[len(h) - (m - 1) :]  # noqa: E731  (the last m-1 context ids)
+        if s == "add_k":
+            c_hw, c_h, *_ = self._stats(n, h, w)
+            k = self.params["k"]
+            return (c_hw + k) / (c_h + k * self.n_outcomes)
+        if s == "mle":
+            for m in range(n, 0, -1):  # the longest context that was seen
+                c_hw, c_h, *_ = self._stats(m, suffix(m), w)
+                if c_h > 0:
+                    return c_hw / c_h
+            return 0.0
+        if s == "stupid_backoff":
+            scale = 1.0
+            for m in range(n, 0, -1):
+                c_hw, c_h, *_ = self._stats(m, suffix(m), w)
+                if c_hw > 0:
+                    return scale * c_hw / c_h
+                scale *= self.params["alpha"]
+            return 0.0
+        # Kneser-Ney, built up from the uniform base through the orders 1 .. n.
+        p = 1.0 / self.n_outcomes
+        for m in range(1, n + 1):
+            c_hw, c_h, n1, n2, types = self._stats(m, suffix(m), w)
+            if m == 1 and self.params["unigram_base"] == "none":
+                p = c_hw / c_h
+                continue
+            if c_h == 0:
+                continue  # unseen context: all weight on the lower order
+            D1, D2, D3 = self.discounts_[m - 1]
+            d = 0.0 if c_hw == 0 else (D1, D2, D3)[min(c_hw, 3) - 1]
+            gamma = (D1 * n1 + D2 * n2 + D3 * (types - n1 - n2)) / c_h
+            p = (c_hw - d) / c_h + gamma * p
+        return p
+
+    # ------------------------------------------------------------------------------------------
+    # The vectorised path: every position at once.
+
+    def _score_windows(self, contexts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """P(tokens[i] | contexts[i]) for (N, n-1) contexts and (N,) tokens, vectorised."""
+        V, n = self.vocab_size, self.order
+        p = self._base[tokens]
+        ctx = np.zeros(len(tokens), dtype=np.int64)  # packed context of the current order
+        orders = [n] if self.smoothing == "add_k" else range(1, n + 1)
+        for m in range(1, n + 1):
+            if m > 1:  # one more context id, as the most significant digit
+                ctx = contexts[:, n - m] * V ** (m - 2) + ctx
+            if m not in orders:
+                continue
+            t = self.tables_[m - 1]
+            ci, ctx_seen = lookup(t.ctx_keys, ctx)
+            gi, gram_seen = lookup(t.keys, ctx * V + tokens)
+            alpha = np.where(gram_seen, self._alpha[m - 1][gi], 0.0)
+            if self.smoothing == "stupid_backoff":
+                p = np.where(gram_seen, alpha, self.params["alpha"] * p)
+            else:
+                p = alpha + np.where(ctx_seen, self._gamma[m - 1][ci], 1.0) * p
+        return p
+
+    def distribution(self, context: Sequence[int] | np.ndarray = ()) -> np.ndarray:
+        """P(w | context) for every id w, shape (vocab_size,); scores for stupid backoff."""
+        self._check_fitted()
+        h = np.array(self._context(context), dtype=np.int64)
+        contexts = np.broadcast_to(h, (self.vocab_size, len(h)))
+        return self._score_windows(contexts, np.arange(self.vocab_size, dtype=np.int64))
+
+    def token_logprobs(self, sequences: Iterable[Sequence[int] | np.ndarray]) -> np.ndarray:
+        """Natural-log probability of every predicted position (each token and each EOS) of
+        the padded sequences, concatenated in order: shape (sum(len(s) + 1),)."""
+        self._check_fitted()
+        seqs = check_sequences(sequences, self.vocab_size, self.bos_id)
+        windows = padded_windows(seqs, self.order, self.bos_id, self.eos_id)
+        with np.errstate(divide="ignore"):  # MLE gives log 0 = -inf for unseen events
+            return np.log(self._score_windows(windows[:, :-1], windows[:, -1]))
+
+    def logprob(self, sequence: Sequence[int] | np.ndarray) -> float:
+        """log P(sequence, EOS | BOS...) in nats (a log score for stupid backoff)."""
+        return float(self.token_logprobs([sequence]).sum())
+
+    def mean_nll(self, sequences: Iterable[Sequence[int] | np.ndarray]) -> float:
+        """Mean negative log-likelihood per predicted token (EOS included), in nats."""
+        if self.smoothing == "stupid_backoff":
+            raise ValueError("stupid_backoff gives scores, not probabilities: NLL and perplexity are undefined")
+        logp = self.token_logprobs(sequences)
+        if logp.size == 0:
+            raise ValueError("no sequences to score")
+        return float(-logp.mean())
+
+    def perplexity(self, sequences: Iterable[Sequence[int] | np.ndarray]) -> float:
+        """exp(mean NLL) over every predicted token, EOS included."""
+        return math.exp(self.mean_nll(sequences))
+
+    def bits_per_token(self, sequences: Iterable[Sequence[int] | np.ndarray]) -> float:
+        """Mean NLL in bits: log2(perplexity)."""
+        return self.mean_nll(sequences) / math.log(2)
+
+    # ------------------------------------------------------------------------------------------
+    # Sampling.
+
+    def generate(
+        self,
+        n: int,
+        context: Sequence[int] | np.ndarray = (),
+        rng: np.random.Generator | int | None = None,
+        temperature: float = 1.0,
+        stop_at_eos: bool = True,
+    ) -> list[int]:
+        """Sample up to n new ids after `context` (a seed or Generator makes it reproducible).
+
+        Each step samples from distribution(context) ** (1 / temperature), renormalised;
+        temperature 0 takes the most likely id. With stop_at_eos the EOS id ends the sample
+        and is not returned. Stupid-backoff scores are normalised before sampling.
+        """
+        self._check_fitted()
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        history = list(self._context(context))
+        out: list[int] = []
+        for _ in range(n):
+            p = self.distribution(history)
+            if temperature == 0:
+                w = int(np.argmax(p))
+            else:
+                with np.errstate(divide="ignore"):
+                    logits = np.log(p) / temperature
+                q = np.exp(logits - logits.max())
+                w = int(rng.choice(self.vocab_size, p=q / q.sum()))
+            if stop_at_eos and w == self.eos_id:
+                break
+            out.append(w)
+            history.append(w)
+        return out
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.params.items())
+        return f"NGramLM(order={self.order}, vocab_size={self.vocab_size}, smoothing={self.smoothing!r}{extra})"
