@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpylm  # noqa: F401  (importing the package registers every op)
     from numpylm.autograd import REGISTRY, gradcheck
-    from numpylm.autograd.samples import SAMPLES
+    from numpylm.autograd.samples import SAMPLES  # builders for the core ops register here
 
     names = sorted(REGISTRY) if not args.ops else args.ops
     unknown = [n for n in names if n not in REGISTRY]

@@ -29,8 +29,8 @@ def _away_from_zero(rng: np.random.Generator, shape, margin: float = 0.1) -> np.
 
 
 for _name in ("add", "sub", "mul"):
-    sample(_name)(lambda rng, f=getattr(F, _name): (
-        f, (rng.standard_normal((3, 1, 4)), rng.standard_normal((2, 4)))))
+    sample(_name)(lambda rng, n=_name: (
+        getattr(F, n), (rng.standard_normal((3, 1, 4)), rng.standard_normal((2, 4)))))
 sample("div")(lambda rng: (F.div, (rng.standard_normal((3, 4)), rng.uniform(0.5, 2.0, (1, 4)))))
 sample("neg")(lambda rng: (F.neg, (rng.standard_normal((3, 4)),)))
 sample("pow")(lambda rng: (lambda x: F.pow(x, 3.0), (rng.uniform(0.5, 2.0, (3, 4)),)))
@@ -38,7 +38,7 @@ sample("exp")(lambda rng: (F.exp, (rng.standard_normal((3, 4)),)))
 sample("log")(lambda rng: (F.log, (rng.uniform(0.5, 3.0, (3, 4)),)))
 sample("sqrt")(lambda rng: (F.sqrt, (rng.uniform(0.5, 3.0, (3, 4)),)))
 for _name in ("tanh", "sigmoid", "gelu"):
-    sample(_name)(lambda rng, f=getattr(F, _name): (f, (rng.standard_normal((3, 4)),)))
+    sample(_name)(lambda rng, n=_name: (getattr(F, n), (rng.standard_normal((3, 4)),)))
 sample("relu")(lambda rng: (F.relu, (_away_from_zero(rng, (3, 4)),)))
 sample("matmul")(lambda rng: (F.matmul, (rng.standard_normal((2, 3, 4)),
                                          rng.standard_normal((4, 5)))))
