@@ -159,11 +159,9 @@ def matmul(a, b):
 
     def backward(g):
         # For Y = A B: dL/dA = dL/dY B^T and dL/dB = A^T dL/dY (per batch element).
-        g2 = g
-        if a.ndim == 1:
-            g2 = np.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = np.expand_dims(g2, -1)
+        # Work with the promoted 2-D+ shapes: put back the axes that 1-D operands dropped.
+        g2 = np.reshape(g, np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+                        + (a2.shape[-2], b2.shape[-1]))
         def grad_a():
             ga = g2 @ np.swapaxes(b2, -1, -2)
             return unbroadcast(ga, a2.shape).reshape(a.shape)
