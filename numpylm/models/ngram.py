@@ -267,7 +267,7 @@ class NGramLM:
         if bad.size:
             raise ValueError(f"context has token id {int(bad[0])} outside the vocabulary [0, {self.vocab_size})")
         width = self.order - 1
-        tail = [int(t) for t in ids[len(ids) - width :]] if width else []
+        tail = [int(t) for t in ids[max(len(ids) - width, 0) :]] if width else []
         return (self.bos_id,) * (width - len(tail)) + tuple(tail)
 
     def _check_token(self, token: int) -> int:
