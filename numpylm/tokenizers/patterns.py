@@ -1,0 +1,57 @@
+"""Pre-tokenisation: cutting text into chunks that byte-pair merges may never cross.
+
+BPE learns merges from pair counts. Run on raw text it would happily learn tokens such as
+"dog." and "dog!" and "dog?" as three unrelated ids; GPT-2 first splits text with a regular
+expression (letters, digits, punctuation and whitespace go to separate chunks, a leading space
+stays with the word after it) and only merges inside each chunk. The patterns need Unicode
+classes such as `\\p{L}` (any letter), which is why this uses the `regex` module, not `re`.
+"""
+from __future__ import annotations
+
+import functools
+
+import regex
+
+# GPT-2's split pattern, as in its `encoder.py`: common English contractions, an optional space
+# followed by letters, or digits, or other symbols; then runs of whitespace. `\s+(?!\S)` keeps
+# the last space of a run for the word that follows it, so " world" is one chunk.
+GPT2_PATTERN = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
+
+# GPT-4's (tiktoken's cl100k_base) split pattern. Differences from GPT-2's: contractions match
+# in any case, a word may be preceded by one non-letter (not only a space), numbers are cut
+# into chunks of at most three digits, and newlines are kept apart from other whitespace.
+# The possessive quantifiers (`?+`, `++`) forbid backtracking; they make matching faster and
+# are part of the pattern's definition.
+GPT4_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+
+
+@functools.lru_cache(maxsize=32)
+def compile_pattern(pattern: str) -> regex.Pattern[str]:
+    """Compile a split pattern once; a bad pattern raises `ValueError` quoting it."""
+    if not isinstance(pattern, str):
+        raise TypeError(f"a split pattern must be a str, got {type(pattern).__name__}")
+    try:
+        return regex.compile(pattern)
+    except regex.error as err:
+        raise ValueError(f"invalid split pattern {pattern!r}: {err}") from None
+
+
+def pretokenize(text: str, pattern: str = GPT4_PATTERN) -> list[str]:
+    """Split `text` into the chunks that `pattern` matches, in order.
+
+    Characters that the pattern matches nowhere are dropped, as in GPT-2 and tiktoken; both
+    patterns above match every character, so for them `"".join(chunks) == text`.
+
+    >>> pretokenize("Hello world, it's 2024!", GPT2_PATTERN)
+    ['Hello', ' world', ',', ' it', "'s", ' 2024', '!']
+    >>> pretokenize("Hello world, it's 2024!", GPT4_PATTERN)
+    ['Hello', ' world', ',', ' it', "'s", ' ', '202', '4', '!']
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return compile_pattern(pattern).findall(text)
