@@ -1,0 +1,144 @@
+"""Scaled dot-product attention, the heart of the transformer, twice: once composed from
+primitive ops (read it first) and once as a single fused op with a hand-derived backward.
+
+For queries Q (..., Tq, D), keys K (..., Tk, D) and values V (..., Tk, Dv)
+(Vaswani et al. 2017, eq. 1):
+
+    S = Q K^T / sqrt(D)          scores, (..., Tq, Tk)
+    S_ij = -inf where query i may not see key j (the causal mask, a padding mask)
+    P = softmax(S) over j        attention weights, each row sums to 1
+    O = P V                      (..., Tq, Dv)
+
+The composed version builds this from `matmul`, `where` and `softmax`, and autograd
+derives its gradient. The fused version exists for speed: it keeps one (Tq, Tk) array per
+head alive instead of four (scores, masked scores, exponentials, weights), works on it in
+place, and is one graph node instead of six. Its backward, for upstream gradient dO:
+
+    dV = P^T dO
+    dP = dO V^T
+    dS = P * (dP - rowsum(dP * P)),   and rowsum(dP * P) = rowsum(dO * O) (cheaper: Dv, not Tk)
+    dQ = dS K / sqrt(D),  dK = dS^T Q / sqrt(D)
+
+Causal masking aligns the last query with the last key: query i sees keys
+j <= i + (Tk - Tq). With Tq == Tk this is the usual lower triangle; with a KV cache
+(Tq new queries, Tk cached plus new keys) each new token sees everything before it.
+A query row that may see no key at all (only possible with an `attn_mask`) outputs zeros.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from numpylm.autograd import ops_math, ops_nn, ops_shape
+from numpylm.autograd.op import op
+from numpylm.autograd.samples import sample
+from numpylm.autograd.tensor import Tensor
+
+
+@functools.lru_cache(maxsize=64)
+def causal_block(Tq: int, Tk: int) -> np.ndarray:
+    """Boolean (Tq, Tk): True where query i may NOT see key j, i.e. j > i + (Tk - Tq)."""
+    i = np.arange(Tq)[:, None]
+    j = np.arange(Tk)[None, :]
+    blocked = j > i + (Tk - Tq)
+    blocked.flags.writeable = False  # shared between calls through the cache
+    return blocked
+
+
+def _blocked(Tq: int, Tk: int, causal: bool, attn_mask) -> np.ndarray | None:
+    """Where scores are set to -inf: the causal triangle and/or where `attn_mask` is False."""
+    blocked = causal_block(Tq, Tk) if causal else None
+    if attn_mask is not None:
+        attn_mask = np.asarray(attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask)
+        if attn_mask.dtype != bool:
+            raise TypeError(f"scaled_dot_product_attention: attn_mask must be boolean "
+                            f"(True = may attend), got dtype {attn_mask.dtype}")
+        blocked = ~attn_mask if blocked is None else (blocked | ~attn_mask)
+    return blocked
+
+
+def _check(q, k, v) -> None:
+    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
+        raise ValueError(f"scaled_dot_product_attention: q, k, v need the same number (>= 2) "
+                         f"of axes, got shapes {q.shape}, {k.shape}, {v.shape}")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: q (..., Tq, D), k (..., Tk, D) and "
+                         f"v (..., Tk, Dv) do not fit: {q.shape}, {k.shape}, {v.shape}")
+
+
+def attention_composed(q: Tensor, k: Tensor, v: Tensor, causal: bool = True,
+                       attn_mask=None) -> Tensor:
+    """The readable twin of `scaled_dot_product_attention`, built from primitive ops.
+
+    q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) -> (..., Tq, Dv). `attn_mask` is a
+    boolean array broadcastable to (..., Tq, Tk), True where a query may attend to a key.
+    """
+    _check(q.data, k.data, v.data)
+    D = q.shape[-1]
+    scores = ops_math.matmul(q, ops_shape.transpose(k, axes=_swap_last(k.ndim)))  # (..., Tq, Tk)
+    scores = ops_math.mul(scores, 1.0 / math.sqrt(D))
+    blocked = _blocked(q.shape[-2], k.shape[-2], causal, attn_mask)
+    if blocked is not None:
+        scores = ops_shape.masked_fill(scores, blocked, -np.inf)
+    weights = ops_nn.softmax(scores, axis=-1)  # (..., Tq, Tk), rows sum to 1
+    return ops_math.matmul(weights, v)  # (..., Tq, Dv)
+
+
+def _swap_last(ndim: int) -> tuple[int, ...]:
+    return (*range(ndim - 2), ndim - 1, ndim - 2)
+
+
+@op
+def scaled_dot_product_attention(q, k, v, causal=True, attn_mask=None):
+    """softmax(Q K^T / sqrt(D) + mask) V in one op; see the module docstring for the math.
+
+    q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) -> (..., Tq, Dv). `causal` hides later
+    keys (bottom-right aligned); `attn_mask`, boolean and broadcastable to (..., Tq, Tk),
+    is True where a query may attend to a key.
+    """
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    _check(q, k, v)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    # Scale Q (Tq x D numbers) rather than S (Tq x Tk): the same product, fewer multiplies.
+    qs = q * np.asarray(scale, dtype=q.dtype)
+    p = qs @ np.swapaxes(k, -1, -2)  # S, then P in place: (..., Tq, Tk)
+    blocked = _blocked(q.shape[-2], k.shape[-2], causal, attn_mask)
+    if blocked is not None:
+        np.copyto(p, -np.inf, where=np.broadcast_to(blocked, p.shape))
+    # Row-wise softmax in place. A fully blocked row has max -inf; shifting it by 0 instead
+    # keeps exp at 0 (not nan), and dividing by 1 instead of its zero sum gives a zero row.
+    m = p.max(axis=-1, keepdims=True)
+    if blocked is not None:
+        m[np.isneginf(m)] = 0.0
+    p -= m
+    np.exp(p, out=p)
+    total = p.sum(axis=-1, keepdims=True)
+    if blocked is not None:
+        total[total == 0] = 1.0
+    np.reciprocal(total, out=total)
+    p *= total
+    o = p @ v  # (..., Tq, Dv)
+
+    def backward(g):
+        dv = lambda: np.swapaxes(p, -1, -2) @ g  # dV = P^T dO
+        # rowsum(dP * P) = sum_j P_ij sum_d dO_id V_jd = sum_d dO_id O_id
+        row = np.einsum("...d,...d->...", g, o)[..., None]  # (..., Tq, 1)
+        ds = g @ np.swapaxes(v, -1, -2)  # dP, then dS in place: (..., Tq, Tk)
+        ds -= row
+        ds *= p
+        ds *= np.asarray(scale, dtype=ds.dtype)  # the 1/sqrt(D) of both dQ and dK, once
+        dq = lambda: ds @ k  # dQ = dS K / sqrt(D)
+        dk = lambda: np.swapaxes(ds, -1, -2) @ q  # dK = dS^T Q / sqrt(D)
+        return dq, dk, dv, None, None
+
+    return o, backward
+
+
+@sample("scaled_dot_product_attention")
+def _sample(rng: np.random.Generator):
+    q = rng.standard_normal((2, 2, 3, 4))
+    k = rng.standard_normal((2, 2, 5, 4))
+    v = rng.standard_normal((2, 2, 5, 3))
+    return (lambda q, k, v: scaled_dot_product_attention(q, k, v, causal=True)), (q, k, v)

@@ -1,0 +1,116 @@
+"""The fused attention op against finite differences and against its composed twin."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import numpylm.functional as F
+from numpylm import Tensor, gradcheck
+from numpylm.autograd.ops_attention import attention_composed
+from op_coverage import covers_op
+
+
+@st.composite
+def attention_inputs(draw, with_mask: bool | None = None):
+    B = draw(st.integers(1, 2))
+    H = draw(st.integers(1, 3))
+    Tq = draw(st.integers(1, 5))
+    Tk = Tq + draw(st.integers(0, 3))  # Tk >= Tq, as with a KV cache
+    D = draw(st.integers(1, 4))
+    Dv = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((B, H, Tq, D))
+    k = rng.standard_normal((B, H, Tk, D))
+    v = rng.standard_normal((B, H, Tk, Dv))
+    mask = None
+    if with_mask is None:
+        with_mask = draw(st.booleans())
+    if with_mask:
+        # A padding-style mask over keys, (B, 1, 1, Tk); key 0 always stays visible, so that
+        # no row, causal or not, is left with nothing to attend to.
+        mask = rng.random((B, 1, 1, Tk)) < 0.7
+        mask[..., 0] = True
+    causal = draw(st.booleans())
+    return q, k, v, causal, mask
+
+
+@covers_op("scaled_dot_product_attention")
+@settings(max_examples=20)
+@given(attention_inputs())
+def test_fused_attention_gradcheck(inputs):
+    q, k, v, causal, mask = inputs
+    gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=causal,
+                                                             attn_mask=mask), q, k, v)
+
+
+@settings(max_examples=20)
+@given(attention_inputs(with_mask=True), st.booleans())
+def test_fused_equals_composed_values_and_gradients(inputs, use_mask):
+    q, k, v, causal, mask = inputs
+    mask = mask if use_mask else None
+    results = []
+    for attend in (F.scaled_dot_product_attention, attention_composed):
+        tq, tk, tv = (Tensor(a, requires_grad=True) for a in (q, k, v))
+        out = attend(tq, tk, tv, causal=causal, attn_mask=mask)
+        g = np.random.default_rng(1).standard_normal(out.shape)
+        out.backward(g)
+        results.append((out.data, tq.grad, tk.grad, tv.grad))
+    for fused, composed in zip(*results):
+        np.testing.assert_allclose(fused, composed, rtol=1e-10, atol=1e-12)
+
+
+def test_zero_queries_average_the_visible_values():
+    """With q = 0 every score is 0, so each query weighs its visible keys equally.
+
+    Causal with Tq = Tk = 3 and values v = [1, 2, 3] (D_v = 1): query 0 sees key 0 -> 1;
+    query 1 sees keys 0, 1 -> (1 + 2) / 2 = 1.5; query 2 sees all -> (1 + 2 + 3) / 3 = 2.
+    With one cached key in front (Tk = 4, v = [7, 1, 2, 3]) and the same 3 queries, query i
+    sees keys 0..i+1: (7+1)/2 = 4, (7+1+2)/3 = 10/3, (7+1+2+3)/4 = 13/4.
+    """
+    q = np.zeros((1, 1, 3, 2))
+    v = np.array([1.0, 2.0, 3.0]).reshape(1, 1, 3, 1)
+    out = F.scaled_dot_product_attention(q, np.ones((1, 1, 3, 2)), v)
+    np.testing.assert_allclose(out.data.ravel(), [1.0, 1.5, 2.0])
+    v4 = np.array([7.0, 1.0, 2.0, 3.0]).reshape(1, 1, 4, 1)
+    out = F.scaled_dot_product_attention(q, np.ones((1, 1, 4, 2)), v4)
+    np.testing.assert_allclose(out.data.ravel(), [4.0, 10 / 3, 13 / 4])
+
+
+def test_scores_are_scaled_by_root_head_size():
+    """Two keys with q.k = 4 and 0 at D = 4: scaled scores 2 and 0, so the weights are
+    e^2 / (e^2 + 1) and 1 / (e^2 + 1), and with values 1 and 0 the output is e^2 / (e^2 + 1)."""
+    q = np.array([1.0, 1.0, 1.0, 1.0]).reshape(1, 1, 1, 4)
+    k = np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]).reshape(1, 1, 2, 4)
+    v = np.array([1.0, 0.0]).reshape(1, 1, 2, 1)
+    out = F.scaled_dot_product_attention(q, k, v, causal=False)
+    e2 = np.exp(2.0)
+    np.testing.assert_allclose(out.data.item(), e2 / (e2 + 1))
+
+
+def test_a_row_that_sees_nothing_gives_zeros_not_nan():
+    q = np.ones((1, 1, 2, 2))
+    k = np.ones((1, 1, 2, 2))
+    v = np.ones((1, 1, 2, 2))
+    mask = np.array([[True, True], [False, False]])  # query 1 may attend to nothing
+    t = Tensor(q, requires_grad=True)
+    out = F.scaled_dot_product_attention(t, k, v, causal=False, attn_mask=mask)
+    np.testing.assert_array_equal(out.data[0, 0, 1], [0.0, 0.0])
+    out.sum().backward()
+    assert np.isfinite(t.grad).all()
+
+
+def test_float32_stays_float32():
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 3, 4, 8)).astype(np.float32) for _ in range(3))
+    assert F.scaled_dot_product_attention(q, k, v).dtype == np.float32
+
+
+def test_bad_shapes_and_masks_are_named():
+    with pytest.raises(ValueError, match="do not fit"):
+        F.scaled_dot_product_attention(np.ones((1, 2, 3)), np.ones((1, 2, 4)), np.ones((1, 2, 3)))
+    with pytest.raises(ValueError, match="same number"):
+        F.scaled_dot_product_attention(np.ones((2, 3)), np.ones((1, 2, 3)), np.ones((1, 2, 3)))
+    with pytest.raises(TypeError, match="boolean"):
+        F.scaled_dot_product_attention(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)),
+                                       attn_mask=np.ones((2, 2)))
