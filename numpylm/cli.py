@@ -12,6 +12,7 @@ import sys
 # Modules that define a `register(subparsers)` function, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "numpylm.autograd.commands",
+    "numpylm.tokenizers.commands",
 )
 
 
