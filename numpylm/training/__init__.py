@@ -1,0 +1,9 @@
+"""Training: data and batches, the training loop, checkpoints, and the model-family registry."""
+from numpylm.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from numpylm.training.data import (TokenData, build_tokenizer, encode_text, get_batch, prepare_data,
+                                   train_val_split)
+from numpylm.training.loop import TrainConfig, TrainResult, make_optimizer, train
+
+__all__ = ["Checkpoint", "CheckpointError", "TokenData", "TrainConfig", "TrainResult",
+           "build_tokenizer", "encode_text", "get_batch", "load_checkpoint", "make_optimizer",
+           "prepare_data", "save_checkpoint", "train", "train_val_split"]

@@ -1,0 +1,120 @@
+"""Training data, part 2 of the guide: text becomes one long array of token ids, split once into
+a training part and a validation part, and training reads random windows of it.
+
+A language model learns from (context, next token) pairs. Any window of T + 1 consecutive ids
+gives T of them at once: x = ids[s : s + T] is the input and y = ids[s + 1 : s + T + 1] the
+target, so y[t] is the token that follows x[0..t]. A batch is B such windows at random starts s
+drawn from a seeded `numpy.random.Generator`, which is what makes a run repeatable and lets a
+resumed run draw exactly the batches the uninterrupted run would have drawn.
+
+The split is contiguous (the first 90% of the ids train, the last 10% validate), not shuffled:
+neighbouring windows overlap, so a shuffled split would let the model see validation text
+during training and the validation loss would flatter it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from numpylm.corpus import read_text
+
+__all__ = ["TokenData", "build_tokenizer", "encode_text", "get_batch", "prepare_data",
+           "train_val_split"]
+
+
+def build_tokenizer(kind: str, text: str, vocab_size: int = 512):
+    """A tokenizer of `kind` ("char" or "bpe") fitted to `text`.
+
+    "char" takes the sorted characters of the text plus an `<unk>` id (so a prompt may hold a
+    character the corpus never had); "bpe" learns `vocab_size - 256` byte-pair merges.
+    """
+    if kind == "char":
+        from numpylm.tokenizers.char import CharTokenizer
+
+        return CharTokenizer.from_text(text, unk="<unk>")
+    if kind == "bpe":
+        from numpylm.tokenizers.bpe import BPETokenizer
+
+        if vocab_size <= 256:
+            raise ValueError(f"a byte-level BPE vocabulary needs more than 256 ids, "
+                             f"got vocab_size={vocab_size}")
+        return BPETokenizer.train(text, vocab_size)
+    raise ValueError(f"unknown tokenizer kind {kind!r}; expected 'char' or 'bpe'")
+
+
+def encode_text(text: str, tokenizer) -> np.ndarray:
+    """Tokenise `text` once into an int64 id array (1-D)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return np.asarray(tokenizer.encode(text), dtype=np.int64)
+
+
+def train_val_split(ids: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """The first (1 - val_fraction) of `ids` for training, the rest for validation.
+
+    >>> train, val = train_val_split(np.arange(10), 0.2)
+    >>> train.tolist(), val.tolist()
+    ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9])
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"ids must be a 1-D array, got shape {ids.shape}")
+    n_train = int(round(len(ids) * (1.0 - val_fraction)))
+    return ids[:n_train], ids[n_train:]
+
+
+def get_batch(ids: np.ndarray, batch_size: int, block_size: int,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """B random windows of `ids`: inputs x (B, T) and targets y (B, T), y shifted by one.
+
+    >>> x, y = get_batch(np.arange(100), 2, 3, np.random.default_rng(0))
+    >>> bool((y == x + 1).all()), x.shape
+    (True, (2, 3))
+    """
+    if batch_size < 1 or block_size < 1:
+        raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size}, {block_size}")
+    if len(ids) < block_size + 1:
+        raise ValueError(f"the data has {len(ids)} tokens, too few for one window of "
+                         f"block_size + 1 = {block_size + 1}; use a smaller block_size or more text")
+    # A start s needs ids[s + T] for the last target, so s ranges over [0, len - T).
+    starts = rng.integers(0, len(ids) - block_size, size=batch_size)
+    window = starts[:, None] + np.arange(block_size)   # (B, T) positions
+    return ids[window], ids[window + 1]
+
+
+@dataclass
+class TokenData:
+    """One tokenised corpus, split for training.
+
+    `val_chars` and `val_bytes` are the length of the validation text in characters and UTF-8
+    bytes, so a loss per token can be turned into bits per character or per byte.
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    val_chars: int
+    val_bytes: int
+    source: str
+
+    @property
+    def tokens_per_char(self) -> float:
+        return len(self.val) / max(self.val_chars, 1)
+
+
+def prepare_data(tokenizer, path: str | os.PathLike[str] | None = None, *, text: str | None = None,
+                 val_fraction: float = 0.1) -> TokenData:
+    """Read `text` (or the UTF-8 file at `path`, or the embedded corpus), tokenise it once and
+    split it; the validation text's length is measured by decoding its ids."""
+    if text is None:
+        source = "embedded corpus" if path is None else os.fspath(path)
+        text = read_text(path)
+    else:
+        source = "given text"
+    ids = encode_text(text, tokenizer)
+    train, val = train_val_split(ids, val_fraction)
+    val_text = tokenizer.decode(val.tolist()) if len(val) else ""
+    return TokenData(train, val, len(val_text), len(val_text.encode("utf-8")), source)

@@ -1,0 +1,228 @@
+"""The training loop, part 2 of the guide: one function, read top to bottom, that trains every
+neural model family in numpylm (MLP, RNN/LSTM/GRU, GPT) through their shared interface
+`model(x, y) -> (logits, loss)`.
+
+One step, with k = grad_accum micro-batches of B windows of T tokens each:
+
+    lr    = schedule(step)                        warmup, then cosine decay (optim/schedules.py)
+    grads = 0
+    for each of the k micro-batches (x, y):
+        grads += d(loss(x, y) / k) / d(params)    backward() adds into .grad
+    clip the global gradient norm to grad_clip    (Pascanu et al. 2013)
+    AdamW update; weight decay only on matrices   (Loshchilov & Hutter 2019)
+
+Why divide by k: each micro-batch loss is a mean over its B*T targets, so the sum of the k
+scaled losses is the mean over all k*B*T targets, the loss of one k-times larger batch, and
+so are its gradients. Accumulation trades time for memory and changes nothing else (tested).
+
+Why weight decay only on parameters with two or more dimensions: decay pulls weights towards
+zero to keep the matrices small; biases and LayerNorm gains are few, do not cause
+overfitting, and a LayerNorm gain pulled to zero would switch its layer off.
+
+Every `eval_interval` steps the loop estimates the validation loss (also in bits per
+character or byte, so char and BPE models compare) and, given `out_dir`, saves a checkpoint.
+A NaN or infinite loss or gradient stops training at once, without saving, so the last
+checkpoint on disk is the last good one. Resuming restores weights, optimiser moments, the
+step and every random generator, so N steps + resume + M steps is bit-identical to N + M.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from numpylm.evaluation.evaluate import estimate_loss
+from numpylm.nn.layers import get_rng
+from numpylm.optim import AdamW, clip_grad_norm_, grad_norm, set_lr, warmup_cosine_lr
+from numpylm.training.checkpoint import load_checkpoint, save_checkpoint
+from numpylm.training.data import TokenData, get_batch
+
+__all__ = ["TrainConfig", "TrainResult", "make_optimizer", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run. The defaults are nanoGPT's small CPU recipe."""
+
+    steps: int = 2000              # optimiser updates
+    batch_size: int = 12           # B: windows per micro-batch
+    block_size: int = 64           # T: tokens per window (the context length)
+    grad_accum: int = 1            # k: micro-batches per update (effective batch k*B)
+    lr: float = 1e-3               # peak learning rate, reached after warmup
+    min_lr: float = 1e-4           # floor of the cosine decay
+    warmup_steps: int = 100        # linear warmup from lr/warmup_steps to lr
+    decay_steps: int | None = None  # cosine length; None means until the last step
+    weight_decay: float = 0.1      # AdamW decoupled decay, matrices only
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-8
+    grad_clip: float = 1.0         # max global gradient norm; 0 turns clipping off
+    eval_interval: int = 250       # evaluate (and checkpoint) every this many steps
+    eval_batches: int = 20         # random validation batches per evaluation
+    log_interval: int = 10         # progress line every this many steps
+    seed: int = 1337               # seeds the batch sampler
+    out_dir: str | None = None     # checkpoint directory; None saves nothing
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "block_size", "grad_accum", "eval_interval",
+                     "eval_batches", "log_interval"):
+            value = getattr(self, name)
+            smallest = 0 if name == "steps" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= {smallest}, got {value!r}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "eps"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+
+    def lr_at(self, step: int) -> float:
+        decay = self.decay_steps if self.decay_steps is not None else self.steps - self.warmup_steps
+        return warmup_cosine_lr(step, self.lr, self.min_lr, self.warmup_steps, max(decay, 0))
+
+
+@dataclass
+class TrainResult:
+    """What a run did: the final step, the loss history, and why it stopped."""
+
+    step: int
+    losses: list[float] = field(default_factory=list)            # training loss per step
+    val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, val loss)
+    stopped: str = "completed"                                     # or "nonfinite"
+    message: str = ""
+    checkpoint: str | None = None                                  # last checkpoint written
+
+
+def make_optimizer(model, config: TrainConfig) -> AdamW:
+    """AdamW with two parameter groups: matrices decay, vectors (biases, norm gains) do not."""
+    params = list(model.parameters())
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay, "name": "decay"}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps)
+
+
+def _random_states(model, batch_rng: np.random.Generator) -> dict[str, Any]:
+    """Every generator the run draws from: the batch sampler, the layers' shared default
+    generator (dropout without its own), and any module's own `rng`."""
+    own = {name: m.rng.bit_generator.state for name, m in model.named_modules()
+           if isinstance(getattr(m, "rng", None), np.random.Generator)}
+    return {"batches": batch_rng.bit_generator.state,
+            "nn_default": get_rng().bit_generator.state, "modules": own}
+
+
+def _restore_random_states(model, batch_rng: np.random.Generator, states: dict[str, Any]) -> None:
+    batch_rng.bit_generator.state = states["batches"]
+    get_rng().bit_generator.state = states["nn_default"]
+    modules = dict(model.named_modules())
+    for name, state in states.get("modules", {}).items():
+        modules[name].rng.bit_generator.state = state
+
+
+def _all_finite(model) -> bool:
+    return all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def train(model, data: TokenData, config: TrainConfig, *, tokenizer=None,
+          model_family: str = "custom", model_args: dict[str, Any] | None = None,
+          resume_from: str | None = None, log: Callable[[str], None] = print) -> TrainResult:
+    """Train `model` on `data.train` for `config.steps` updates; see the module docstring.
+
+    `tokenizer`, `model_family` and `model_args` go into checkpoints (needed when
+    `config.out_dir` is set). `resume_from` is a checkpoint directory to continue from.
+    """
+    if config.out_dir is not None and tokenizer is None:
+        raise ValueError("train: saving checkpoints (config.out_dir) needs the tokenizer")
+    params = list(model.parameters())
+    optimizer = make_optimizer(model, config)
+    batch_rng = np.random.default_rng(config.seed)
+    step = 0
+    result = TrainResult(step=0)
+
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, for_resume=True)
+        model.load_state_dict(ckpt.model_state)
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        _restore_random_states(model, batch_rng, ckpt.trainer_state["random_states"])
+        step = int(ckpt.trainer_state["step"])
+        result.checkpoint = str(ckpt.path)
+        log(f"resumed from {ckpt.path} at step {step}")
+
+    def save(step: int) -> None:
+        trainer_state = {"step": step, "random_states": _random_states(model, batch_rng),
+                         "data_position": {"sampling": "random windows; position is the "
+                                           "'batches' generator state",
+                                           "windows_drawn": step * config.grad_accum * config.batch_size},
+                         "data_source": data.source, "train_config": asdict(config)}
+        save_checkpoint(config.out_dir, model_family=model_family, model_args=model_args or {},
+                        model_state=model.state_dict(), tokenizer=tokenizer,
+                        optimizer_state=optimizer.state_dict(), trainer_state=trainer_state)
+        result.checkpoint = config.out_dir
+
+    model.train()
+    k, B, T = config.grad_accum, config.batch_size, config.block_size
+    tokens_per_step = k * B * T
+    t_start = time.perf_counter()
+    first_step = step
+    while step < config.steps:
+        lr = set_lr(optimizer, config.lr_at(step))
+
+        # One batch of k*B windows, split into k micro-batches: the same windows whatever k is.
+        x, y = get_batch(data.train, k * B, T, batch_rng)
+        optimizer.zero_grad()
+        loss_sum = 0.0
+        for xm, ym in zip(np.split(x, k), np.split(y, k)):
+            _, loss = model(xm, ym)
+            (loss * (1.0 / k)).backward()
+            loss_sum += loss.item()
+        loss_value = loss_sum / k
+
+        norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else grad_norm(params)
+        if not (math.isfinite(loss_value) and math.isfinite(norm)):
+            kept = f"the last good checkpoint is {result.checkpoint}" if result.checkpoint \
+                else "no checkpoint was written"
+            result.stopped = "nonfinite"
+            result.message = (f"step {step}: loss {loss_value}, gradient norm {norm}: not finite; "
+                              f"stopping ({kept}). Try a lower learning rate or grad_clip.")
+            log(result.message)
+            break
+        optimizer.step()
+        step += 1
+        result.step = step
+        result.losses.append(loss_value)
+
+        if step % config.log_interval == 0 or step == config.steps:
+            now = time.perf_counter()
+            steps_here = step - first_step
+            rate = tokens_per_step * steps_here / max(now - t_start, 1e-9)
+            eta = (config.steps - step) * (now - t_start) / steps_here
+            log(f"step {step}/{config.steps} | loss {loss_value:.4f} | lr {lr:.2e} | "
+                f"{rate:,.0f} tok/s | ETA {_duration(eta)}")
+
+        if step % config.eval_interval == 0 or step == config.steps:
+            if len(data.val) > T:
+                val = estimate_loss(model, data.val, B, T, config.eval_batches, seed=config.seed + 1)
+                result.val_losses.append((step, val))
+                bpc = val * data.tokens_per_char / math.log(2)
+                log(f"step {step}: val loss {val:.4f} | {bpc:.4f} bits/char")
+            if config.out_dir is not None:
+                if not _all_finite(model):
+                    result.stopped = "nonfinite"
+                    result.message = (f"step {step}: the parameters are no longer finite; not "
+                                      f"saving, stopping (last good checkpoint: {result.checkpoint})")
+                    log(result.message)
+                    break
+                save(step)
+    return result
