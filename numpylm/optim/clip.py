@@ -59,7 +59,8 @@ def clip_grad_norm_(params: Iterable[Any], max_norm: float, *, error_if_nonfinit
     coef = max_norm / (norm + 1e-6)
     # "not coef >= 1" rather than "coef < 1": a NaN coefficient propagates, as torch's does.
     if not coef >= 1.0:
-        for g in grads:
-            np.multiply(g, coef, out=g)
+        with np.errstate(invalid="ignore"):  # inf * 0 = NaN is the documented outcome
+            for g in grads:
+                np.multiply(g, coef, out=g)
     return norm
 
