@@ -1,0 +1,62 @@
+"""The KV cache, part 3 of the guide: why generating one token need not redo the whole prompt.
+
+In causal attention, the keys and values of a token depend only on that token and the ones
+before it, so they never change once computed. Generating token t + 1 needs the query of
+token t only, attending to the keys and values of tokens 0..t. A cache keeps those keys and
+values: the prompt is run once (filling the cache), then each new token costs one position
+of work per layer instead of t.
+
+The buffers are allocated once, at full length, so appending is a copy into place rather
+than a growing concatenation (which would copy the whole cache every token).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class KVCache:
+    """Keys and values of every layer for `batch_size` sequences of up to `max_length` tokens.
+
+    Buffers have shape (n_layer, B, H, max_length, D). A forward pass appends the new tokens'
+    keys and values layer by layer (`append`), then moves the shared position on (`advance`).
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, n_head: int, max_length: int,
+                 head_size: int, dtype: Any = np.float32) -> None:
+        shape = (n_layer, batch_size, n_head, max_length, head_size)
+        self.k = np.zeros(shape, dtype=dtype)
+        self.v = np.zeros(shape, dtype=dtype)
+        self.length = 0  # tokens stored so far, the same for every layer and sequence
+
+    @property
+    def max_length(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Store layer `layer`'s keys and values (B, H, T, D) of the new tokens after the
+        cached ones; return views of all of them, (B, H, length + T, D)."""
+        T = k.shape[2]
+        end = self.length + T
+        if end > self.max_length:
+            raise ValueError(f"KVCache: {self.length} cached + {T} new tokens exceed its "
+                             f"max_length {self.max_length}")
+        if k.shape[:2] != self.k.shape[1:3] or k.shape[3] != self.k.shape[4]:
+            raise ValueError(f"KVCache: keys of shape {k.shape} do not fit a cache of "
+                             f"(B, H, _, D) = {self.k.shape[1:3] + (None,) + self.k.shape[4:]}")
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, T: int) -> None:
+        """Count `T` more tokens as cached (after every layer has appended them)."""
+        self.length += T
+
+    def reset(self) -> None:
+        """Forget everything (the buffers are kept for reuse)."""
+        self.length = 0
