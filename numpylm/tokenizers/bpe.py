@@ -19,7 +19,7 @@ from itertools import chain
 from typing import Callable, Literal
 
 from numpylm.tokenizers.base import Tokenizer
-from numpylm.tokenizers.bpe_train import train_merges_fast, train_merges_plain
+from numpylm.tokenizers.bpe_train import merge_pair, train_merges_fast, train_merges_plain
 from numpylm.tokenizers.patterns import GPT2_PATTERN, GPT4_PATTERN, compile_pattern
 
 _NO_RANK = 1 << 62  # larger than any rank: "this pair is not a merge"
@@ -51,6 +51,17 @@ def apply_merges(ids: list[int], pair_rank: Mapping[tuple[int, int], int], merge
             ranks[i - 1] = get((ids[i - 1], ids[i]), _NO_RANK)
         if i < len(ranks):
             ranks[i] = get((ids[i], ids[i + 1]), _NO_RANK)
+    return ids
+
+
+def replay_merges(ids: list[int], merges: Iterable[tuple[int, int, int]]) -> list[int]:
+    """The readable twin of `apply_merges`: replay every merge, in rank order, over one chunk.
+
+    This is encoding by definition, and takes time proportional to the whole merge list for
+    every chunk; `apply_merges` only ever looks at the pairs present. Tests show they agree.
+    """
+    for left, right, new in merges:
+        ids = merge_pair(ids, (left, right), new)
     return ids
 
 
