@@ -1,4 +1,5 @@
 """The autograd engine: `Tensor`, the registered ops, and `gradcheck`."""
+from numpylm.autograd.graph import to_dot
 from numpylm.autograd.gradcheck import GradcheckError, GradcheckResult, gradcheck
 from numpylm.autograd.op import REGISTRY, op, unbroadcast
 from numpylm.autograd.tensor import Tensor, is_grad_enabled, no_grad
@@ -8,4 +9,4 @@ from numpylm.autograd import ops_math, ops_nn, ops_reduce, ops_shape  # noqa: E4
 from numpylm.autograd import ops_attention  # noqa: E402,F401
 
 __all__ = ["Tensor", "no_grad", "is_grad_enabled", "op", "REGISTRY", "unbroadcast",
-           "gradcheck", "GradcheckError", "GradcheckResult"]
+           "gradcheck", "GradcheckError", "GradcheckResult", "to_dot"]
