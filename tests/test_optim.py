@@ -150,11 +150,14 @@ def test_adamw_decays_the_weights_before_the_step():
     opt = AdamW([p], lr=0.1, weight_decay=0.5)
     run(opt, p, [[0.5, -0.25]])
     g = np.array([0.5, -0.25])
-    np.testing.assert_allclose(p.data, np.array(THETA0) * 0.95 - 0.1 * g / (np.abs(g) + 1e-8), rtol=1e-14)
+    expected = np.array(THETA0) * 0.95 - 0.1 * g / (np.abs(g) + 1e-8)
+    np.testing.assert_allclose(p.data, expected, rtol=1e-14)
     np.testing.assert_allclose(opt.state[id(p)]["exp_avg"], 0.1 * g, rtol=1e-14)
 
 
-@pytest.mark.parametrize("amsgrad, second_step", [(False, 1 / math.sqrt(3)), (True, 1 / math.sqrt(6))])
+@pytest.mark.parametrize(
+    "amsgrad, second_step", [(False, 1 / math.sqrt(3)), (True, 1 / math.sqrt(6))]
+)
 def test_amsgrad_keeps_the_largest_second_moment(amsgrad, second_step):
     """betas=(0.5, 0.5), lr=1, eps=0, theta0 = 0, gradients 2 then 0.
     Step 1: m1 = 1, v1 = 2; m^ = 1/0.5 = 2, v^ = 2/0.5 = 4; step = 2/2 = 1, so theta1 = -1.
@@ -177,7 +180,9 @@ def test_defaults_match_torch():
         lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False
     )
     assert AdamW([p]).defaults["weight_decay"] == 1e-2
-    assert SGD([p]).defaults == dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False)
+    assert SGD([p]).defaults == dict(
+        lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False
+    )
 
 
 # --------------------------------------------------------------------------- behaviour
@@ -316,11 +321,13 @@ def test_resume_from_state_dict_is_bitwise_identical(tmp_path, name, make, throu
     if through_file:
         tensors, metadata = optimizer_state_to_tensors(sd)
         save_safetensors(tensors, tmp_path / "optimizer.safetensors", metadata)
-        sd = optimizer_state_from_tensors(*load_safetensors_with_metadata(tmp_path / "optimizer.safetensors"))
+        loaded = load_safetensors_with_metadata(tmp_path / "optimizer.safetensors")
+        sd = optimizer_state_from_tensors(*loaded)
     qs = [Parameter(p.data.copy()) for p in ps]
     fresh = make([{"params": qs[:2]}, {"params": qs[2:]}])  # group 1's weight decay comes from sd
     fresh.load_state_dict(sd)
-    assert [g["weight_decay"] for g in fresh.param_groups] == [g["weight_decay"] for g in opt.param_groups]
+    restored = [g["weight_decay"] for g in fresh.param_groups]
+    assert restored == [g["weight_decay"] for g in opt.param_groups]
 
     _steps(opt, ps, grads[3:])
     _steps(fresh, qs, grads[3:])
@@ -363,9 +370,12 @@ def test_load_state_dict_refuses_what_does_not_fit():
     with pytest.raises(ValueError, match="group 0 has 2 params in the state dict but 1"):
         SGD([p], lr=0.1, momentum=0.9).load_state_dict(sd)
     with pytest.raises(ValueError, match="2 param groups, this optimizer has 1"):
-        SGD([p, q], lr=0.1, momentum=0.9).load_state_dict({"state": {}, "param_groups": sd["param_groups"] * 2})
+        SGD([p, q], lr=0.1, momentum=0.9).load_state_dict(
+            {"state": {}, "param_groups": sd["param_groups"] * 2}
+        )
     swapped = SGD([q, p], lr=0.1, momentum=0.9)
-    with pytest.raises(ValueError, match=r"param 0: 'momentum_buffer' has shape \(2,\) but the param has shape \(1,\)"):
+    message = r"param 0: 'momentum_buffer' has shape \(2,\) but the param has shape \(1,\)"
+    with pytest.raises(ValueError, match=message):
         swapped.load_state_dict(sd)
     assert swapped.state == {}  # nothing changed by a failed load
     with pytest.raises(ValueError, match="keys \\['momentum_buffer'\\], expected \\['exp_avg'"):
@@ -442,7 +452,9 @@ TORCH_CONFIGS = [
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("name, options", TORCH_CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(TORCH_CONFIGS)])
+@pytest.mark.parametrize(
+    "name, options", TORCH_CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(TORCH_CONFIGS)]
+)
 def test_matches_torch_optim(name, options, dtype):
     torch = pytest.importorskip("torch")
     ours = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}[name]

@@ -147,7 +147,8 @@ def test_bf16_is_read_into_float32(tmp_path):
     write_raw(path, {"x": {"dtype": "BF16", "shape": [5], "data_offsets": [0, 10]}}, data)
     x = load_safetensors(path)["x"]
     assert x.dtype == np.float32
-    np.testing.assert_array_equal(x, np.array([1.0, -2.0, 0.33203125, np.inf, 2.0**-133], np.float32))
+    expected = np.array([1.0, -2.0, 0.33203125, np.inf, 2.0**-133], np.float32)
+    np.testing.assert_array_equal(x, expected)
 
 
 def test_bf16_write_rounds_to_nearest_even(tmp_path):
@@ -273,7 +274,12 @@ GOOD = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
             None,
             r"needs 12 bytes but data_offsets \[0, 8\] span 8",
         ),
-        ({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 0]}}, b"", None, "non-negative ints"),
+        (
+            {"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 0]}},
+            b"",
+            None,
+            "non-negative ints",
+        ),
         ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}}, b"", None, "begin <= end"),
         ({"a": {"dtype": "F32", "shape": [1]}}, b"", None, r"missing \['data_offsets'\]"),
         ({"a": [1, 2]}, b"", None, "not a JSON object"),

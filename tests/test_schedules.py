@@ -46,7 +46,8 @@ def test_warmup_cosine_by_hand():
     schedule = WarmupCosineSchedule(lr=1.0, min_lr=0.1, warmup_steps=2, decay_steps=4)
     values = [schedule(s) for s in range(9)]
     r = math.sqrt(0.5)  # cos(pi/4)
-    expected = [0.5, 1.0, 1.0, 0.1 + 0.9 * (1 + r) / 2, 0.55, 0.1 + 0.9 * (1 - r) / 2, 0.1, 0.1, 0.1]
+    expected = [0.5, 1.0, 1.0, 0.1 + 0.9 * (1 + r) / 2, 0.55, 0.1 + 0.9 * (1 - r) / 2]
+    expected += [0.1, 0.1, 0.1]
     np.testing.assert_allclose(values, expected, rtol=1e-14)
     np.testing.assert_allclose(values[3], 0.868198, atol=1e-6)
     assert warmup_cosine_lr(10**9, 1.0, 0.1, 2, 4) == 0.1
@@ -67,7 +68,8 @@ def test_nanogpt_convention():
         return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
     for step in range(131):
-        assert math.isclose(warmup_cosine_lr(step, lr, min_lr, W, L - W), get_lr(step), rel_tol=1e-12, abs_tol=1e-18)
+        ours = warmup_cosine_lr(step, lr, min_lr, W, L - W)
+        assert math.isclose(ours, get_lr(step), rel_tol=1e-12, abs_tol=1e-18)
 
 
 def test_edge_cases():

@@ -46,4 +46,6 @@ def load_json(path: str | os.PathLike[str]) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: bad JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        raise ValueError(
+            f"{where}: bad JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+        ) from None

@@ -1,4 +1,4 @@
-"""The safetensors format in plain NumPy: how weights are stored so that nothing executes from a file.
+"""The safetensors format in plain NumPy: weights stored so that nothing executes from a file.
 
 Part of the engine under everything. A safetensors file is three things in a row:
 
@@ -113,7 +113,8 @@ def _as_storage(name: str, array: object, target: str | None) -> tuple[str, np.n
     """The safetensors dtype name and the little-endian C-ordered array to write for one tensor."""
     if not isinstance(array, np.ndarray):
         kind = type(array).__name__
-        hint = " (pass its .data array)" if isinstance(getattr(array, "data", None), np.ndarray) else ""
+        tensor_like = isinstance(getattr(array, "data", None), np.ndarray)
+        hint = " (pass its .data array)" if tensor_like else ""
         raise TypeError(f"tensor {name!r} is a {kind}, not a numpy array{hint}")
     native = array.dtype.newbyteorder("=") if array.dtype.byteorder not in "=|" else array.dtype
     source = _NAME_OF.get(native)
@@ -155,7 +156,9 @@ def save_safetensors(
     directory and renamed into place, so an interrupted save never leaves a torn file.
     """
     if not isinstance(tensors, Mapping):
-        raise TypeError(f"tensors must be a mapping of names to arrays, not {type(tensors).__name__}")
+        raise TypeError(
+            f"tensors must be a mapping of names to arrays, not {type(tensors).__name__}"
+        )
     dtypes = dict(dtypes or {})
     unknown = sorted(set(dtypes) - set(tensors))
     if unknown:
@@ -238,11 +241,14 @@ def _parse_entry(name: str, entry: object, where: str) -> TensorInfo:
     dtype = entry["dtype"]
     if dtype not in _STORAGE:
         raise ValueError(
-            f"{where}: tensor {name!r} has unknown dtype {dtype!r} (supported: {', '.join(_STORAGE)})"
+            f"{where}: tensor {name!r} has unknown dtype {dtype!r} "
+            f"(supported: {', '.join(_STORAGE)})"
         )
     shape = entry["shape"]
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise ValueError(f"{where}: tensor {name!r} shape {shape!r} is not a list of non-negative ints")
+        raise ValueError(
+            f"{where}: tensor {name!r} shape {shape!r} is not a list of non-negative ints"
+        )
     offsets = entry["data_offsets"]
     if (
         not isinstance(offsets, list)
@@ -267,7 +273,9 @@ def _read_header(f, where: str) -> tuple[dict[str, TensorInfo], dict[str, str], 
     """Parse and validate the header; return entries, metadata and the byte buffer's file offset."""
     file_size = os.fstat(f.fileno()).st_size
     if file_size < 8:
-        raise ValueError(f"{where}: file is {file_size} bytes, too short to hold the 8-byte header length")
+        raise ValueError(
+            f"{where}: file is {file_size} bytes, too short to hold the 8-byte header length"
+        )
     n = int.from_bytes(f.read(8), "little")
     if n > file_size - 8:
         raise ValueError(
@@ -310,12 +318,15 @@ def _read_header(f, where: str) -> tuple[dict[str, TensorInfo], dict[str, str], 
                 f"tensor {previous!r}, which ends at {position}"
             )
         if begin > position:
-            after = f"after tensor {previous!r}" if previous is not None else "at the start of the buffer"
-            raise ValueError(f"{where}: gap of {begin - position} bytes {after} (offsets {position}..{begin})")
+            after = f"after tensor {previous!r}" if previous is not None else "at the start"
+            raise ValueError(
+                f"{where}: gap of {begin - position} bytes {after} (offsets {position}..{begin})"
+            )
         position, previous = end, name
     if position != buffer_size:
         raise ValueError(
-            f"{where}: {buffer_size - position} bytes after the last tensor are not described by the header"
+            f"{where}: {buffer_size - position} bytes after the last tensor are not "
+            "described by the header"
         )
     return entries, metadata, 8 + n
 
@@ -323,7 +334,7 @@ def _read_header(f, where: str) -> tuple[dict[str, TensorInfo], dict[str, str], 
 def read_safetensors_header(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Validate a safetensors file and return its tensor entries and metadata, reading no tensor data."""
+    """Validate a safetensors file; return its tensor entries and metadata, reading no data."""
     where = os.fspath(path)
     with open(where, "rb") as f:
         entries, metadata, _ = _read_header(f, where)

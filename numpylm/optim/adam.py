@@ -61,7 +61,10 @@ class Adam(Optimizer):
         if (
             not isinstance(betas, (tuple, list))
             or len(betas) != 2
-            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas)
+            or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
+                for b in betas
+            )
         ):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         group["betas"] = (float(betas[0]), float(betas[1]))
@@ -72,7 +75,9 @@ class Adam(Optimizer):
         keys = ("step", "exp_avg", "exp_avg_sq")
         return keys + ("max_exp_avg_sq",) if group["amsgrad"] else keys
 
-    def _update(self, p: Any, grad: np.ndarray, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self, p: Any, grad: np.ndarray, group: dict[str, Any], state: dict[str, Any]
+    ) -> None:
         theta = p.data
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
@@ -140,4 +145,6 @@ class AdamW(Adam):
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
     ) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+        super().__init__(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
+        )

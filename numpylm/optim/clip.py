@@ -43,7 +43,9 @@ def grad_norm(params: Iterable[Any]) -> float:
     return _global_norm(_grads(params))
 
 
-def clip_grad_norm_(params: Iterable[Any], max_norm: float, *, error_if_nonfinite: bool = False) -> float:
+def clip_grad_norm_(
+    params: Iterable[Any], max_norm: float, *, error_if_nonfinite: bool = False
+) -> float:
     """Scale all gradients in place so their global L2 norm is at most `max_norm`.
 
     Returns the norm before clipping. With `error_if_nonfinite=True` a NaN or infinite norm

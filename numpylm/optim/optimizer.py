@@ -87,10 +87,15 @@ class Optimizer:
                     "a numpy array .data and a .grad"
                 )
             if not np.issubdtype(p.data.dtype, np.floating):
-                raise TypeError(f"param {i} of a group has dtype {p.data.dtype}; only floating-point parameters can be optimised")
+                raise TypeError(
+                    f"param {i} of a group has dtype {p.data.dtype}; "
+                    "only floating-point parameters can be optimised"
+                )
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if len({id(p) for p in params}) != len(params) or seen & {id(p) for p in params}:
-            raise ValueError("some parameters appear in more than one place in the optimizer's groups")
+            raise ValueError(
+                "some parameters appear in more than one place in the optimizer's groups"
+            )
 
         full = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
         self._validate_group(full)
@@ -115,12 +120,13 @@ class Optimizer:
                 if not isinstance(grad, np.ndarray) or grad.shape != p.data.shape:
                     shape = getattr(grad, "shape", type(grad).__name__)
                     raise ValueError(
-                        f"gradient of shape {shape} does not match its parameter's shape {p.data.shape}"
+                        f"gradient of shape {shape} does not match "
+                        f"its parameter's shape {p.data.shape}"
                     )
                 self._update(p, grad, group, self.state.setdefault(id(p), {}))
 
     def _scratch(self, like: np.ndarray, slot: int) -> np.ndarray:
-        """A scratch array shaped and typed like `like`; contents are garbage, reused across calls."""
+        """A scratch array shaped and typed like `like`; its contents are left from earlier use."""
         key = (like.dtype, slot)
         buffer = self._workspace.get(key)
         if buffer is None or buffer.size < like.size:
@@ -135,7 +141,9 @@ class Optimizer:
     def _state_keys(self, group: Mapping[str, Any]) -> tuple[str, ...]:  # pragma: no cover
         raise NotImplementedError
 
-    def _update(self, p: Any, grad: np.ndarray, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self, p: Any, grad: np.ndarray, group: dict[str, Any], state: dict[str, Any]
+    ) -> None:
         raise NotImplementedError  # pragma: no cover
 
     # ----------------------------------------------------------------------------- saving
@@ -169,11 +177,14 @@ class Optimizer:
         A mismatch raises `ValueError` naming the group or parameter index.
         """
         if not isinstance(state_dict, Mapping) or set(state_dict) != {"state", "param_groups"}:
-            raise ValueError("an optimizer state dict has exactly the keys 'state' and 'param_groups'")
+            raise ValueError(
+                "an optimizer state dict has exactly the keys 'state' and 'param_groups'"
+            )
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
-                f"state dict has {len(saved_groups)} param groups, this optimizer has {len(self.param_groups)}"
+                f"state dict has {len(saved_groups)} param groups, "
+                f"this optimizer has {len(self.param_groups)}"
             )
         params: list[Any] = []
         new_groups = []
@@ -189,7 +200,10 @@ class Optimizer:
             options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
             unknown = set(options) - set(self.defaults) - _FREE_KEYS
             if unknown:
-                raise ValueError(f"param group {g} has options {sorted(unknown)} unknown to {type(self).__name__}")
+                raise ValueError(
+                    f"param group {g} has options {sorted(unknown)} "
+                    f"unknown to {type(self).__name__}"
+                )
             full = {**self.defaults, **options}
             self._validate_group(full)
             full["params"] = group["params"]
@@ -200,14 +214,19 @@ class Optimizer:
         for key, entry in state_dict["state"].items():
             i = int(key)
             if not 0 <= i < len(params):
-                raise ValueError(f"state dict has state for param {key}, but there are only {len(params)} params")
+                raise ValueError(
+                    f"state dict has state for param {key}, "
+                    f"but there are only {len(params)} params"
+                )
             p, group = params[i]
             new_state[id(p)] = self._check_entry(i, entry, p, group)
 
         self.param_groups = new_groups
         self.state = new_state
 
-    def _check_entry(self, i: int, entry: Mapping[str, Any], p: Any, group: Mapping[str, Any]) -> dict[str, Any]:
+    def _check_entry(
+        self, i: int, entry: Mapping[str, Any], p: Any, group: Mapping[str, Any]
+    ) -> dict[str, Any]:
         expected = set(self._state_keys(group))
         if set(entry) != expected:
             raise ValueError(
@@ -219,13 +238,16 @@ class Optimizer:
             if k == "step":
                 step = float(v)
                 if not (step >= 0 and step.is_integer()):
-                    raise ValueError(f"state of param {i}: step {v!r} is not a non-negative integer")
+                    raise ValueError(
+                        f"state of param {i}: step {v!r} is not a non-negative integer"
+                    )
                 out[k] = int(step)
                 continue
             v = np.asarray(v)
             if v.shape != p.data.shape:
                 raise ValueError(
-                    f"state of param {i}: {k!r} has shape {v.shape} but the param has shape {p.data.shape}"
+                    f"state of param {i}: {k!r} has shape {v.shape} "
+                    f"but the param has shape {p.data.shape}"
                 )
             # State lives in the parameter's dtype (float32 parameters keep float32 moments).
             out[k] = np.array(v, dtype=p.data.dtype, copy=True)

@@ -9,7 +9,7 @@ uninterrupted run would have used; `set_lr` writes a value into an optimiser's g
 Steps count from 0. With peak `lr`, floor `min_lr`, `W = warmup_steps`, `D = decay_steps`
 (nanoGPT's `get_lr` convention, with its lr_decay_iters = W + D):
 
-    step < W:            lr * (step + 1) / W                      linear warmup, reaches lr at step W-1
+    step < W:            lr * (step + 1) / W          linear warmup, reaching lr at step W-1
     W <= step < W + D:   min_lr + (lr - min_lr) * (1 + cos(pi * (step - W) / D)) / 2
     step >= W + D:       min_lr
 
@@ -38,7 +38,8 @@ def _check_step(step: int) -> None:
 
 
 def _check_rate(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf):
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (is_number and 0 <= value < math.inf):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
@@ -54,15 +55,17 @@ def constant_lr(step: int, lr: float) -> float:
 
 
 def linear_warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
-    """`lr * (step + 1) / warmup_steps` during warmup, then `lr` (no warmup if warmup_steps == 0)."""
+    """`lr * (step + 1) / warmup_steps` during warmup, then `lr` (warmup_steps may be 0)."""
     _check_step(step)
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     return float(lr)
 
 
-def warmup_cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
-    """Linear warmup over `warmup_steps`, cosine decay to `min_lr` over `decay_steps`, then `min_lr`.
+def warmup_cosine_lr(
+    step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int
+) -> float:
+    """Linear warmup over `warmup_steps`, cosine decay to `min_lr` over `decay_steps`, then min_lr.
 
     See the module docstring for the formula; e.g. lr=1, min_lr=0.1, W=2, D=4 gives
     0.5, 1.0, 1.0, 0.8682..., 0.55, 0.2318..., 0.1, 0.1, ... for steps 0, 1, 2, ...

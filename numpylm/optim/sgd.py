@@ -1,4 +1,4 @@
-"""Stochastic gradient descent with momentum: the first optimiser of the guide, as in torch.optim.SGD.
+"""Stochastic gradient descent with momentum, the simplest optimiser, as in torch.optim.SGD.
 
 Part of the engine under everything. With gradient g_t of the loss at step t, learning rate
 lr, momentum mu, dampening tau and weight decay wd, one step is (torch's documented algorithm):
@@ -41,7 +41,11 @@ class SGD(Optimizer):
         nesterov: bool = False,
     ) -> None:
         defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
         )
         super().__init__(params, defaults)
 
@@ -58,7 +62,9 @@ class SGD(Optimizer):
     def _state_keys(self, group: Any) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
-    def _update(self, p: Any, grad: np.ndarray, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(
+        self, p: Any, grad: np.ndarray, group: dict[str, Any], state: dict[str, Any]
+    ) -> None:
         theta = p.data
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
 
