@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "numpylm.autograd.commands",
     "numpylm.tokenizers.commands",
+    "numpylm.training.commands",
 )
 
 

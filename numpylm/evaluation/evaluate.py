@@ -22,7 +22,8 @@ import numpy as np
 from numpylm.autograd.tensor import no_grad
 from numpylm.evaluation.metrics import bits_per_byte, bits_per_char, bits_per_token, perplexity
 
-__all__ = ["EvalReport", "estimate_loss", "evaluate_ids", "evaluate_text"]
+__all__ = ["EvalReport", "estimate_loss", "evaluate_ids", "evaluate_text", "evaluate_tokens",
+           "report_from_nll"]
 
 
 class _eval_mode:
@@ -135,7 +136,12 @@ def report_from_nll(mean_nll: float, n_tokens: int, n_chars: int, n_bytes: int) 
 def evaluate_text(model, tokenizer, text: str, block_size: int, batch_size: int = 16) -> EvalReport:
     """Score `text` with `model`; bits per char/byte count the characters and bytes of the
     tokens actually predicted (all but the first token)."""
-    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+    return evaluate_tokens(model, tokenizer, tokenizer.encode(text), block_size, batch_size)
+
+
+def evaluate_tokens(model, tokenizer, ids, block_size: int, batch_size: int = 16) -> EvalReport:
+    """`evaluate_text` for text that is already token ids."""
+    ids = np.asarray(ids, dtype=np.int64)
     if len(ids) < 2:
         raise ValueError(f"the text gives {len(ids)} token(s); need at least 2 to evaluate")
     mean_nll, n = evaluate_ids(model, ids, block_size, batch_size)

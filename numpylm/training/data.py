@@ -99,6 +99,7 @@ class TokenData:
     val_chars: int
     val_bytes: int
     source: str
+    val_fraction: float = 0.1
 
     @property
     def tokens_per_char(self) -> float:
@@ -117,4 +118,4 @@ def prepare_data(tokenizer, path: str | os.PathLike[str] | None = None, *, text:
     ids = encode_text(text, tokenizer)
     train, val = train_val_split(ids, val_fraction)
     val_text = tokenizer.decode(val.tolist()) if len(val) else ""
-    return TokenData(train, val, len(val_text), len(val_text.encode("utf-8")), source)
+    return TokenData(train, val, len(val_text), len(val_text.encode("utf-8")), source, val_fraction)

@@ -162,10 +162,11 @@ def train(model, data: TokenData, config: TrainConfig, *, tokenizer=None,
 
     def save(step: int) -> None:
         trainer_state = {"step": step, "random_states": _random_states(model, batch_rng),
-                         "data_position": {"sampling": "random windows; position is the "
-                                           "'batches' generator state",
-                                           "windows_drawn": step * config.grad_accum * config.batch_size},
-                         "data_source": data.source, "train_config": asdict(config)}
+                         "data": {"source": data.source, "val_fraction": data.val_fraction,
+                                  # Windows are drawn at random, so the position in the data
+                                  # is the state of the "batches" generator above.
+                                  "windows_drawn": step * config.grad_accum * config.batch_size},
+                         "train_config": asdict(config)}
         save_checkpoint(config.out_dir, model_family=model_family, model_args=model_args or {},
                         model_state=model.state_dict(), tokenizer=tokenizer,
                         optimizer_state=optimizer.state_dict(), trainer_state=trainer_state)

@@ -1,0 +1,295 @@
+"""The `train`, `generate` and `eval` sub-commands: parts 2 to 4 of the guide from a terminal.
+
+    numpylm train --model gpt --steps 200 --out checkpoints/gpt
+    numpylm generate --checkpoint checkpoints/gpt --prompt "The for statement"
+    numpylm eval --checkpoint checkpoints/gpt
+
+`train` reads the embedded corpus (or `--data FILE`), fits a tokenizer, builds a model of the
+chosen family with CPU-sized defaults and runs `numpylm.training.train` (or, for the count
+n-gram, counts). `generate` streams a continuation of a prompt to the terminal. `eval`
+reports loss, perplexity and bits per token, character and byte on held-out text. Both
+`generate` and `eval` also take a GPT-2-format directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FAMILY_NAMES = ("ngram", "bigram", "mlp", "rnn", "gru", "lstm", "gpt")
+
+
+# ---------------------------------------------------------------------------------- train
+
+
+def _model_args(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
+    """The constructor arguments of the chosen family, from the command-line flags."""
+    family = args.model
+    if family == "ngram":
+        return {"order": args.order, "vocab_size": vocab_size, "smoothing": args.smoothing}
+    if family == "bigram":
+        return {"vocab_size": vocab_size}
+    if family == "mlp":
+        return {"vocab_size": vocab_size, "context_size": args.context,
+                "embedding_dim": args.embedding_dim, "hidden_size": args.hidden_size}
+    if family in ("rnn", "gru", "lstm"):
+        return {"vocab_size": vocab_size, "embedding_dim": args.embedding_dim,
+                "hidden_size": args.hidden_size, "cell": family}
+    return {"vocab_size": vocab_size, "block_size": args.block_size, "n_layer": args.n_layer,
+            "n_head": args.n_head, "n_embd": args.n_embd, "dropout": args.dropout}
+
+
+def _train_config(args: argparse.Namespace, out_dir: str):
+    from numpylm.training.loop import TrainConfig
+
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, block_size=args.block_size,
+                       grad_accum=args.grad_accum, lr=args.lr, min_lr=args.min_lr,
+                       warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+                       grad_clip=args.grad_clip, eval_interval=args.eval_interval,
+                       eval_batches=args.eval_batches, log_interval=args.log_interval,
+                       seed=args.seed, out_dir=out_dir)
+
+
+def _train_ngram(args, tokenizer, data, out_dir: str) -> int:
+    from numpylm.evaluation.evaluate import evaluate_tokens
+    from numpylm.training.checkpoint import save_checkpoint
+    from numpylm.training.families import build_model, ngram_state
+
+    model_args = _model_args(args, tokenizer.vocab_size)
+    lm = build_model("ngram", model_args).fit([data.train])
+    print(f"counted the {lm.order}-grams of {len(data.train):,} tokens ({lm.smoothing})")
+    if len(data.val) > 1:
+        report = evaluate_tokens(lm, tokenizer, data.val, args.block_size)
+        print(f"validation: {report}")
+    save_checkpoint(out_dir, model_family="ngram", model_args=model_args,
+                    model_state=ngram_state(lm), tokenizer=tokenizer,
+                    trainer_state={"step": 0, "train_config": {"block_size": args.block_size},
+                                   "data": {"source": data.source,
+                                            "val_fraction": data.val_fraction}})
+    print(f"saved {out_dir}")
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from numpylm.corpus import read_text
+    from numpylm.nn import manual_seed
+    from numpylm.training.checkpoint import load_checkpoint
+    from numpylm.training.data import build_tokenizer, prepare_data
+    from numpylm.training.families import build_model
+    from numpylm.training.loop import TrainConfig, train
+
+    out_dir = args.out or f"checkpoints/{args.model}"
+    if args.resume:
+        ckpt = load_checkpoint(out_dir, for_resume=True)
+        tokenizer, family, model_args = ckpt.tokenizer, ckpt.model_family, ckpt.model_args
+        saved = dict(ckpt.trainer_state.get("train_config", {}))
+        known = {f.name for f in fields(TrainConfig)}
+        config = TrainConfig(**{**{k: v for k, v in saved.items() if k in known},
+                                "steps": args.steps, "out_dir": out_dir})
+    else:
+        tokenizer = build_tokenizer(args.tokenizer, read_text(args.data), args.vocab_size)
+        family, model_args = args.model, None
+        config = None
+    data = prepare_data(tokenizer, args.data, val_fraction=args.val_fraction)
+    print(f"data: {data.source}: {len(data.train):,} train + {len(data.val):,} validation "
+          f"tokens ({type(tokenizer).__name__}, vocabulary {tokenizer.vocab_size})")
+    if family == "ngram":
+        if args.resume:
+            raise ValueError("an n-gram model is fitted in one pass; there is nothing to resume")
+        return _train_ngram(args, tokenizer, data, out_dir)
+    if model_args is None:
+        model_args = _model_args(args, tokenizer.vocab_size)
+        config = _train_config(args, out_dir)
+    manual_seed(args.seed)  # layers draw their initial weights from this generator
+    model = build_model(family, model_args)
+    print(f"model: {family} with {model.num_parameters():,} parameters; "
+          f"{config.steps} steps of {config.grad_accum} x {config.batch_size} x "
+          f"{config.block_size} tokens")
+    result = train(model, data, config, tokenizer=tokenizer, model_family=family,
+                   model_args=model_args, resume_from=out_dir if args.resume else None)
+    if result.stopped != "completed":
+        return 1
+    print(f"saved {out_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- generate
+
+
+def _stream_ngram(loaded, ids: list[int], args) -> None:
+    lm, tokenizer = loaded.model, loaded.tokenizer
+    new = lm.generate(args.max_new_tokens, context=ids, rng=args.seed,
+                      temperature=args.temperature)
+    for token in new:
+        sys.stdout.write(tokenizer.decode([token]))
+        sys.stdout.flush()
+
+
+def _stream_neural(loaded, ids: list[int], args) -> None:
+    from numpylm.inference import stream_generate
+
+    tokenizer = loaded.tokenizer
+    # Decode the whole text each time and print what is new: a BPE token can end in the
+    # middle of a UTF-8 character, so decoding tokens one by one would print broken bytes.
+    new_ids: list[int] = []
+    printed = ""
+    for token in stream_generate(loaded.model, np.asarray([ids], dtype=np.int64),
+                                 max_new_tokens=args.max_new_tokens,
+                                 temperature=args.temperature, top_k=args.top_k,
+                                 top_p=args.top_p, seed=args.seed):
+        new_ids.append(int(np.asarray(token).reshape(-1)[0]))
+        text = tokenizer.decode(new_ids)
+        if text.endswith("\ufffd"):
+            continue  # wait for the rest of the character
+        sys.stdout.write(text[len(printed):])
+        sys.stdout.flush()
+        printed = text
+    text = tokenizer.decode(new_ids)
+    sys.stdout.write(text[len(printed):])
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from numpylm.training.families import load_model
+
+    loaded = load_model(args.checkpoint)
+    ids = loaded.tokenizer.encode(args.prompt)
+    if not ids and loaded.family != "ngram":
+        raise ValueError("--prompt must give at least one token for a neural model")
+    sys.stdout.write(args.prompt)
+    if loaded.family == "ngram":
+        _stream_ngram(loaded, ids, args)
+    else:
+        _stream_neural(loaded, ids, args)
+    sys.stdout.write("\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- eval
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from numpylm.corpus import read_text
+    from numpylm.evaluation.evaluate import evaluate_text
+    from numpylm.training.families import load_model
+
+    loaded = load_model(args.checkpoint)
+    block_size = args.block_size or loaded.block_size
+    if args.data is not None:
+        text, what = read_text(args.data), f"all of {args.data}"
+    else:
+        # The held-out tail of the text the model was trained on, split as training split it.
+        recorded = (loaded.trainer_state or {}).get("data", {})
+        source = recorded.get("source")
+        path = source if source and Path(source).is_file() else None
+        fraction = float(recorded.get("val_fraction", args.val_fraction))
+        full = read_text(path)
+        ids = loaded.tokenizer.encode(full)
+        cut = int(round(len(ids) * (1.0 - fraction)))
+        text = loaded.tokenizer.decode(ids[cut:])
+        what = f"the last {fraction:.0%} of {path or 'the embedded corpus'}"
+    report = evaluate_text(loaded.model, loaded.tokenizer, text, block_size, args.batch_size)
+    if args.json:
+        print(json.dumps({"data": what, "block_size": block_size, **report.as_dict()},
+                         allow_nan=True))
+    else:
+        print(f"{loaded.family} model from {loaded.source}, on {what} (context {block_size}):")
+        print(f"  loss            {report.loss:.4f} nats/token")
+        print(f"  perplexity      {report.perplexity:.3f}")
+        print(f"  bits per token  {report.bits_per_token:.4f}")
+        print(f"  bits per char   {report.bits_per_char:.4f}")
+        print(f"  bits per byte   {report.bits_per_byte:.4f}")
+        print(f"  tokens scored   {report.n_tokens:,} ({report.n_chars:,} chars)")
+    return 0 if math.isfinite(report.loss) else 1
+
+
+# ---------------------------------------------------------------------------------- parsers
+
+
+def _guarded(run):
+    """Turn the clear errors bad input gets into one line on stderr and exit code 2."""
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (ValueError, FileNotFoundError, TypeError) as err:
+            print(f"numpylm {args.command}: error: {err}", file=sys.stderr)
+            return 2
+    return handler
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from numpylm.training.loop import TrainConfig
+
+    d = TrainConfig()
+    p = subparsers.add_parser(
+        "train", help="train a language model and save a checkpoint",
+        description="Train a model on the embedded corpus (Python's reference manual) or a UTF-8 "
+                    "file, saving a checkpoint directory every --eval-interval steps.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=FAMILY_NAMES, default="gpt", help="model family")
+    p.add_argument("--data", metavar="FILE", help="UTF-8 text file (default: embedded corpus)")
+    p.add_argument("--tokenizer", choices=("char", "bpe"), default="char")
+    p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of the text")
+    p.add_argument("--out", metavar="DIR", help="checkpoint directory (default: checkpoints/MODEL)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --out (its settings; --steps is the new total)")
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=d.steps, help="optimiser updates")
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--block-size", type=int, default=d.block_size, help="context length T")
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per step")
+    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    g.add_argument("--min-lr", type=float, default=d.min_lr, help="end of the cosine decay")
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="0 turns clipping off")
+    g.add_argument("--eval-interval", type=int, default=d.eval_interval)
+    g.add_argument("--eval-batches", type=int, default=d.eval_batches)
+    g.add_argument("--log-interval", type=int, default=d.log_interval)
+    g.add_argument("--seed", type=int, default=d.seed)
+    m = p.add_argument_group("model size")
+    m.add_argument("--n-layer", type=int, default=4, help="gpt: transformer blocks")
+    m.add_argument("--n-head", type=int, default=4, help="gpt: attention heads")
+    m.add_argument("--n-embd", type=int, default=128, help="gpt: width")
+    m.add_argument("--dropout", type=float, default=0.0, help="gpt: dropout")
+    m.add_argument("--embedding-dim", type=int, default=64, help="mlp, rnn, gru, lstm")
+    m.add_argument("--hidden-size", type=int, default=128, help="mlp, rnn, gru, lstm")
+    m.add_argument("--context", type=int, default=3, help="mlp: tokens of context")
+    m.add_argument("--order", type=int, default=3, help="ngram: n")
+    m.add_argument("--smoothing", default="kneser_ney", help="ngram: smoothing method")
+    p.set_defaults(func=_guarded(_run_train))
+
+    p = subparsers.add_parser(
+        "generate", help="continue a prompt with a trained model, streaming to the terminal",
+        description="Sample a continuation of --prompt from a numpylm checkpoint or a GPT-2-format "
+                    "directory (config.json, model.safetensors, vocab.json, merges.txt).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--prompt", default="", metavar="TEXT")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 picks the most likely token")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_guarded(_run_generate))
+
+    p = subparsers.add_parser(
+        "eval", help="loss, perplexity and bits per token/char/byte on held-out text",
+        description="Score a numpylm checkpoint or a GPT-2-format directory on the validation tail "
+                    "of its training text, or on all of --data FILE.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--data", metavar="FILE", help="score this whole file instead")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="held-out fraction, when the checkpoint does not record it")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="context length (default: the training context)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_guarded(_run_eval))
