@@ -1,0 +1,91 @@
+"""Choosing the next token from a model's logits, part 3 of the guide: greedy decoding,
+temperature, top-k and nucleus (top-p) sampling.
+
+For logits z over the vocabulary, sampling draws token i with probability
+softmax(z / temperature)_i (Ackley et al. 1985's Boltzmann distribution):
+- temperature -> 0 puts all mass on the largest logit (greedy decoding, `temperature=0`);
+  temperature 1 is the model's own distribution; above 1 flattens it.
+- top-k keeps only the k most likely tokens (Fan et al. 2018);
+- top-p keeps the smallest set of most likely tokens whose probabilities add up to at least
+  p (Holtzman et al. 2020, "nucleus sampling").
+Both filters set the logits of dropped tokens to -inf and the rest are renormalised by the
+softmax. They are applied after the temperature, top-k before top-p, as in HF transformers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise a `ValueError` naming any setting outside its range."""
+    if not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+
+
+def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
+    """Logits with -inf everywhere except the k largest of each row (ties with the k-th
+    largest are kept, so a row may keep more than k)."""
+    logits = np.asarray(logits)
+    V = logits.shape[-1]
+    if k >= V:
+        return logits.copy()
+    kth = np.partition(logits, V - k, axis=-1)[..., V - k:V - k + 1]  # k-th largest per row
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
+    """Logits with -inf outside each row's nucleus: the most likely tokens, in order, up to
+    and including the one at which their total probability first reaches p."""
+    logits = np.asarray(logits)
+    probs = softmax(logits)
+    order = np.argsort(-probs, axis=-1, kind="stable")  # most likely first
+    sorted_probs = np.take_along_axis(probs, order, axis=-1)
+    before = np.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass of the tokens ahead
+    keep_sorted = before < p  # the first token always stays (nothing is ahead of it)
+    keep = np.empty_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    return np.where(keep, logits, -np.inf)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, in float64 so that they sum to 1 closely."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sample_next(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+    """One token id per row of `logits` (B, V) -> (B,) int64.
+
+    `temperature=0` is greedy (argmax; the lowest id wins a tie) and ignores top-k/top-p.
+    Draws use `rng` (one uniform number per row), so a seeded generator repeats its choices.
+    """
+    check_sampling_args(temperature, top_k, top_p)
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2:
+        raise ValueError(f"sample_next: logits must have shape (B, V), got {logits.shape}")
+    if temperature == 0:
+        return logits.argmax(axis=-1).astype(np.int64)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    probs = softmax(logits)
+    rng = rng if rng is not None else np.random.default_rng()
+    # Inverse-CDF sampling: the first token whose cumulative probability exceeds u.
+    u = rng.random(probs.shape[0])[:, None]
+    cdf = np.cumsum(probs, axis=-1)
+    choice = (cdf <= u * cdf[:, -1:]).sum(axis=-1)
+    # Rounding could point past the last token with mass; step back to a token that has it.
+    choice = np.minimum(choice, probs.shape[-1] - 1)
+    for row in np.flatnonzero(probs[np.arange(len(choice)), choice] == 0):
+        choice[row] = np.flatnonzero(probs[row])[-1]
+    return choice.astype(np.int64)
