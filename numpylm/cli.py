@@ -11,6 +11,7 @@ import sys
 
 # Modules that define a `register(subparsers)` function, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "numpylm.ladder",
     "numpylm.autograd.commands",
     "numpylm.tokenizers.commands",
     "numpylm.training.commands",

@@ -1,0 +1,267 @@
+"""The ladder: every model family of the guide on one corpus, one tokenizer, one split.
+
+Count n-grams of orders 1 to 5 (interpolated Kneser-Ney), then the neural families (bigram,
+MLP, RNN, GRU, LSTM, GPT) trained by the one shared training loop for the same wall-clock
+budget each, all measured the same way: validation bits per character on the held-out last
+10% of the text. Each rung adds one idea (longer context, learned representations,
+recurrence, gates, attention), and the table shows what each idea buys for the time spent.
+
+`numpylm ladder` prints the table; `--format csv`, `--output FILE` and `--plot FILE.png`
+(needs the `plot` extra) save it.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+NGRAM_ORDERS = (1, 2, 3, 4, 5)
+NEURAL = ("bigram", "mlp", "rnn", "gru", "lstm", "gpt")
+ALL_MODELS = tuple(f"ngram{n}" for n in NGRAM_ORDERS) + NEURAL
+
+
+@dataclass
+class LadderConfig:
+    """Settings of one ladder run; the defaults finish in about 4 minutes on two cores."""
+
+    models: tuple[str, ...] = ALL_MODELS  # which rungs to run, in this order
+    budget_seconds: float = 30.0   # training time for each neural model
+    data: str | None = None        # a UTF-8 text file; None = the embedded corpus
+    block_size: int = 64           # T: context window of the neural models
+    batch_size: int = 16           # B: windows per training step
+    sample_chars: int = 60         # length of each model's sample
+    seed: int = 1337
+    tiny: bool = False             # tiny models (for tests and a quick look)
+    max_chars: int | None = None   # use only the first max_chars characters of the text
+
+
+@dataclass
+class Rung:
+    model: str
+    parameters: int
+    train_seconds: float
+    val_bpc: float
+    sample: str
+    steps: int | None = None  # optimiser steps (neural models)
+
+
+@dataclass
+class _Family:
+    """How to build and train one neural rung: constructor arguments and learning rate."""
+
+    name: str
+    args: dict[str, Any]
+    lr: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _families(vocab_size: int, block_size: int, tiny: bool) -> dict[str, _Family]:
+    h = 16 if tiny else 128   # recurrent hidden size
+    e = 8 if tiny else 32     # embedding size
+    return {
+        "bigram": _Family("bigram", {"vocab_size": vocab_size}, lr=3e-2),
+        "mlp": _Family("mlp", {"vocab_size": vocab_size, "context": 8, "n_embd": e,
+                               "n_hidden": 32 if tiny else 256}, lr=3e-3),
+        **{cell: _Family(cell, {"vocab_size": vocab_size, "embedding_dim": e,
+                                "hidden_size": h, "cell": cell}, lr=5e-3)
+           for cell in ("rnn", "gru", "lstm")},
+        "gpt": _Family("gpt", {"vocab_size": vocab_size, "block_size": block_size,
+                               "n_layer": 1 if tiny else 2, "n_head": 2 if tiny else 4,
+                               "n_embd": 16 if tiny else 64, "dropout": 0.0, "bias": True},
+                       lr=3e-3),
+    }
+
+
+def _printable(text: str) -> str:
+    """One table cell: newlines shown as ⏎, other control characters as ·."""
+    return "".join("⏎" if c == "\n" else ("·" if not c.isprintable() else c) for c in text)
+
+
+def _ngram_rung(order: int, data, tokenizer, config: LadderConfig) -> Rung:
+    from numpylm.evaluation.evaluate import evaluate_ids
+    from numpylm.models.ngram import NGramLM
+
+    t0 = time.perf_counter()
+    model = NGramLM(order, tokenizer.vocab_size, smoothing="kneser_ney").fit([data.train])
+    seconds = time.perf_counter() - t0
+    nll, _ = evaluate_ids(model, data.val, config.block_size)
+    bpc = nll * data.tokens_per_char / math.log(2)
+    ids = model.generate(config.sample_chars, rng=config.seed, stop_at_eos=False)
+    # A count model's "parameters" are its stored counts: one per distinct m-gram.
+    params = sum(len(table.keys) for table in model.tables_)
+    return Rung(f"ngram{order} (KN)", params, seconds, bpc, tokenizer.decode(ids))
+
+
+def _neural_rung(family: _Family, data, tokenizer, config: LadderConfig,
+                 log: Callable[[str], None]) -> Rung:
+    from numpylm.evaluation.evaluate import evaluate_ids
+    from numpylm.inference import generate
+    from numpylm.nn import manual_seed
+    from numpylm.training import TrainConfig, train
+    from numpylm.training.families import build_model
+
+    def fresh_model():
+        manual_seed(config.seed)
+        return build_model(family.name, dict(family.args))
+
+    def settings(steps: int) -> TrainConfig:
+        return TrainConfig(steps=steps, batch_size=config.batch_size, block_size=config.block_size,
+                           lr=family.lr, min_lr=family.lr / 10, warmup_steps=min(20, steps // 5),
+                           weight_decay=0.0 if family.name == "bigram" else 0.1,
+                           eval_interval=max(steps, 1), eval_batches=1,
+                           log_interval=max(steps // 4, 1), seed=config.seed)
+
+    # Measure the step time on a throwaway copy, so that the real run knows its step count
+    # in advance and its cosine schedule ends exactly when the budget does.
+    probe_steps = 3
+    t0 = time.perf_counter()
+    train(fresh_model(), data, settings(probe_steps), log=lambda _: None)
+    per_step = (time.perf_counter() - t0) / probe_steps
+    steps = max(1, int(config.budget_seconds / per_step))
+
+    model = fresh_model()
+    t0 = time.perf_counter()
+    train(model, data, settings(steps), log=lambda line: log(f"    {family.name}: {line}"))
+    seconds = time.perf_counter() - t0
+    nll, _ = evaluate_ids(model, data.val, config.block_size)
+    bpc = nll * data.tokens_per_char / math.log(2)
+    prompt = np.array([[data.val[0]]])
+    ids = generate(model, prompt, config.sample_chars - 1, temperature=0.8, seed=config.seed)
+    sample = tokenizer.decode(np.asarray(ids).reshape(-1).tolist())
+    return Rung(family.name, model.num_parameters(), seconds, bpc, sample, steps)
+
+
+def run_ladder(config: LadderConfig, log: Callable[[str], None] = print) -> list[Rung]:
+    """Run every rung in `config.models`; return one `Rung` per model, in order."""
+    from numpylm.corpus import read_text
+    from numpylm.tokenizers import CharTokenizer
+    from numpylm.training import prepare_data
+
+    unknown = [m for m in config.models if m not in ALL_MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(ALL_MODELS)}")
+    text = read_text(config.data)
+    if config.max_chars is not None:
+        text = text[: config.max_chars]
+    tokenizer = CharTokenizer.from_text(text)
+    data = prepare_data(tokenizer, text=text)
+    log(f"ladder: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
+        f"{len(data.train):,} train / {len(data.val):,} validation tokens, "
+        f"{config.budget_seconds:g} s per neural model")
+    families = _families(tokenizer.vocab_size, config.block_size, config.tiny)
+    rungs = []
+    for name in config.models:
+        log(f"  {name} ...")
+        if name.startswith("ngram"):
+            rung = _ngram_rung(int(name[5:]), data, tokenizer, config)
+        else:
+            rung = _neural_rung(families[name], data, tokenizer, config, log)
+        log(f"  {rung.model}: {rung.val_bpc:.3f} bits/char after {rung.train_seconds:.1f} s")
+        rungs.append(rung)
+    return rungs
+
+
+COLUMNS = ("model", "parameters", "training seconds", "validation bits/char", "sample")
+
+
+def _row(r: Rung) -> list[str]:
+    return [r.model, f"{r.parameters:,}", f"{r.train_seconds:.2f}", f"{r.val_bpc:.3f}",
+            _printable(r.sample)]
+
+
+def format_markdown(rungs: list[Rung]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rungs:
+        cells = [c.replace("|", "\\|") for c in _row(r)]
+        cells[-1] = f"`{cells[-1]}`"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(rungs: list[Rung]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(COLUMNS)
+    for r in rungs:
+        writer.writerow([r.model, r.parameters, f"{r.train_seconds:.2f}", f"{r.val_bpc:.4f}",
+                         r.sample])
+    return buf.getvalue()
+
+
+def plot_ladder(rungs: list[Rung], path: str) -> None:
+    """Validation bits per character against training time, one labelled point per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rungs:
+        ax.scatter(max(r.train_seconds, 1e-2), r.val_bpc, s=30)
+        ax.annotate(r.model, (max(r.train_seconds, 1e-2), r.val_bpc), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds (log scale)")
+    ax.set_ylabel("validation bits per character")
+    ax.set_title("numpylm ladder")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "ladder", help="train every model family on one corpus and compare them",
+        description="Trains count n-grams (orders 1-5, Kneser-Ney) and the neural families "
+                    "(bigram, MLP, RNN, GRU, LSTM, GPT) on one character-level split of a corpus "
+                    "and prints: model | parameters | training seconds | validation bits per "
+                    "character | a 60-character sample. The defaults take about 4 minutes on "
+                    "two cores.")
+    p.add_argument("--budget-seconds", type=float, default=LadderConfig.budget_seconds,
+                   help="training time per neural model (default %(default)s)")
+    p.add_argument("--models", default=",".join(ALL_MODELS),
+                   help="comma-separated rungs to run (default: all: %(default)s)")
+    p.add_argument("--data", metavar="FILE", help="a UTF-8 text file (default: the embedded "
+                   "corpus, Python's reference manual)")
+    p.add_argument("--format", choices=("markdown", "csv"), default="markdown",
+                   help="table format (default markdown)")
+    p.add_argument("--output", metavar="FILE", help="also write the table to FILE")
+    p.add_argument("--plot", metavar="PNG", help="write a plot of bits/char against training "
+                   "time (needs matplotlib: pip install 'numpylm[plot]')")
+    p.add_argument("--seed", type=int, default=LadderConfig.seed)
+    p.add_argument("--max-chars", type=int, help="use only the first N characters of the text")
+    p.add_argument("--tiny", action="store_true", help="tiny models, for a quick smoke test")
+    p.set_defaults(func=_run_command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    config = LadderConfig(models=models, budget_seconds=args.budget_seconds, data=args.data,
+                          seed=args.seed, tiny=args.tiny, max_chars=args.max_chars)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("--plot needs matplotlib: pip install 'numpylm[plot]'")
+            return 2
+    try:
+        rungs = run_ladder(config, log=lambda line: print(line, flush=True))
+    except ValueError as err:
+        print(f"numpylm ladder: {err}")
+        return 2
+    table = format_csv(rungs) if args.format == "csv" else format_markdown(rungs)
+    print()
+    print(table, end="")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(table)
+    if args.plot:
+        plot_ladder(rungs, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
