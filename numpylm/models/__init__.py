@@ -1,2 +1,5 @@
 """Language models, from counts to transformers, all sharing one interface where they can."""
 from numpylm.models.ngram import NGramLM
+from numpylm.models.bigram import BigramLM
+from numpylm.models.mlp import MLPLM
+from numpylm.models.rnn_lm import RNNLM, detach_state, stream_batches  # noqa: E402

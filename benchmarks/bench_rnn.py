@@ -1,0 +1,97 @@
+"""Benchmark: one LSTM layer, forward + backward, T = 64, B = 32, input 128, hidden 256, float32.
+
+Compares numpylm's fused LSTM layer with `torch.nn.LSTM` measured in the same run (skipped if
+torch is not installed), and the readable unrolled layer with the fused one. Also times the
+fused GRU and tanh RNN layers for reference.
+
+    python benchmarks/bench_rnn.py [--repeats 20]
+
+OpenBLAS reads OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE when numpy is imported; either can pin
+numpy to slower kernels than PyTorch's, so this script removes both from its environment
+before importing numpy (the same as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`).
+"""
+from __future__ import annotations
+
+import os
+
+_UNSET = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.pop(v, None)]
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from numpylm import nn  # noqa: E402
+from numpylm.autograd.tensor import Tensor  # noqa: E402
+
+T, B, I, H = 64, 32, 128, 256
+
+
+def _time(fn, repeats: int) -> float:
+    """Median seconds of `fn()` after two warm-up calls."""
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def numpylm_step(layer, x: np.ndarray, g: np.ndarray):
+    def step():
+        xt = Tensor(x, requires_grad=True)
+        out, _ = layer(xt)
+        layer.zero_grad()
+        out.backward(g)
+    return step
+
+
+def torch_step(x: np.ndarray, g: np.ndarray):
+    import torch
+    lstm = torch.nn.LSTM(I, H, batch_first=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    gt = torch.from_numpy(g)
+
+    def step():
+        lstm.zero_grad()
+        xt.grad = None
+        out, _ = lstm(xt)
+        out.backward(gt)
+    return step, torch.get_num_threads()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per case")
+    args = parser.parse_args()
+    print(f"LSTM layer forward + backward: T={T} B={B} input={I} hidden={H} float32")
+    print("environment: run as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` "
+          + (f"(removed {', '.join(_UNSET)})" if _UNSET else "(neither was set)"))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    g = rng.standard_normal((B, T, H)).astype(np.float32)
+
+    fused = _time(numpylm_step(nn.LSTM(I, H, rng=0), x, g), args.repeats)
+    print(f"numpylm LSTM fused      {fused * 1e3:8.2f} ms")
+    try:
+        step, threads = torch_step(x, g)
+    except ImportError:
+        print("torch.nn.LSTM           skipped (torch is not installed)")
+    else:
+        ref = _time(step, args.repeats)
+        print(f"torch.nn.LSTM           {ref * 1e3:8.2f} ms  ({threads} threads)")
+        print(f"fused / torch           {fused / ref:8.2f}x  (target <= 2.0x)")
+    unrolled = _time(numpylm_step(nn.LSTM(I, H, fused=False, rng=0), x, g),
+                     max(3, args.repeats // 4))
+    print(f"numpylm LSTM unrolled   {unrolled * 1e3:8.2f} ms")
+    print(f"unrolled / fused        {unrolled / fused:8.2f}x")
+    for cls in (nn.GRU, nn.RNN):
+        t = _time(numpylm_step(cls(I, H, rng=0), x, g), args.repeats)
+        print(f"numpylm {cls.__name__:<4} fused      {t * 1e3:8.2f} ms")
+    print("(timings depend on machine load; compare ratios measured in the same run)")
+
+
+if __name__ == "__main__":
+    main()
