@@ -166,11 +166,17 @@ def matmul(a, b):
             ga = g2 @ np.swapaxes(b2, -1, -2)
             return unbroadcast(ga, a2.shape).reshape(a.shape)
         def grad_b():
-            if b2.ndim == 2 and a2.ndim > 2:
+            if b2.ndim == 2:
                 # A shared weight (x of shape (B, T, C) @ W): summing B per-batch products
                 # A_b^T G_b is one product of the stacked rows, (B*T, C)^T (B*T, N).
                 k, n = b2.shape
-                gb = a2.reshape(-1, k).T @ g2.reshape(-1, n)
+                rows_a, rows_g = a2.reshape(-1, k), g2.reshape(-1, n)
+                if b2.flags.f_contiguous and not b2.flags.c_contiguous:
+                    # b is a transposed view (Linear's W^T): compute (G^T A)^T so that the
+                    # gradient reaching W itself is contiguous, with no copy on the way.
+                    gb = (rows_g.T @ rows_a).T
+                else:
+                    gb = rows_a.T @ rows_g
             else:
                 gb = np.swapaxes(a2, -1, -2) @ g2
             return unbroadcast(gb, b2.shape).reshape(b.shape)
