@@ -99,6 +99,9 @@ class NGramLM:
             raise ValueError(f"unknown smoothing {smoothing!r}; expected one of {sorted(SMOOTHINGS)}")
         self.order = int(order)
         self.smoothing = smoothing
+        # The constructor's arguments, so NGramLM(**lm.config) builds the same (unfitted) model.
+        self.config = {"order": self.order, "vocab_size": int(vocab_size), "smoothing": smoothing,
+                       "bos_id": bos_id, "eos_id": eos_id, **params}
 
         if bos_id is None and eos_id is None:
             bos_id = eos_id = int(vocab_size)  # one reserved id marks both ends
