@@ -235,6 +235,28 @@ def test_updates_in_place_keep_dtype_and_skip_missing_grads(name, make):
     assert a.grad is None and b.grad is None
 
 
+@pytest.mark.parametrize("name, make", OPTIMIZERS, ids=[n for n, _ in OPTIMIZERS])
+def test_block_size_and_memory_layout_do_not_change_the_result(monkeypatch, name, make):
+    """The rule runs on cache-sized blocks; being elementwise, any block size (here 3 elements
+    of 8 bytes versus the whole array) and a non-contiguous parameter must give the same bits."""
+    import numpylm.optim.optimizer as optimizer_module
+
+    rng = np.random.default_rng(5)
+    start = rng.standard_normal((6, 7))
+    grads = [rng.standard_normal((6, 7)) for _ in range(4)]
+    results = []
+    for block_bytes, layout in [(1 << 20, "C"), (24, "C"), (24, "F")]:
+        monkeypatch.setattr(optimizer_module, "_BLOCK_BYTES", block_bytes)
+        p = Parameter(np.array(start, order=layout))
+        opt = make([p])
+        for g in grads:
+            p.grad = np.asfortranarray(g) if layout == "F" else g.copy()
+            opt.step()
+        results.append(p.data.copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
 def test_works_on_any_object_with_data_and_grad():
     class Stand:
         def __init__(self, data):

@@ -15,11 +15,13 @@ The divisions by 1 - b^t undo the bias of starting the averages at zero. Note wh
 sits: it is added after the bias correction of sqrt(v), exactly as torch computes it, so the
 numbers match torch's and not the paper's slightly different placement.
 
-Speed: the update is about a dozen in-place passes over each parameter using `out=` and two
-reusable scratch buffers, so a step allocates nothing.
+Speed: the update is about a dozen in-place passes using `out=` and two reusable scratch
+buffers, so a step allocates nothing, and it runs block by block (`Optimizer._blockwise`) so
+those passes hit cache instead of RAM.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -79,9 +81,6 @@ class Adam(Optimizer):
         self, p: Any, grad: np.ndarray, group: dict[str, Any], state: dict[str, Any]
     ) -> None:
         theta = p.data
-        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-        beta1, beta2 = group["betas"]
-
         if not state:
             state["step"] = 0
             state["exp_avg"] = np.zeros_like(theta)
@@ -89,42 +88,69 @@ class Adam(Optimizer):
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = np.zeros_like(theta)
         state["step"] += 1
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
+        beta1, beta2 = group["betas"]
+        rule = functools.partial(
+            _adam_block,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            decoupled=self._decoupled,
+            step=state["step"],
+        )
+        arrays = [theta, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")]
+        self._blockwise(rule, arrays, n_scratch=2)
 
-        g = grad
-        if wd != 0:
-            if self._decoupled:
-                theta *= 1.0 - lr * wd
-            else:
-                # g + wd * theta, in scratch: the caller's .grad must stay as backward left it.
-                g = np.multiply(theta, wd, out=self._scratch(theta, 0))
-                g += grad
 
-        tmp = self._scratch(theta, 1)
-        # m <- m + (1 - b1)(g - m): torch's lerp, algebraically b1*m + (1 - b1)*g.
-        np.subtract(g, m, out=tmp)
-        tmp *= 1.0 - beta1
-        m += tmp
-        # v <- b2*v + (1 - b2) g^2
-        v *= beta2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - beta2
-        v += tmp
+def _adam_block(
+    theta: np.ndarray,
+    grad: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    vmax: np.ndarray | None,
+    decayed: np.ndarray,
+    tmp: np.ndarray,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+    step: int,
+) -> None:
+    """One Adam step on matching blocks of theta, g, m, v (and vmax with amsgrad), in place.
 
-        if group["amsgrad"]:
-            np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-            v = state["max_exp_avg_sq"]
-
-        step_size = lr / (1.0 - beta1**t)
-        # denominator: sqrt(v) / sqrt(1 - b2^t) + eps
-        np.sqrt(v, out=tmp)
-        tmp /= math.sqrt(1.0 - beta2**t)
-        tmp += eps
-        # theta <- theta - step_size * m / denominator
-        np.divide(m, tmp, out=tmp)
-        tmp *= -step_size
-        theta += tmp
+    `decayed` and `tmp` are scratch; `grad` is only read.
+    """
+    g = grad
+    if weight_decay != 0:
+        if decoupled:
+            theta *= 1.0 - lr * weight_decay  # AdamW: theta <- theta (1 - lr wd)
+        else:
+            g = np.multiply(theta, weight_decay, out=decayed)  # Adam: g <- g + wd theta
+            g += grad
+    # m <- m + (1 - b1)(g - m): torch's lerp, algebraically b1*m + (1 - b1)*g.
+    np.subtract(g, m, out=tmp)
+    tmp *= 1.0 - beta1
+    m += tmp
+    # v <- b2*v + (1 - b2) g^2
+    v *= beta2
+    np.multiply(g, g, out=tmp)
+    tmp *= 1.0 - beta2
+    v += tmp
+    if vmax is not None:  # amsgrad: the largest v so far stands in for v
+        np.maximum(vmax, v, out=vmax)
+        v = vmax
+    # denominator: sqrt(v) / sqrt(1 - b2^t) + eps
+    np.sqrt(v, out=tmp)
+    tmp /= math.sqrt(1.0 - beta2**step)
+    tmp += eps
+    # theta <- theta - (lr / (1 - b1^t)) * m / denominator
+    np.divide(m, tmp, out=tmp)
+    tmp *= -lr / (1.0 - beta1**step)
+    theta += tmp
 
 
 class AdamW(Adam):

@@ -22,12 +22,17 @@ as in torch. `.grad` itself is never modified by `step()`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 __all__ = ["Optimizer"]
+
+# Bytes per array in one block of `_blockwise`: small enough that a parameter's block, its
+# gradient, state and scratch fit in a core's cache together; large enough that the cost of a
+# NumPy call per pass is small next to the arithmetic.
+_BLOCK_BYTES = 1 << 20
 
 # Group keys every optimiser accepts besides its own hyperparameters: a label for humans.
 _FREE_KEYS = frozenset({"name"})
@@ -43,7 +48,8 @@ class Optimizer:
     A subclass sets `defaults` (via `__init__`) and implements:
     - `_validate_group(group)`: raise `ValueError` for a bad hyperparameter;
     - `_state_keys(group) -> tuple[str, ...]`: the keys a parameter's state holds under it;
-    - `_update(param, grad, group, state)`: change `param.data` in place.
+    - `_update(param, grad, group, state)`: change `param.data` in place, usually by handing
+      an elementwise rule to `_blockwise`.
     """
 
     def __init__(self, params: Iterable[Any], defaults: Mapping[str, Any]) -> None:
@@ -51,7 +57,7 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, Any]] = {}
         # Reusable scratch memory for the update arithmetic, one flat buffer per (dtype, slot),
-        # grown to the largest parameter: steps allocate nothing after the first.
+        # the size of one block (see `_blockwise`): steps allocate nothing after the first.
         self._workspace: dict[tuple[np.dtype, int], np.ndarray] = {}
 
         if _is_param(params) or isinstance(params, (np.ndarray, Mapping, str)):
@@ -133,6 +139,35 @@ class Optimizer:
             buffer = np.empty(like.size, dtype=like.dtype)
             self._workspace[key] = buffer
         return buffer[: like.size].reshape(like.shape)
+
+    def _blockwise(
+        self, rule: Callable[..., None], arrays: list[np.ndarray], n_scratch: int
+    ) -> None:
+        """Run an elementwise `rule(*arrays, *scratch)` over cache-sized blocks of `arrays`.
+
+        `arrays[0]` is the parameter's data, updated in place; the others are the gradient and
+        the state arrays (None for a state array a setting does not use). An update rule is a dozen passes over memory; done on a whole large
+        parameter each pass streams every array through RAM again, while on a block of about
+        1 MiB the arrays stay in cache between passes. The arithmetic per element is the same,
+        so the result is identical for any block size.
+        """
+        theta = arrays[0]
+        writable = [theta] + [a for a in arrays[2:] if a is not None]
+        if not all(a.flags.c_contiguous for a in writable):
+            # Flattening a non-contiguous array would copy it and lose the in-place writes.
+            rule(*arrays, *(self._scratch(theta, k) for k in range(n_scratch)))
+            return
+        # Views, except that a non-contiguous gradient (read only) is copied. None stays None.
+        flat = [None if a is None else a.reshape(-1) for a in arrays]
+        n = theta.size
+        block = max(1, min(n, _BLOCK_BYTES // theta.itemsize))
+        scratch = [self._scratch(flat[0][:block], k) for k in range(n_scratch)]
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            rule(
+                *(None if a is None else a[start:stop] for a in flat),
+                *(b[: stop - start] for b in scratch),
+            )
 
     # subclass hooks
     def _validate_group(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract

@@ -14,6 +14,7 @@ so dampening only affects later steps. Nesterov needs momentum > 0 and zero damp
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,31 +67,60 @@ class SGD(Optimizer):
         self, p: Any, grad: np.ndarray, group: dict[str, Any], state: dict[str, Any]
     ) -> None:
         theta = p.data
-        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-
-        d = grad
-        if wd != 0:
-            # g + wd * theta, in scratch: the caller's .grad must stay as backward left it.
-            d = np.multiply(theta, wd, out=self._scratch(theta, 0))
-            d += grad
-
-        if mu != 0:
+        buf, first = None, False
+        if group["momentum"] != 0:
             buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = np.array(d, dtype=theta.dtype, copy=True)
-            else:
-                buf *= mu
-                tau = group["dampening"]
-                if tau == 0:
-                    buf += d
-                else:
-                    buf += np.multiply(d, 1.0 - tau, out=self._scratch(theta, 1))
-            if group["nesterov"]:
-                look_ahead = np.multiply(buf, mu, out=self._scratch(theta, 1))
-                look_ahead += d
-                d = look_ahead
-            else:
-                d = buf
+            if buf is None:  # filled with the first gradient by the rule
+                buf = state["momentum_buffer"] = np.empty_like(theta)
+                first = True
+        rule = functools.partial(
+            _sgd_block,
+            lr=group["lr"],
+            momentum=group["momentum"],
+            dampening=group["dampening"],
+            weight_decay=group["weight_decay"],
+            nesterov=group["nesterov"],
+            first=first,
+        )
+        self._blockwise(rule, [theta, grad, buf], n_scratch=2)
 
-        # theta <- theta - lr * d
-        theta += np.multiply(d, -lr, out=self._scratch(theta, 2))
+
+def _sgd_block(
+    theta: np.ndarray,
+    grad: np.ndarray,
+    buf: np.ndarray | None,
+    decayed: np.ndarray,
+    tmp: np.ndarray,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    first: bool,
+) -> None:
+    """One SGD step on matching blocks of theta, g (and the momentum buffer), in place.
+
+    `decayed` and `tmp` are scratch; `grad` is only read.
+    """
+    d = grad
+    if weight_decay != 0:
+        d = np.multiply(theta, weight_decay, out=decayed)  # g + wd * theta
+        d += grad
+    if buf is not None:
+        if first:
+            np.copyto(buf, d)  # b_1 = g, undampened
+        else:
+            buf *= momentum  # b_t = mu b_{t-1} + (1 - tau) g
+            if dampening == 0:
+                buf += d
+            else:
+                buf += np.multiply(d, 1.0 - dampening, out=tmp)
+        if nesterov:
+            look_ahead = np.multiply(buf, momentum, out=tmp)  # g + mu b_t
+            look_ahead += d
+            d = look_ahead
+        else:
+            d = buf
+    # theta <- theta - lr * d
+    theta += np.multiply(d, -lr, out=tmp)
