@@ -8,6 +8,9 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from numpylm.io import (
     TensorInfo,
@@ -93,6 +96,28 @@ def test_many_tensors_aligned_and_in_one_file(tmp_path):
     for name, array in tensors.items():
         assert back[name].dtype == array.dtype and back[name].shape == array.shape
         np.testing.assert_array_equal(back[name], array)
+
+
+@settings(max_examples=20)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=8).filter(lambda name: name != "__metadata__"),
+        hnp.arrays(
+            dtype=st.sampled_from([a.dtype for a in ALL_DTYPES.values()]),
+            shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+        ),
+        max_size=5,
+    )
+)
+def test_round_trip_property(tmp_path_factory, tensors):
+    """Any names (unicode included), dtypes and shapes (0-d and empty too) come back bitwise."""
+    path = tmp_path_factory.mktemp("prop") / "p.safetensors"
+    save_safetensors(tensors, path)
+    back = load_safetensors(path)
+    assert set(back) == set(tensors)
+    for name, array in tensors.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape
+        assert back[name].tobytes() == array.tobytes()  # bitwise, so NaNs compare too
 
 
 def test_loaded_arrays_are_writable_and_own_their_memory(tmp_path):
