@@ -20,7 +20,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 FAMILY_NAMES = ("ngram", "bigram", "mlp", "rnn", "gru", "lstm", "gpt")
 
@@ -36,8 +35,8 @@ def _model_args(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
     if family == "bigram":
         return {"vocab_size": vocab_size}
     if family == "mlp":
-        return {"vocab_size": vocab_size, "context_size": args.context,
-                "embedding_dim": args.embedding_dim, "hidden_size": args.hidden_size}
+        return {"vocab_size": vocab_size, "context": args.context,
+                "n_embd": args.embedding_dim, "n_hidden": args.hidden_size}
     if family in ("rnn", "gru", "lstm"):
         return {"vocab_size": vocab_size, "embedding_dim": args.embedding_dim,
                 "hidden_size": args.hidden_size, "cell": family}
@@ -61,8 +60,8 @@ def _train_ngram(args, tokenizer, data, out_dir: str) -> int:
     from numpylm.training.checkpoint import save_checkpoint
     from numpylm.training.families import build_model, ngram_state
 
-    model_args = _model_args(args, tokenizer.vocab_size)
-    lm = build_model("ngram", model_args).fit([data.train])
+    lm = build_model("ngram", _model_args(args, tokenizer.vocab_size)).fit([data.train])
+    model_args = lm.config  # every constructor argument, defaults included
     print(f"counted the {lm.order}-grams of {len(data.train):,} tokens ({lm.smoothing})")
     if len(data.val) > 1:
         report = evaluate_tokens(lm, tokenizer, data.val, args.block_size)
@@ -132,18 +131,20 @@ def _stream_ngram(loaded, ids: list[int], args) -> None:
 
 
 def _stream_neural(loaded, ids: list[int], args) -> None:
-    from numpylm.inference import stream_generate
+    from numpylm.inference import context_limit, generate_stream
 
     tokenizer = loaded.tokenizer
+    limit = context_limit(loaded.model)
+    if limit is not None:
+        ids = ids[-limit:]  # the model sees at most its context; the rest is only printed
     # Decode the whole text each time and print what is new: a BPE token can end in the
     # middle of a UTF-8 character, so decoding tokens one by one would print broken bytes.
     new_ids: list[int] = []
     printed = ""
-    for token in stream_generate(loaded.model, np.asarray([ids], dtype=np.int64),
-                                 max_new_tokens=args.max_new_tokens,
+    for token in generate_stream(loaded.model, ids, max_new_tokens=args.max_new_tokens,
                                  temperature=args.temperature, top_k=args.top_k,
                                  top_p=args.top_p, seed=args.seed):
-        new_ids.append(int(np.asarray(token).reshape(-1)[0]))
+        new_ids.append(token)
         text = tokenizer.decode(new_ids)
         if text.endswith("\ufffd"):
             continue  # wait for the rest of the character

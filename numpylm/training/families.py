@@ -140,16 +140,15 @@ def _is_gpt2_directory(path) -> bool:
 
 
 def _load_gpt2_directory(path) -> LoadedModel:
-    from numpylm.models.gpt import GPT
-    from numpylm.tokenizers.bpe import BPETokenizer
+    from numpylm.models.gpt2_io import load_pretrained
 
     missing = [name for name in ("model.safetensors", "vocab.json", "merges.txt")
                if not (path / name).is_file()]
     if missing:
         raise ValueError(f"GPT-2 directory {str(path)!r} lacks {', '.join(missing)} "
                          f"(it needs config.json, model.safetensors, vocab.json, merges.txt)")
-    model = GPT.from_pretrained(path)
-    tokenizer = BPETokenizer.from_hf(path / "vocab.json", path / "merges.txt")
+    model, tokenizer = load_pretrained(path)
+    model.eval()
     return LoadedModel(model, tokenizer, "gpt", int(model.config.block_size), str(path))
 
 
