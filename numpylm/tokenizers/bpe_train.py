@@ -45,6 +45,36 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 
+def _merge_counting(
+    word: list[int], pair: tuple[int, int], new_id: int, weight: int, delta: defaultdict[tuple[int, int], int]
+) -> list[int]:
+    """`merge_pair`, also recording in `delta` how the counts of neighbouring pairs change.
+
+    For each occurrence x [a b] y: the pairs (x, a) and (b, y) disappear, (x, new) and
+    (new, y) appear, each `weight` times (the pair (a, b) itself is dropped by the caller).
+    Subtle: x is read from the output, not the input, so when two occurrences touch
+    ("a b a b") the second one takes back the (new, a) that the first one counted and counts
+    (new, new) instead, exactly the pairs of the merged word.
+    """
+    left, right = pair
+    out: list[int] = []
+    i, n = 0, len(word)
+    while i < n:
+        if word[i] == left and i + 1 < n and word[i + 1] == right:
+            if out:
+                delta[(out[-1], left)] -= weight
+                delta[(out[-1], new_id)] += weight
+            if i + 2 < n:
+                delta[(right, word[i + 2])] -= weight
+                delta[(new_id, word[i + 2])] += weight
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
 def _best_pair(counts: Counter[tuple[int, int]]) -> tuple[int, int]:
     # Most frequent first; among ties, the smallest (left, right). See the module docstring.
     return min(counts, key=lambda pair: (-counts[pair], pair))
@@ -79,8 +109,9 @@ def train_merges_fast(chunks: Iterable[str], num_merges: int) -> list[tuple[int,
     Three ideas make it fast, none changes the result:
     1. Identical chunks behave identically, so each distinct chunk is kept once, weighted by
        how often it occurs (" the" appears thousands of times and is merged once).
-    2. A merge only changes the pair counts of chunks that contain the merged pair. An index
-       from each pair to the chunks holding it finds them, and only their counts are updated.
+    2. A merge only changes the counts of pairs next to where it happened. An index from
+       each pair to the chunks holding it finds those chunks, and only the pairs beside each
+       occurrence are updated.
     3. The best pair comes from a heap of (-count, left, right) entries, whose order is exactly
        the tie-break rule. When a count changes the new entry is pushed and the old one left
        behind; an entry whose count no longer matches the current one is stale and skipped
@@ -115,23 +146,23 @@ def train_merges_fast(chunks: Iterable[str], num_merges: int) -> list[tuple[int,
         new_id = 256 + len(merges)
         merges.append(pair)
 
-        # Each affected chunk: take away all its old pairs, add all its new ones. Pairs away
-        # from the merge cancel out in `delta`, so only real changes reach the heap.
+        # Only pairs touching an occurrence of the merged pair change; `delta` collects them.
         delta: defaultdict[tuple[int, int], int] = defaultdict(int)
         for index in where.pop(pair):
             word = words[index]
-            merged = merge_pair(word, pair, new_id)
+            merged = _merge_counting(word, pair, new_id, weights[index], delta)
             if len(merged) == len(word):
                 continue  # a stale index entry: an earlier merge removed the pair here
-            weight = weights[index]
-            for old in zip(word, word[1:]):
-                delta[old] -= weight
-            for new in zip(merged, merged[1:]):
-                delta[new] += weight
-                if new_id in new:
-                    where[new].add(index)
+            for i, token in enumerate(merged):
+                if token == new_id:  # the new pairs are the ones holding the new id
+                    if i > 0:
+                        where[(merged[i - 1], new_id)].add(index)
+                    if i + 1 < len(merged):
+                        where[(new_id, merged[i + 1])].add(index)
             words[index] = merged
 
+        del pair_counts[pair]  # every occurrence was merged
+        delta.pop(pair, None)
         for changed, difference in delta.items():
             if difference:
                 count = pair_counts[changed] + difference
