@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from numpylm.autograd.tensor import no_grad
+from numpylm.autograd.tensor import Tensor, no_grad
 from numpylm.inference.sampling import check_sampling_args, sample_next
 
 
@@ -36,7 +36,8 @@ def context_limit(model: Any) -> int | None:
 
 def _as_prompts(idx: Any) -> tuple[list[np.ndarray], bool]:
     """(list of 1-D int64 prompts, whether the input was a single prompt)."""
-    idx = getattr(idx, "data", idx)
+    if isinstance(idx, Tensor):
+        idx = idx.data
     if isinstance(idx, np.ndarray) and idx.ndim == 2:
         rows, single = list(idx), False
     elif isinstance(idx, (list, tuple)) and idx and all(
@@ -88,7 +89,8 @@ def generate(model: Any, idx: Any, max_new_tokens: int, temperature: float = 1.0
              top_k: int | None = None, top_p: float | None = None,
              seed: int | np.random.Generator | None = None,
              stop_tokens: Sequence[int] | None = None, use_cache: bool = True) -> Any:
-    """Continue `idx` by up to `max_new_tokens` tokens; return prompt + new tokens.
+    """Continue `idx` by up to `max_new_tokens` tokens; return prompt + new tokens (the
+    whole prompt, even when the model only saw its last `block_size` tokens).
 
     `idx` is one prompt (a 1-D sequence of ids; returns a 1-D int64 array) or several
     (a 2-D array, or a list of possibly different-length prompts; returns a list of 1-D
