@@ -157,7 +157,7 @@ def test_to_hf_round_trip(trained, tmp_path):
     "merges_text, message",
     [
         ("#version: 0.2\nĠ t\nĠ zz\n", "merges.txt line 3: 'zz' is not in vocab.json"),
-        ("#version: 0.2\nĠ t\nĠt\n", "merges.txt line 3: expected two tokens"),
+        ("#version: 0.2\nĠ t\nĠt\n", "merges.txt line 3: expected two tokens and one space"),
         ("#version: 0.2\nĠ t\nh e\n", "merges.txt line 3: 'he' is not in vocab.json"),
     ],
 )

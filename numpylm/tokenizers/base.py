@@ -47,13 +47,13 @@ class Tokenizer(abc.ABC):
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the tokenizer to `path` (UTF-8 text).
 
-        The file is written under a temporary name and renamed, so a crash mid-write leaves
-        any previous file at `path` intact.
+        The file is written under a temporary name and renamed (`numpylm.io.atomic`), so a
+        crash mid-write leaves any previous file at `path` intact.
         """
-        target = Path(path)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(self.to_string(), encoding="utf-8", newline="\n")
-        os.replace(tmp, target)
+        from numpylm.io.atomic import atomic_write
+
+        with atomic_write(path) as file:
+            file.write(self.to_string().encode("utf-8"))
 
     @classmethod
     def load(cls: type[T], path: str | os.PathLike[str]) -> T:

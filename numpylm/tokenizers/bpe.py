@@ -28,7 +28,9 @@ _CACHE_LIMIT = 100_000  # distinct chunks kept; the cache is emptied when it is 
 SpecialTokens = Mapping[str, int] | Iterable[str] | None
 
 
-def apply_merges(ids: list[int], pair_rank: Mapping[tuple[int, int], int], merged_id: Sequence[int]) -> list[int]:
+def apply_merges(
+    ids: list[int], pair_rank: Mapping[tuple[int, int], int], merged_id: Sequence[int]
+) -> list[int]:
     """Merge `ids` (one chunk) in place by rank: the lowest-ranked adjacent pair first.
 
     `pair_rank[(left, right)]` is the merge's rank (its position in the merge list) and
@@ -128,7 +130,7 @@ class BPETokenizer(Tokenizer):
                 raise ValueError(f"special token {text!r} must be a non-empty str")
             token = operator.index(token)
             if token < 0 or token in token_bytes or token in self._special.values():
-                raise ValueError(f"special token {text!r} has id {token}, which is negative or used")
+                raise ValueError(f"special token {text!r} has id {token}: negative or used")
             self._special[text] = token
         self._decoder = dict(token_bytes)
         self._decoder.update((i, text.encode("utf-8")) for text, i in self._special.items())
@@ -183,7 +185,10 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_tiktoken(
-        cls, path: str | os.PathLike[str], pattern: str = GPT2_PATTERN, special_tokens: SpecialTokens = None
+        cls,
+        path: str | os.PathLike[str],
+        pattern: str = GPT2_PATTERN,
+        special_tokens: SpecialTokens = None,
     ) -> BPETokenizer:
         """Read a tiktoken `.tiktoken` rank file (`base64-token rank` per line)."""
         from numpylm.tokenizers.interchange import read_tiktoken
@@ -192,9 +197,12 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_hf(
-        cls, vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[str], pattern: str = GPT2_PATTERN
+        cls,
+        vocab_json: str | os.PathLike[str],
+        merges_txt: str | os.PathLike[str],
+        pattern: str = GPT2_PATTERN,
     ) -> BPETokenizer:
-        """Read GPT-2's `vocab.json` + `merges.txt`; vocabulary entries no merge makes are special."""
+        """Read GPT-2's `vocab.json` + `merges.txt`; entries that no merge makes are special."""
         from numpylm.tokenizers.interchange import read_hf
 
         return read_hf(vocab_json, merges_txt, pattern=pattern)
@@ -286,7 +294,8 @@ class BPETokenizer(Tokenizer):
         # answers almost every chunk of real text.
         cached = self._cache.get
         new = self._encode_new_chunk
-        return list(chain.from_iterable([cached(chunk) or new(chunk) for chunk in self._regex.findall(text)]))
+        chunks = self._regex.findall(text)
+        return list(chain.from_iterable([cached(chunk) or new(chunk) for chunk in chunks]))
 
     def encode(
         self,
@@ -308,13 +317,19 @@ class BPETokenizer(Tokenizer):
         unknown = allowed - self._special.keys()
         if unknown:
             raise ValueError(f"allowed_special names unknown special tokens: {sorted(unknown)}")
-        disallowed = self._special.keys() - allowed if disallowed_special == "all" else set(disallowed_special)
+        if disallowed_special == "all":
+            disallowed = self._special.keys() - allowed
+        else:
+            disallowed = set(disallowed_special)
         for name in disallowed:
             if name in text:  # a substring search in C: cheap even on long texts
+                how = ""
+                if name in self._special:
+                    token = self._special[name]
+                    how = f"allowed_special={{{name!r}}} to encode it as id {token}, or "
                 raise ValueError(
-                    f"text contains the special token {name!r} at position {text.index(name)}; "
-                    f"pass allowed_special={{{name!r}}} to encode it as id {self._special.get(name)}, "
-                    f"or disallowed_special=() to encode it as ordinary text"
+                    f"text contains the disallowed special token {name!r} at position "
+                    f"{text.index(name)}; pass {how}disallowed_special=() to encode it as text"
                 )
         if not allowed or not any(name in text for name in allowed):
             return self.encode_ordinary(text)
@@ -336,7 +351,8 @@ class BPETokenizer(Tokenizer):
             return b"".join([decoder[token] for token in ids])
         except (KeyError, TypeError):
             bad = next(token for token in ids if not _hashable(token) or token not in decoder)
-            raise ValueError(f"id {bad!r} is not in the vocabulary (size {self.vocab_size})") from None
+            message = f"id {bad!r} is not in the vocabulary (size {self.vocab_size})"
+            raise ValueError(message) from None
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of `ids`. A token can end mid-character; bytes that are not valid UTF-8
@@ -352,7 +368,7 @@ class BPETokenizer(Tokenizer):
             "# special tokens (id, JSON text); merges in rank order as `left right new`.",
             "# After a merge, `#` and the new token's text, for reading only.",
             f"pattern {json.dumps(self.pattern, ensure_ascii=False)}",
-            "bytes identity" if self._identity_bytes else "bytes " + " ".join(map(str, self._byte_ids)),
+            "bytes " + ("identity" if self._identity_bytes else " ".join(map(str, self._byte_ids))),
         ]
         for text, token in sorted(self._special.items(), key=lambda item: item[1]):
             lines.append(f"special {token} {json.dumps(text, ensure_ascii=False)}")

@@ -46,7 +46,11 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 
 
 def _merge_counting(
-    word: list[int], pair: tuple[int, int], new_id: int, weight: int, delta: defaultdict[tuple[int, int], int]
+    word: list[int],
+    pair: tuple[int, int],
+    new_id: int,
+    weight: int,
+    delta: defaultdict[tuple[int, int], int],
 ) -> list[int]:
     """`merge_pair`, also recording in `delta` how the counts of neighbouring pairs change.
 

@@ -29,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "corpus, Python's reference manual (a fraction of a second)."
         ),
     )
-    parser.add_argument("text", metavar="TEXT", help="the text to tokenize ('-' reads standard input)")
+    parser.add_argument("text", metavar="TEXT", help="the text ('-' reads standard input)")
     parser.add_argument(
-        "--tokenizer", metavar="FILE", help="a tokenizer file written by a numpylm tokenizer's save()"
+        "--tokenizer", metavar="FILE", help="a file written by a numpylm tokenizer's save()"
     )
     parser.add_argument(
         "--color",
@@ -64,7 +64,8 @@ def render(pieces: list[str], color: bool) -> str:
     if not color:
         return "|".join(_visible(piece) for piece in pieces)
     return "".join(
-        f"\x1b[30;48;5;{_PALETTE[i % len(_PALETTE)]}m{_visible(piece)}\x1b[0m" for i, piece in enumerate(pieces)
+        f"\x1b[30;48;5;{_PALETTE[i % len(_PALETTE)]}m{_visible(piece)}\x1b[0m"
+        for i, piece in enumerate(pieces)
     )
 
 
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     )
     pieces = token_pieces(tokenizer, ids)
     print(render(pieces, color))
-    print(f"{len(ids)} tokens for {len(text)} characters ({source}, vocab_size {tokenizer.vocab_size})")
+    print(f"{len(ids)} tokens for {len(text)} characters "
+          f"({source}, vocab_size {tokenizer.vocab_size})")
     # Boundaries are byte offsets for BPE (a token may end mid-character) and character
     # offsets for a character tokenizer (each token is one character of the text).
     unit = "bytes" if isinstance(tokenizer, BPETokenizer) else "chars"

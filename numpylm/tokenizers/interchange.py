@@ -26,7 +26,8 @@ def bytes_to_unicode() -> dict[int, str]:
     themselves; the other 68 (controls, space, DEL, NBSP, soft hyphen ...) map, in byte order,
     to chr(256), chr(257), ... So a space is 'Ġ' (chr(288)) and a newline 'Ċ' (chr(266)).
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
     mapping = {b: chr(b) for b in printable}
     shifted = 0
     for b in range(256):
@@ -111,36 +112,42 @@ def read_tiktoken(
     """Read a `.tiktoken` rank file and recover its merges (see the module docstring)."""
     ranks: dict[bytes, int] = {}
     line_of_rank: dict[int, int] = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        where = f"{path} line {number}"
         fields = line.split()
         if len(fields) != 2:
-            raise ValueError(f"{path} line {number}: expected 'base64-token rank', got {line[:60]!r}")
+            raise ValueError(f"{where}: expected 'base64-token rank', got {line[:60]!r}")
         try:
             token = base64.b64decode(fields[0], validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError(f"{path} line {number}: {fields[0][:40]!r} is not valid base64") from None
+            raise ValueError(f"{where}: {fields[0][:40]!r} is not valid base64") from None
         if not fields[1].isdigit():
-            raise ValueError(f"{path} line {number}: rank {fields[1][:20]!r} is not a non-negative integer")
+            raise ValueError(f"{where}: rank {fields[1][:20]!r} is not a non-negative integer")
         rank = int(fields[1])
         if not token:
-            raise ValueError(f"{path} line {number}: the token is empty")
+            raise ValueError(f"{where}: the token is empty")
         if token in ranks:
-            raise ValueError(f"{path} line {number}: token {show_bytes(token)!r} already has rank {ranks[token]}")
+            shown = show_bytes(token)
+            raise ValueError(f"{where}: token {shown!r} already has rank {ranks[token]}")
         if rank in line_of_rank:
-            raise ValueError(f"{path} line {number}: rank {rank} is already used on line {line_of_rank[rank]}")
+            raise ValueError(f"{where}: rank {rank} is already used on line {line_of_rank[rank]}")
         ranks[token] = rank
         line_of_rank[rank] = number
     missing = [b for b in range(256) if bytes([b]) not in ranks]
     if missing:
-        raise ValueError(f"{path}: no rank for {len(missing)} single bytes, e.g. byte 0x{missing[0]:02x}")
+        raise ValueError(
+            f"{path}: no rank for {len(missing)} single bytes, e.g. byte 0x{missing[0]:02x}"
+        )
 
     byte_ids = [ranks[bytes([b])] for b in range(256)]
     pair_rank: dict[tuple[int, int], int] = {}
     merged_id: list[int] = []
     merges: list[tuple[int, int, int]] = []
-    for token, rank in sorted(((t, r) for t, r in ranks.items() if len(t) > 1), key=lambda item: item[1]):
+    longer = sorted((rank, token) for token, rank in ranks.items() if len(token) > 1)
+    for rank, token in longer:
         # Only lower ranks are in `pair_rank` yet, so BPE on the token's own bytes stops just
         # before making it, at the two tokens it is made of.
         parts = apply_merges([byte_ids[b] for b in token], pair_rank, merged_id)
@@ -153,17 +160,21 @@ def read_tiktoken(
         merged_id.append(rank)
         merges.append((parts[0], parts[1], rank))
     specials = _special_mapping(special_tokens, max(ranks.values()) + 1)
-    return BPETokenizer(merges, byte_ids=byte_ids, pattern=pattern, special_tokens=specials, _trusted=True)
+    return BPETokenizer(
+        merges, byte_ids=byte_ids, pattern=pattern, special_tokens=specials, _trusted=True
+    )
 
 
 def write_tiktoken(tokenizer: BPETokenizer, path: str | os.PathLike[str]) -> None:
     """Write ordinary tokens as `base64 rank` lines, with rank = id."""
     # tiktoken merges by rank = id; that replays our merges only if ids grow in merge order.
     new_ids = [new for _, _, new in tokenizer.merges]
-    if any(a >= b for a, b in zip(new_ids, new_ids[1:])) or (new_ids and new_ids[0] <= max(tokenizer.byte_ids)):
+    ordered = [max(tokenizer.byte_ids), *new_ids]
+    if any(a >= b for a, b in zip(ordered, ordered[1:])):
         raise ValueError("tiktoken ranks are ids: the merges' new ids must increase in merge order")
     ranks = sorted(tokenizer.mergeable_ranks().items(), key=lambda item: item[1])
-    Path(path).write_text("".join(f"{base64.b64encode(t).decode('ascii')} {r}\n" for t, r in ranks), encoding="utf-8")
+    lines = [f"{base64.b64encode(token).decode('ascii')} {rank}\n" for token, rank in ranks]
+    Path(path).write_text("".join(lines), encoding="utf-8")
 
 
 # ---- GPT-2's vocab.json + merges.txt ----------------------------------------------------
@@ -178,10 +189,13 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return out
 
 
-def read_hf(vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[str], pattern: str) -> BPETokenizer:
+def read_hf(
+    vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[str], pattern: str
+) -> BPETokenizer:
     """Read GPT-2's `vocab.json` + `merges.txt`; unmerged extra entries become special tokens."""
     try:
-        vocab = json.loads(Path(vocab_json).read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
+        text = Path(vocab_json).read_text(encoding="utf-8")
+        vocab = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as err:
         raise ValueError(f"{vocab_json}: not valid JSON: {err}") from None
     if not isinstance(vocab, dict):
@@ -189,9 +203,11 @@ def read_hf(vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[st
     owner: dict[int, str] = {}
     for token, token_id in vocab.items():
         if not isinstance(token_id, int) or isinstance(token_id, bool) or token_id < 0:
-            raise ValueError(f"{vocab_json}: token {token!r} has id {token_id!r}, not a non-negative int")
+            raise ValueError(f"{vocab_json}: token {token!r} has id {token_id!r}, not an int >= 0")
         if token_id in owner:
-            raise ValueError(f"{vocab_json}: id {token_id} is given to both {owner[token_id]!r} and {token!r}")
+            raise ValueError(
+                f"{vocab_json}: id {token_id} is given to both {owner[token_id]!r} and {token!r}"
+            )
         owner[token_id] = token
 
     byte_to_char = bytes_to_unicode()
@@ -204,13 +220,14 @@ def read_hf(vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[st
     used = set(byte_ids)
     merges: list[tuple[int, int, int]] = []
     merge_lines: list[int] = []
-    for number, line in enumerate(Path(merges_txt).read_text(encoding="utf-8").splitlines(), start=1):
+    lines = Path(merges_txt).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or (number == 1 and line.startswith("#version")):
             continue
         parts = line.split(" ")
         if len(parts) != 2 or not all(parts):
-            raise ValueError(f"{merges_txt} line {number}: expected two tokens separated by a space")
+            raise ValueError(f"{merges_txt} line {number}: expected two tokens and one space")
         for part in (*parts, parts[0] + parts[1]):
             if part not in vocab:
                 raise ValueError(f"{merges_txt} line {number}: {part!r} is not in vocab.json")
@@ -242,7 +259,8 @@ def write_hf(tokenizer: BPETokenizer, directory: str | os.PathLike[str]) -> None
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     ordered = dict(sorted(vocab.items(), key=lambda item: item[1]))
-    (out / "vocab.json").write_text(json.dumps(ordered, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+    vocab_text = json.dumps(ordered, ensure_ascii=False, indent=0) + "\n"
+    (out / "vocab.json").write_text(vocab_text, encoding="utf-8")
     lines = ["#version: 0.2"]
     lines += [
         f"{written(tokenizer.token_bytes(left))} {written(tokenizer.token_bytes(right))}"
