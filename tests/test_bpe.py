@@ -171,6 +171,8 @@ def test_vocab_size_too_small():
         BPETokenizer.train("abc", 255)
     with pytest.raises(ValueError, match="special"):
         BPETokenizer.train("abc", 257, special_tokens=["<a>", "<b>"])
+    with pytest.raises(TypeError, match="vocab_size"):
+        BPETokenizer.train("abc", 300.0)
 
 
 def test_encode_non_str_raises_type_error(trained):

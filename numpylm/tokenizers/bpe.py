@@ -12,6 +12,7 @@ with a large vocabulary) is looked up directly; only the rest go through the mer
 from __future__ import annotations
 
 import json
+import numbers
 import operator
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -168,7 +169,10 @@ class BPETokenizer(Tokenizer):
         if trainer is None:
             raise ValueError(f"algorithm must be 'fast' or 'plain', got {algorithm!r}")
         names = _special_names(special_tokens)
-        if not isinstance(vocab_size, int) or vocab_size < 256 + len(names):
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral):
+            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+        vocab_size = int(vocab_size)
+        if vocab_size < 256 + len(names):
             raise ValueError(
                 f"vocab_size={vocab_size!r} is below 256 byte tokens + {len(names)} special tokens"
             )
