@@ -9,10 +9,10 @@ and return the merges as `(left, right)` pairs; merge `k` creates id `256 + k`.
 
 Tie-break. When several pairs are equally frequent, both trainers pick the pair `(left, right)`
 that is smallest as a tuple of ids: smallest left id first, then smallest right id. So on
-"abab" (pairs ab:2, ba:1) the first merge is (97, 98); on "abcd" (ab, bc, cd all 1) it is
-(97, 98) too, the pair of smallest ids, not the first one seen. A rule that depends only on
-ids, never on the order in which pairs were counted, is what lets two very different
-algorithms agree merge for merge.
+"abab" (pairs ab:2, ba:1) the first merge is (97, 98), the most frequent; on "dcba" (dc, cb,
+ba, once each) it is (98, 97) = "ba", the smallest pair of ids, not the first one seen. A rule
+that depends only on ids, never on the order in which pairs were counted, is what lets two
+very different algorithms agree merge for merge.
 """
 from __future__ import annotations
 
