@@ -4,9 +4,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numpylm import gradcheck, no_grad
-from numpylm.models.gpt import GPT, GPTConfig
+from numpylm.models.gpt import GPT, GPTConfig, conv1d
+from op_coverage import covers_op
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
@@ -149,3 +152,21 @@ def test_bad_input():
         GPTConfig(n_embd=10, n_head=3)
     with pytest.raises(ValueError, match="n_layer"):
         GPTConfig(n_layer=0)
+
+
+@covers_op("conv1d")
+@settings(max_examples=15)
+@given(st.lists(st.integers(1, 3), min_size=1, max_size=3), st.integers(1, 4),
+       st.integers(1, 4), st.booleans(), st.integers(0, 2**32 - 1))
+def test_conv1d_gradients_and_value(lead, n_in, n_out, with_bias, seed):
+    """conv1d(x, W, b) = x @ W + b, whatever the leading axes."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((*lead, n_in))
+    w = rng.standard_normal((n_in, n_out))
+    b = rng.standard_normal(n_out) if with_bias else None
+    expected = x @ w + (0.0 if b is None else b)
+    np.testing.assert_allclose(conv1d(x, w, b).data, expected, rtol=1e-12, atol=1e-12)
+    if b is None:
+        gradcheck(lambda x, w: conv1d(x, w), x, w)
+    else:
+        gradcheck(conv1d, x, w, b)

@@ -90,20 +90,12 @@ def _swap_last(ndim: int) -> tuple[int, ...]:
     return (*range(ndim - 2), ndim - 1, ndim - 2)
 
 
-@op
-def scaled_dot_product_attention(q, k, v, causal=True, attn_mask=None):
-    """softmax(Q K^T / sqrt(D) + mask) V in one op; see the module docstring for the math.
-
-    q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) -> (..., Tq, Dv). `causal` hides later
-    keys (bottom-right aligned); `attn_mask`, boolean and broadcastable to (..., Tq, Tk),
-    is True where a query may attend to a key.
-    """
-    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
-    _check(q, k, v)
+def _attention_forward(q, k, v, causal, attn_mask, out=None):
+    """O = softmax(Q K^T / sqrt(D) + mask) V, written into `out` if given; returns (O, P)."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     # Scale Q (Tq x D numbers) rather than S (Tq x Tk): the same product, fewer multiplies.
     qs = q * np.asarray(scale, dtype=q.dtype)
-    p = qs @ np.swapaxes(k, -1, -2)  # S, then P in place: (..., Tq, Tk)
+    p = np.matmul(qs, np.swapaxes(k, -1, -2))  # S, then P in place: (..., Tq, Tk)
     blocked = _blocked(q.shape[-2], k.shape[-2], causal, attn_mask)
     if blocked is not None:
         np.copyto(p, -np.inf, where=np.broadcast_to(blocked, p.shape))
@@ -119,21 +111,71 @@ def scaled_dot_product_attention(q, k, v, causal=True, attn_mask=None):
         total[total == 0] = 1.0
     np.reciprocal(total, out=total)
     p *= total
-    o = p @ v  # (..., Tq, Dv)
+    return np.matmul(p, v, out=out), p  # (..., Tq, Dv)
+
+
+def _attention_backward(g, q, k, v, o, p, dq=None, dk=None, dv=None):
+    """(dQ, dK, dV) from dO = g; each written into the given array when one is passed."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    dv = np.matmul(np.swapaxes(p, -1, -2), g, out=dv)  # dV = P^T dO
+    # rowsum(dP * P) = sum_j P_ij sum_d dO_id V_jd = sum_d dO_id O_id
+    row = np.einsum("...d,...d->...", g, o)[..., None]  # (..., Tq, 1)
+    ds = np.matmul(g, np.swapaxes(v, -1, -2))  # dP, then dS in place: (..., Tq, Tk)
+    ds -= row
+    ds *= p
+    ds *= np.asarray(scale, dtype=ds.dtype)  # the 1/sqrt(D) of both dQ and dK, once
+    dq = np.matmul(ds, k, out=dq)  # dQ = dS K / sqrt(D)
+    dk = np.matmul(np.swapaxes(ds, -1, -2), q, out=dk)  # dK = dS^T Q / sqrt(D)
+    return dq, dk, dv
+
+
+@op
+def scaled_dot_product_attention(q, k, v, causal=True, attn_mask=None):
+    """softmax(Q K^T / sqrt(D) + mask) V in one op; see the module docstring for the math.
+
+    q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) -> (..., Tq, Dv). `causal` hides later
+    keys (bottom-right aligned); `attn_mask`, boolean and broadcastable to (..., Tq, Tk),
+    is True where a query may attend to a key.
+    """
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    _check(q, k, v)
+    o, p = _attention_forward(q, k, v, causal, attn_mask)
 
     def backward(g):
-        dv = lambda: np.swapaxes(p, -1, -2) @ g  # dV = P^T dO
-        # rowsum(dP * P) = sum_j P_ij sum_d dO_id V_jd = sum_d dO_id O_id
-        row = np.einsum("...d,...d->...", g, o)[..., None]  # (..., Tq, 1)
-        ds = g @ np.swapaxes(v, -1, -2)  # dP, then dS in place: (..., Tq, Tk)
-        ds -= row
-        ds *= p
-        ds *= np.asarray(scale, dtype=ds.dtype)  # the 1/sqrt(D) of both dQ and dK, once
-        dq = lambda: ds @ k  # dQ = dS K / sqrt(D)
-        dk = lambda: np.swapaxes(ds, -1, -2) @ q  # dK = dS^T Q / sqrt(D)
+        dq, dk, dv = _attention_backward(g, q, k, v, o, p)
         return dq, dk, dv, None, None
 
     return o, backward
+
+
+@op
+def packed_self_attention(qkv, n_head, causal=True, attn_mask=None):
+    """Multi-head self-attention on GPT's packed projections: qkv (B, T, 3C) -> (B, T, C).
+
+    The same as splitting qkv into q, k, v, each (B, T, C) -> (B, H, T, D) with D = C / H,
+    calling `scaled_dot_product_attention` and putting the heads side by side again, but
+    the split and the merge are strided views: no copies forward, and the backward writes
+    dQ, dK and dV straight into one (B, T, 3C) gradient instead of three zero-padded ones.
+    """
+    qkv = np.asarray(qkv)
+    B, T, C3 = qkv.shape
+    if C3 % (3 * n_head):
+        raise ValueError(f"packed_self_attention: the last axis of qkv {qkv.shape} must be "
+                         f"3 * n_head * head_size with n_head = {n_head}")
+    D = C3 // (3 * n_head)
+    heads = qkv.reshape(B, T, 3, n_head, D)
+    q, k, v = (heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, H, T, D) views
+    out = np.empty((B, T, n_head, D), dtype=qkv.dtype)
+    o, p = _attention_forward(q, k, v, causal, attn_mask, out=out.transpose(0, 2, 1, 3))
+
+    def backward(g):
+        g = g.reshape(B, T, n_head, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
+        grad = np.empty((B, T, 3, n_head, D), dtype=g.dtype)
+        dq, dk, dv = (grad[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        _attention_backward(g, q, k, v, o, p, dq, dk, dv)
+        return grad.reshape(B, T, C3), None, None, None
+
+    return out.reshape(B, T, C3 // 3), backward
 
 
 @sample("scaled_dot_product_attention")
@@ -142,3 +184,9 @@ def _sample(rng: np.random.Generator):
     k = rng.standard_normal((2, 2, 5, 4))
     v = rng.standard_normal((2, 2, 5, 3))
     return (lambda q, k, v: scaled_dot_product_attention(q, k, v, causal=True)), (q, k, v)
+
+
+@sample("packed_self_attention")
+def _sample_packed(rng: np.random.Generator):
+    qkv = rng.standard_normal((2, 3, 12))  # B = 2, T = 3, C = 4 in 2 heads of size 2
+    return (lambda x: packed_self_attention(x, 2)), (qkv,)

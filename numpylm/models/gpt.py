@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from numpylm import functional as F
-from numpylm.autograd.ops_attention import attention_composed
+from numpylm.autograd.ops_attention import attention_composed, packed_self_attention
+from numpylm.autograd.op import op
+from numpylm.autograd.samples import sample
 from numpylm.autograd.tensor import Tensor
 from numpylm.nn import Dropout, Embedding, LayerNorm, Module, ModuleList, Parameter, get_rng
 
@@ -59,6 +61,39 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout}")
 
 
+@op
+def conv1d(x, weight, bias=None):
+    """GPT-2's linear map y = x @ W + b: x (..., in), W (in, out), b (out,) -> (..., out).
+
+    Fused for speed: (B, T) are folded into one axis so that the forward and both gradients
+    are each one 2-D GEMM (numpy runs a stacked (B, T, C) @ (C, N) as B separate, slower
+    products), and the bias is added in place instead of through a second full-size array.
+    """
+    x, weight = np.asarray(x), np.asarray(weight)
+    n_in, n_out = weight.shape
+    if x.shape[-1] != n_in:
+        raise ValueError(f"conv1d: expected input (..., {n_in}), got {x.shape}")
+    x2 = x.reshape(-1, n_in)  # (N, in) with N = B * T
+    y = x2 @ weight
+    if bias is not None:
+        y += bias
+
+    def backward(g):
+        g2 = g.reshape(-1, n_out)
+        dx = lambda: (g2 @ weight.T).reshape(x.shape)  # dL/dx = g W^T
+        dw = lambda: x2.T @ g2  # dL/dW = x^T g, summed over all N rows in one product
+        db = None if bias is None else (lambda: g2.sum(axis=0))  # dL/db = sum of g's rows
+        return dx, dw, db
+
+    return y.reshape(*x.shape[:-1], n_out), backward
+
+
+@sample("conv1d")
+def _conv1d_sample(rng: np.random.Generator):
+    return conv1d, (rng.standard_normal((2, 3, 4)), rng.standard_normal((4, 5)),
+                    rng.standard_normal(5))
+
+
 class Conv1D(Module):
     """GPT-2's linear map: weight (in, out), y = x @ W + b, initialised N(0, std^2)."""
 
@@ -69,16 +104,7 @@ class Conv1D(Module):
         self.bias = Parameter(np.zeros(n_out), dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        n_in, n_out = self.weight.shape
-        if x.shape[-1] != n_in:
-            raise ValueError(f"Conv1D: expected input (..., {n_in}), got {x.shape}")
-        # Fold (B, T) into one axis so that forward and both gradients are each a single
-        # 2-D GEMM: numpy runs a stacked (B, T, C) @ (C, N) as B separate, slower products.
-        lead = x.shape[:-1]
-        y = F.matmul(F.reshape(x, shape=(-1, n_in)), self.weight)  # (B*T, out)
-        if self.bias is not None:
-            y = y + self.bias
-        return F.reshape(y, shape=(*lead, n_out))
+        return conv1d(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, {self.weight.shape[1]}, bias={self.bias is not None}"
@@ -100,7 +126,12 @@ class CausalSelfAttention(Module):
     def forward(self, x: Tensor, kv_cache=None, layer: int = 0, attn_mask=None) -> Tensor:
         B, T, C = x.shape
         H = self.n_head
-        qkv = self.c_attn(x)  # (B, T, 3C)
+        qkv = self.c_attn(x)  # (B, T, 3C): q, k and v side by side
+        if self.fused and kv_cache is None:
+            # The same computation as below, with the head split and merge done as views
+            # inside one op (see packed_self_attention).
+            y = packed_self_attention(qkv, H, causal=True, attn_mask=attn_mask)  # (B, T, C)
+            return self.resid_dropout(self.c_proj(y))
         # (B, T, 3, H, D) -> (3, B, H, T, D): one transpose for all three, then split.
         qkv = F.transpose(F.reshape(qkv, shape=(B, T, 3, H, C // H)), axes=(2, 0, 3, 1, 4))
         q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, H, T, D)
