@@ -9,7 +9,7 @@ give zero probability to anything unseen, so every practical model *smooths*:
            c(w) / N. A seen context with an unseen w still gets probability 0.
 - "add_k": P(w|h) = (c(h w) + k) / (c(h) + k V)   (Lidstone; k = 1 is Laplace). An unseen
            context gets the uniform distribution 1/V; there is no backoff.
-- "kneser_ney": interpolated Kneser-Ney (Chen & Goodman 1998, eq. 12-13), one discount per order:
+- "kneser_ney": interpolated Kneser-Ney (Kneser & Ney 1995; Chen & Goodman 1998), one D per order:
            P(w|h) = max(c(h w) - D, 0) / c(h) + D N1+(h .) / c(h) * P(w|h')
            At the highest order c is the raw count; at every lower order it is the
            continuation count N1+(. h w) = |{u : c(u h w) > 0}|, because a lower order is only
@@ -20,7 +20,7 @@ give zero probability to anything unseen, so every practical model *smooths*:
            `unigram_base="none"` instead stops at the plain continuation unigram
            N1+(. w) / N1+(. .) (as NLTK does): words never seen then get probability 0.
 - "modified_kneser_ney": the same with three discounts per order, D1, D2, D3+ for counts
-           1, 2 and >= 3 (Chen & Goodman 1998, eq. 17-19), and the backoff weight
+           1, 2 and >= 3 (Chen & Goodman 1998), and the backoff weight
            (D1 N1(h .) + D2 N2(h .) + D3+ N3+(h .)) / c(h). Estimated from Y = n1/(n1 + 2 n2):
            D1 = 1 - 2Y n2/n1, D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3.
 - "stupid_backoff": S(w|h) = c(h w)/c(h) if c(h w) > 0 else alpha S(w|h')  (Brants et al.
@@ -28,9 +28,8 @@ give zero probability to anything unseen, so every practical model *smooths*:
            `perplexity` refuses them and `distribution` returns unnormalised scores.
 
 For both Kneser-Ney variants, a context never seen puts all its weight on the lower order
-(alpha = 0, gamma = 1). When counts of counts are too sparse for the estimate (a zero n_c,
-or an estimate outside its valid range), that order falls back to KenLM's defaults
-D = 0.5 or (D1, D2, D3+) = (0.5, 1.0, 1.5); `discounts_` holds what was used.
+(alpha = 0, gamma = 1). How the discounts are given or estimated, and the fallback when
+counts of counts are too sparse, is in `ngram_discounts.py`; `discounts_` holds what was used.
 
 Sequences are padded with n-1 BOS ids before and one EOS id after. By default a single extra
 id, `vocab_size`, plays both roles (as '.' in makemore's names); `bos_id`/`eos_id` choose
@@ -49,6 +48,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from numpylm.models.ngram_discounts import estimate_discounts, parse_discounts
 from numpylm.models.ngram_counts import (
     OrderTable,
     check_packable,
@@ -67,8 +67,6 @@ SMOOTHINGS: dict[str, dict[str, object]] = {
     "modified_kneser_ney": {"discounts": None, "unigram_base": "uniform"},
     "stupid_backoff": {"alpha": 0.4},
 }
-KN_FALLBACK = (0.5, 0.5, 0.5)
-MODIFIED_KN_FALLBACK = (0.5, 1.0, 1.5)
 
 
 class NGramLM:
@@ -144,61 +142,8 @@ class NGramLM:
         elif self.smoothing in ("kneser_ney", "modified_kneser_ney"):
             if p["unigram_base"] not in ("uniform", "none"):
                 raise ValueError(f"unigram_base must be 'uniform' or 'none', got {p['unigram_base']!r}")
-            self._given_discounts = self._parse_discounts()
-
-    def _parse_discounts(self) -> np.ndarray | None:
-        """Given discounts as an (order, 3) array of D(1), D(2), D(3+) per order, or None."""
-        n = self.order
-        if self.smoothing == "kneser_ney":
-            d = self.params["discount"]
-            if d is None:
-                return None
-            values = np.full(n, d, dtype=float) if np.ndim(d) == 0 else np.asarray(d, dtype=float)
-            if values.shape != (n,):
-                raise ValueError(f"discount must be one number or one per order ({n}), got {d!r}")
-            for m, v in enumerate(values, 1):
-                if not 0 < v < 1:
-                    raise ValueError(f"Kneser-Ney discount for order {m} must lie in (0, 1), got {v}")
-            return np.repeat(values[:, None], 3, axis=1)
-        d = self.params["discounts"]
-        if d is None:
-            return None
-        values = np.asarray(d, dtype=float)
-        if values.shape == (3,):
-            values = np.tile(values, (n, 1))
-        if values.shape != (n, 3):
-            raise ValueError(
-                f"discounts must be (D1, D2, D3+) or one such triple per order ({n}), got {d!r}"
-            )
-        for m, row in enumerate(values, 1):
-            for c, v in enumerate(row, 1):
-                if not 0 < v < c:  # D_c < c keeps every discounted count positive
-                    raise ValueError(
-                        f"modified Kneser-Ney discount D{c}{'+' if c == 3 else ''} for order {m} "
-                        f"must lie in (0, {c}), got {v}"
-                    )
-        return values
-
-    def _estimate_discounts(self) -> np.ndarray:
-        """Chen & Goodman's estimates from each order's counts of counts (eq. 26)."""
-        out = np.zeros((self.order, 3))
-        self.discount_fallback_ = []
-        for m, table in enumerate(self.tables_, 1):
-            n1, n2, n3, n4 = (table.count_of_counts(c) for c in (1, 2, 3, 4))
-            if self.smoothing == "kneser_ney":
-                ok = n1 > 0 and n2 > 0
-                d = n1 / (n1 + 2 * n2) if ok else 0.0
-                out[m - 1] = (d, d, d) if ok else KN_FALLBACK
-            else:
-                ok = min(n1, n2, n3, n4) > 0
-                if ok:
-                    y = n1 / (n1 + 2 * n2)
-                    d = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
-                    ok = all(0 < v < c for c, v in enumerate(d, 1))
-                out[m - 1] = d if ok else MODIFIED_KN_FALLBACK
-            if not ok:
-                self.discount_fallback_.append(m)
-        return out
+            key = "discount" if self.smoothing == "kneser_ney" else "discounts"
+            self._given_discounts = parse_discounts(self.smoothing, p[key], self.order)
 
     # ------------------------------------------------------------------------------------------
     # Fitting.
@@ -217,10 +162,10 @@ class NGramLM:
             self.tables_.append(OrderTable.build(m, keys, counts, self.vocab_size))
         self.n_tokens_ = int(raw[0][1].sum())  # predicted positions, EOS included
         if kneser_ney:
-            given = self._given_discounts
-            self.discounts_ = given if given is not None else self._estimate_discounts()
-            if given is not None:
-                self.discount_fallback_ = []
+            if self._given_discounts is not None:
+                self.discounts_, self.discount_fallback_ = self._given_discounts, []
+            else:
+                self.discounts_, self.discount_fallback_ = estimate_discounts(self.smoothing, self.tables_)
         self._precompute()
         return self
 
