@@ -40,7 +40,8 @@ def recipe(steps: int) -> TrainConfig:
                        eval_batches=20, log_interval=max(steps // 20, 1), seed=1337)
 
 
-def run_numpylm(data, vocab_size: int, config: TrainConfig, eval_batches: int) -> tuple[float, float]:
+def run_numpylm(data, vocab_size: int, config: TrainConfig,
+                eval_batches: int) -> tuple[float, float]:
     model = GPT(GPTConfig(vocab_size=vocab_size, **MODEL), rng=1337)
     t0 = time.perf_counter()
     train(model, data, config, log=lambda line: print("  numpylm:", line, flush=True))

@@ -58,9 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         straight_dir, stopped_dir = str(Path(tmp, "straight")), str(Path(tmp, "stopped"))
 
-        print(f"\n1. {steps} steps of a GPT with {GPT(GPTConfig(**model_args), rng=0).num_parameters():,} "
-              f"parameters:")
         straight = GPT(GPTConfig(**model_args), rng=0)
+        print(f"\n1. {steps} steps of a GPT with {straight.num_parameters():,} parameters:")
         result = train(straight, data, TrainConfig(**{**vars(config), "out_dir": straight_dir}),
                        tokenizer=tokenizer, model_family="gpt", model_args=model_args)
         print(f"   first loss {result.losses[0]:.3f}, last loss {result.losses[-1]:.3f}")

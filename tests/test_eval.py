@@ -31,8 +31,10 @@ def test_metrics_by_hand():
     assert perplexity(0.0) == 1.0 and perplexity(1e6) == math.inf
 
 
-@pytest.mark.parametrize("call", [lambda: perplexity(-1.0), lambda: bits_per_token(float("nan")),
-                                  lambda: bits_per_char(1.0, 5, 0), lambda: bits_per_byte(1.0, -1, 4)])
+@pytest.mark.parametrize("call", [lambda: perplexity(-1.0),
+                                  lambda: bits_per_token(float("nan")),
+                                  lambda: bits_per_char(1.0, 5, 0),
+                                  lambda: bits_per_byte(1.0, -1, 4)])
 def test_metrics_refuse_impossible_input(call):
     with pytest.raises(ValueError):
         call()

@@ -71,7 +71,8 @@ def estimate_loss(model, ids: np.ndarray, batch_size: int, block_size: int, n_ba
     return total / n_batches
 
 
-def evaluate_ids(model, ids: np.ndarray, block_size: int, batch_size: int = 16) -> tuple[float, int]:
+def evaluate_ids(model, ids: np.ndarray, block_size: int,
+                 batch_size: int = 16) -> tuple[float, int]:
     """(mean NLL in nats, number of predicted tokens) over every token of `ids` after the first."""
     ids = np.asarray(ids, dtype=np.int64)
     if ids.ndim != 1 or len(ids) < 2:

@@ -1,5 +1,6 @@
 """Training: data and batches, the training loop, checkpoints, and the model-family registry."""
-from numpylm.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from numpylm.training.checkpoint import (Checkpoint, CheckpointError, load_checkpoint,
+                                         save_checkpoint)
 from numpylm.training.data import (TokenData, build_tokenizer, encode_text, get_batch, prepare_data,
                                    train_val_split)
 from numpylm.training.loop import TrainConfig, TrainResult, make_optimizer, train

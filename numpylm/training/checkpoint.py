@@ -161,7 +161,8 @@ def load_checkpoint(directory: str | os.PathLike[str], for_resume: bool = False)
         raise CheckpointError(
             f"checkpoint {str(path)!r}: {CONFIG} is not a numpylm checkpoint config "
             f"(expected \"format\": \"{FORMAT}\" with model_family and model_args)")
-    if not isinstance(config.get("model_family"), str) or not isinstance(config.get("model_args"), dict):
+    if not (isinstance(config.get("model_family"), str)
+            and isinstance(config.get("model_args"), dict)):
         raise corrupt(CONFIG, ValueError("model_family must be a string and model_args an object"))
     try:
         model_state, model_metadata = load_safetensors_with_metadata(path / MODEL)

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from numpylm.corpus import read_text
+from numpylm.tokenizers.base import Tokenizer
 
 __all__ = ["TokenData", "build_tokenizer", "encode_text", "get_batch", "prepare_data",
            "train_val_split"]
 
 
-def build_tokenizer(kind: str, text: str, vocab_size: int = 512):
+def build_tokenizer(kind: str, text: str, vocab_size: int = 512) -> Tokenizer:
     """A tokenizer of `kind` ("char" or "bpe") fitted to `text`.
 
     "char" takes the sorted characters of the text plus an `<unk>` id (so a prompt may hold a
@@ -44,7 +45,7 @@ def build_tokenizer(kind: str, text: str, vocab_size: int = 512):
     raise ValueError(f"unknown tokenizer kind {kind!r}; expected 'char' or 'bpe'")
 
 
-def encode_text(text: str, tokenizer) -> np.ndarray:
+def encode_text(text: str, tokenizer: Tokenizer) -> np.ndarray:
     """Tokenise `text` once into an int64 id array (1-D)."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -79,7 +80,8 @@ def get_batch(ids: np.ndarray, batch_size: int, block_size: int,
         raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size}, {block_size}")
     if len(ids) < block_size + 1:
         raise ValueError(f"the data has {len(ids)} tokens, too few for one window of "
-                         f"block_size + 1 = {block_size + 1}; use a smaller block_size or more text")
+                         f"block_size + 1 = {block_size + 1}; use a smaller block_size or "
+                         f"more text")
     # A start s needs ids[s + T] for the last target, so s ranges over [0, len - T).
     starts = rng.integers(0, len(ids) - block_size, size=batch_size)
     window = starts[:, None] + np.arange(block_size)   # (B, T) positions
@@ -106,7 +108,7 @@ class TokenData:
         return len(self.val) / max(self.val_chars, 1)
 
 
-def prepare_data(tokenizer, path: str | os.PathLike[str] | None = None, *, text: str | None = None,
+def prepare_data(tokenizer: Tokenizer, path: str | os.PathLike[str] | None = None, *, text: str | None = None,
                  val_fraction: float = 0.1) -> TokenData:
     """Read `text` (or the UTF-8 file at `path`, or the embedded corpus), tokenise it once and
     split it; the validation text's length is measured by decoding its ids."""

@@ -83,7 +83,7 @@ def build_model(family: str, args: dict[str, Any]):
 
 
 def ngram_state(lm) -> dict[str, np.ndarray]:
-    """A fitted `NGramLM`'s count tables as named integer arrays (what `model.safetensors` holds)."""
+    """A fitted `NGramLM`'s count tables as named arrays (what its `model.safetensors` holds)."""
     if lm.tables_ is None:
         raise ValueError("the n-gram model is not fitted; nothing to save")
     state: dict[str, np.ndarray] = {"n_tokens": np.array(lm.n_tokens_, dtype=np.int64)}
@@ -169,7 +169,8 @@ def load_model(directory, default_block_size: int = 64) -> LoadedModel:
         try:
             trainer_state = load_json(ckpt.path / TRAINER)
         except ValueError as err:
-            raise CheckpointError(f"checkpoint {str(ckpt.path)!r}: {TRAINER} is corrupt: {err}") from None
+            raise CheckpointError(
+                f"checkpoint {str(ckpt.path)!r}: {TRAINER} is corrupt: {err}") from None
     if ckpt.model_family == "ngram":
         try:
             model = ngram_from_state(ckpt.model_args, ckpt.model_state)
@@ -180,8 +181,9 @@ def load_model(directory, default_block_size: int = 64) -> LoadedModel:
         try:
             model.load_state_dict(ckpt.model_state)
         except ValueError as err:
-            raise CheckpointError(f"checkpoint {str(ckpt.path)!r}: model.safetensors does not fit "
-                                  f"the {ckpt.model_family!r} model of config.json:\n{err}") from None
+            raise CheckpointError(
+                f"checkpoint {str(ckpt.path)!r}: model.safetensors does not fit the "
+                f"{ckpt.model_family!r} model of config.json:\n{err}") from None
         model.eval()
     block_size = default_block_size
     if isinstance(trainer_state, dict):

@@ -36,8 +36,10 @@ import numpy as np
 
 from numpylm.evaluation.evaluate import estimate_loss
 from numpylm.nn.layers import get_rng
+from numpylm.nn.module import Module
 from numpylm.optim import AdamW, clip_grad_norm_, grad_norm, set_lr, warmup_cosine_lr
 from numpylm.training.checkpoint import load_checkpoint, save_checkpoint
+from numpylm.tokenizers.base import Tokenizer
 from numpylm.training.data import TokenData, get_batch
 
 __all__ = ["TrainConfig", "TrainResult", "make_optimizer", "train"]
@@ -72,7 +74,8 @@ class TrainConfig:
             value = getattr(self, name)
             smallest = 0 if name == "steps" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= {smallest}, got {value!r}")
+                raise ValueError(f"TrainConfig.{name} must be an integer >= {smallest}, "
+                                 f"got {value!r}")
         for name in ("lr", "min_lr", "weight_decay", "grad_clip", "eps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
@@ -97,7 +100,7 @@ class TrainResult:
     checkpoint: str | None = None                                  # last checkpoint written
 
 
-def make_optimizer(model, config: TrainConfig) -> AdamW:
+def make_optimizer(model: Module, config: TrainConfig) -> AdamW:
     """AdamW with two parameter groups: matrices decay, vectors (biases, norm gains) do not."""
     params = list(model.parameters())
     decay = [p for p in params if p.ndim >= 2]
@@ -135,7 +138,8 @@ def _duration(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def train(model, data: TokenData, config: TrainConfig, *, tokenizer=None,
+def train(model: Module, data: TokenData, config: TrainConfig, *,
+          tokenizer: Tokenizer | None = None,
           model_family: str = "custom", model_args: dict[str, Any] | None = None,
           resume_from: str | None = None, log: Callable[[str], None] = print) -> TrainResult:
     """Train `model` on `data.train` for `config.steps` updates; see the module docstring.
@@ -159,6 +163,12 @@ def train(model, data: TokenData, config: TrainConfig, *, tokenizer=None,
         step = int(ckpt.trainer_state["step"])
         result.checkpoint = str(ckpt.path)
         log(f"resumed from {ckpt.path} at step {step}")
+        saved = ckpt.trainer_state.get("train_config", {})
+        changed = sorted(k for k, v in asdict(config).items()
+                         if k in saved and saved[k] != v and k not in ("steps", "out_dir"))
+        if changed:
+            log(f"note: {', '.join(changed)} differ from the checkpoint's settings, so this is "
+                f"not the run the checkpoint came from")
 
     def save(step: int) -> None:
         trainer_state = {"step": step, "random_states": _random_states(model, batch_rng),
@@ -190,7 +200,10 @@ def train(model, data: TokenData, config: TrainConfig, *, tokenizer=None,
             loss_sum += loss.item()
         loss_value = loss_sum / k
 
-        norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else grad_norm(params)
+        if config.grad_clip > 0:
+            norm = clip_grad_norm_(params, config.grad_clip)  # the norm before clipping
+        else:
+            norm = grad_norm(params)
         if not (math.isfinite(loss_value) and math.isfinite(norm)):
             kept = f"the last good checkpoint is {result.checkpoint}" if result.checkpoint \
                 else "no checkpoint was written"
@@ -214,15 +227,20 @@ def train(model, data: TokenData, config: TrainConfig, *, tokenizer=None,
 
         if step % config.eval_interval == 0 or step == config.steps:
             if len(data.val) > T:
-                val = estimate_loss(model, data.val, B, T, config.eval_batches, seed=config.seed + 1)
+                # A generator of its own, seeded the same each time: the same windows at every
+                # evaluation, and the training batches never depend on when we evaluated.
+                val = estimate_loss(model, data.val, B, T, config.eval_batches,
+                                    seed=config.seed + 1)
                 result.val_losses.append((step, val))
-                bpc = val * data.tokens_per_char / math.log(2)
-                log(f"step {step}: val loss {val:.4f} | {bpc:.4f} bits/char")
+                bits = val * len(data.val) / math.log(2)  # estimated bits for the whole text
+                log(f"step {step}: val loss {val:.4f} | {bits / data.val_chars:.4f} bits/char | "
+                    f"{bits / data.val_bytes:.4f} bits/byte")
             if config.out_dir is not None:
                 if not _all_finite(model):
                     result.stopped = "nonfinite"
-                    result.message = (f"step {step}: the parameters are no longer finite; not "
-                                      f"saving, stopping (last good checkpoint: {result.checkpoint})")
+                    result.message = (f"step {step}: the parameters are no longer finite; "
+                                      f"not saving, stopping (last good checkpoint: "
+                                      f"{result.checkpoint})")
                     log(result.message)
                     break
                 save(step)
