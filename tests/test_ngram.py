@@ -137,9 +137,12 @@ contexts = st.lists(st.integers(0, 5), max_size=4)
 
 
 @pytest.mark.parametrize("smoothing,params", PROBABILISTIC)
-@given(corpus=corpora, order=st.integers(1, 4), boundary=boundaries, context=contexts)
-def test_distribution_sums_to_one(smoothing, params, corpus, order, boundary, context):
+@given(corpus=corpora, order=st.integers(1, 4), boundary=boundaries, data=st.data())
+def test_distribution_sums_to_one(smoothing, params, corpus, order, boundary, data):
     lm = NGramLM(order, 8, smoothing, **boundary, **params).fit(corpus)
+    # a random context (often unseen) or a prefix of a training sequence (seen)
+    prefixes = [seq[:t] for seq in corpus for t in range(len(seq) + 1)]
+    context = data.draw(st.one_of(contexts, st.sampled_from(prefixes)))
     p = lm.distribution(context)
     assert p.shape == (lm.vocab_size,)
     assert abs(p.sum() - 1) < 1e-9
@@ -254,3 +257,26 @@ def test_bad_data():
         lm.perplexity([[5]])
     with pytest.raises(ValueError, match="temperature"):
         lm.generate(3, temperature=-1)
+
+
+def test_nltk_variant_matches_nltk():
+    """With one discount for all orders and no uniform base, our KN is NLTK's
+    KneserNeyInterpolated, when NLTK is fed the same n-grams (each position's trigram and its
+    suffixes; see benchmarks/bench_ngram.py for where the two formulas differ)."""
+    pytest.importorskip("nltk")
+    from nltk.lm import KneserNeyInterpolated
+    from nltk.lm.vocabulary import Vocabulary
+
+    words = ["<s>", "a", "b", "c", "</s>"]  # ids 0 (BOS) .. 4 (EOS)
+    corpus = [[1, 2], [1], [2, 2, 3], [3, 1, 2, 1]]
+    ours = NGramLM(3, 5, "kneser_ney", bos_id=0, eos_id=4, discount=0.1, unigram_base="none").fit(corpus)
+    text = []
+    for seq in corpus:
+        padded = [0, 0] + seq + [4]
+        text.append([tuple(words[i] for i in padded[t - m + 1 : t + 1]) for t in range(2, len(padded)) for m in (3, 2, 1)])
+    nltk_lm = KneserNeyInterpolated(3)
+    nltk_lm.fit(text, Vocabulary(words, unk_cutoff=1))
+    for h in [(0, 0), (0, 1), (1, 2), (2, 2), (3, 3), (2, 1)]:
+        for w in (1, 2, 3, 4):
+            expected = nltk_lm.score(words[w], tuple(words[i] for i in h))
+            assert ours.prob(w, h) == pytest.approx(expected, rel=1e-12, abs=1e-15)
