@@ -131,9 +131,9 @@ def _neural_rung(family: _Family, data, tokenizer, config: LadderConfig,
     seconds = time.perf_counter() - t0
     nll, _ = evaluate_ids(model, data.val, config.block_size)
     bpc = nll * data.tokens_per_char / math.log(2)
-    prompt = np.array([[data.val[0]]])
+    prompt = [int(data.val[0])]  # one token of context to start from
     ids = generate(model, prompt, config.sample_chars - 1, temperature=0.8, seed=config.seed)
-    sample = tokenizer.decode(np.asarray(ids).reshape(-1).tolist())
+    sample = tokenizer.decode([int(i) for i in ids])
     return Rung(family.name, model.num_parameters(), seconds, bpc, sample, steps)
 
 
