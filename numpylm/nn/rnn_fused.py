@@ -11,7 +11,7 @@ feeds two places, the output at step t and the next step, so its gradient is the
 and the loop runs t = T-1, ..., 0 carrying that second term (and, for the LSTM, the same for
 the cell state c_t). Inside a step each gate's derivative is one line of the chain rule.
 
-Where the speed comes from (the brief in the docstring of `lstm_fused` applies to all three):
+Where the speed comes from, in all three ops:
 - the input projection x_t W_ih^T for every time step is one (T B, I) @ (I, G H) matmul;
 - each step does one (B, H) @ (H, G H) matmul, and the gate nonlinearities run on whole
   (B, G H) blocks in preallocated buffers with `out=`;
@@ -59,6 +59,12 @@ def _bias(b_ih, b_hh, rows: int, dtype) -> np.ndarray:
     return (b_ih + b_hh).astype(dtype, copy=False)
 
 
+def _transposed(w: np.ndarray, dtype) -> np.ndarray:
+    """W^T as its own C-ordered copy: the per-step (B, H) @ (H, G H) product is about a third
+    faster with it than with the transposed view (measured with OpenBLAS)."""
+    return np.ascontiguousarray(w.T, dtype=dtype)
+
+
 def _weight_grads(dA: np.ndarray, inputs: np.ndarray, w: np.ndarray):
     """Gradients of A = inputs W^T + b summed over all time steps, each one matmul:
     dW = dA^T inputs, db = sum of dA, d inputs = dA W. Returned lazily, so the inputs'
@@ -82,8 +88,9 @@ def rnn_tanh_fused(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
     hs[1:] = (x.reshape(T * B, -1) @ w_ih.T).reshape(T, B, H)
     hs[1:] += _bias(b_ih, b_hh, H, dtype)
     rec = np.empty((B, H), dtype=dtype)
+    w_hh_t = _transposed(w_hh, dtype)
     for t in range(T):
-        np.matmul(hs[t], w_hh.T, out=rec)
+        np.matmul(hs[t], w_hh_t, out=rec)
         hs[t + 1] += rec
         np.tanh(hs[t + 1], out=hs[t + 1])                       # h_t = tanh(a_t)
 
@@ -117,7 +124,7 @@ def lstm_fused(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
     scale[2 * H:3 * H] = 1.0
     shift = 1.0 - scale
     w_ih_s = (w_ih * scale[:, None]).astype(dtype, copy=False)
-    w_hh_s = (w_hh * scale[:, None]).astype(dtype, copy=False)
+    w_hh_st = _transposed(w_hh * scale[:, None], dtype)
     gates = (x.reshape(T * B, -1) @ w_ih_s.T).reshape(T, B, 4 * H)
     gates += _bias(b_ih, b_hh, 4 * H, dtype) * scale
     hs = np.empty((T + 2, B, H), dtype=dtype)   # h0, h_1 .. h_T, then c_T (the output view)
@@ -128,7 +135,7 @@ def lstm_fused(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
     ig = np.empty((B, H), dtype=dtype)
     for t in range(T):
         a = gates[t]
-        np.matmul(hs[t], w_hh_s.T, out=rec)
+        np.matmul(hs[t], w_hh_st, out=rec)
         a += rec
         np.tanh(a, out=a)
         a *= scale
@@ -194,9 +201,10 @@ def gru_fused(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
     gates = np.empty((T, B, 3 * H), dtype=dtype)                        # [r, z, n]
     hs = np.empty((T + 1, B, H), dtype=dtype)                           # h0, h_1 .. h_T
     hs[0] = h0
+    w_hh_t = _transposed(w_hh, dtype)
     for t in range(T):
         p, a = hp[t], gates[t]
-        np.matmul(hs[t], w_hh.T, out=p)
+        np.matmul(hs[t], w_hh_t, out=p)
         p += b_h
         # r, z = sigmoid(x-side + h-side) = (1 + tanh(half of it)) / 2
         np.add(xp[t, :, :2 * H], p[:, :2 * H], out=a[:, :2 * H])
