@@ -58,9 +58,10 @@ def _loss(kind, out, final):
     return loss
 
 
-@settings(max_examples=12)
-@given(st.sampled_from(["rnn", "lstm", "gru"]), st.integers(1, 2), st.booleans(),
-       st.booleans(), st.integers(0, 2**31 - 1))
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@settings(max_examples=4)
+@given(bias=st.booleans(), batch_first=st.booleans(), seed=st.integers(0, 2**31 - 1))
 def test_layer_gradcheck(kind, num_layers, bias, batch_first, seed):
     """Gradients of the fused layer (one and two layers) w.r.t. the input, the initial state
     and every parameter, against finite differences."""
@@ -90,10 +91,11 @@ def _run(layer, kind, x, states):
             [xt.grad] + [s.grad for s in st_] + [p.grad for p in layer.parameters()])
 
 
-@settings(max_examples=15)
-@given(st.sampled_from(["rnn", "lstm", "gru"]), st.integers(1, 3), st.integers(1, 6),
-       st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.booleans(),
-       st.integers(0, 2**31 - 1))
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@settings(max_examples=10)
+@given(num_layers=st.integers(1, 3), T=st.integers(1, 6), B=st.integers(1, 3),
+       I=st.integers(1, 4), H=st.integers(1, 4), bias=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
 def test_fused_equals_unrolled(kind, num_layers, T, B, I, H, bias, seed):
     rng = np.random.default_rng(seed)
     layer = LAYERS[kind](I, H, num_layers, bias=bias, rng=seed).to(np.float64)
@@ -107,10 +109,11 @@ def test_fused_equals_unrolled(kind, num_layers, T, B, I, H, bias, seed):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@settings(max_examples=15)
-@given(st.sampled_from(["rnn", "lstm", "gru"]), st.integers(1, 2), st.integers(2, 8),
-       st.booleans(), st.integers(0, 2**31 - 1))
-def test_two_halves_with_carried_state_equal_the_whole(kind, num_layers, T, fused, seed):
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("fused", [True, False])
+@settings(max_examples=5)
+@given(num_layers=st.integers(1, 2), T=st.integers(2, 8), seed=st.integers(0, 2**31 - 1))
+def test_two_halves_with_carried_state_equal_the_whole(kind, fused, num_layers, T, seed):
     rng = np.random.default_rng(seed)
     B, I, H = 2, 3, 4
     layer = LAYERS[kind](I, H, num_layers, fused=fused, rng=seed).to(np.float64)

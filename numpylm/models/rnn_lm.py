@@ -105,14 +105,19 @@ class RNNLM(Module):
         return logits, loss
 
     def generate(self, idx: Any, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, seed: int | np.random.Generator | None = None,
+                 top_k: int | None = None, top_p: float | None = None,
+                 seed: int | np.random.Generator | None = None,
                  state: State = None) -> np.ndarray:
         """Continue every row of idx (B, T) by `max_new_tokens` sampled tokens; return
         (B, T + max_new_tokens). The prompt is read once, then each new token costs one step,
-        because the state carries the whole context. `temperature=0` is greedy."""
+        because the state carries the whole context. Sampling is `numpylm.inference.sample_next`
+        (`temperature=0` is greedy); `seed` makes it repeatable."""
         idx = self._check_ids(idx, "idx")
         if idx.shape[1] == 0:
             raise ValueError("RNNLM.generate: the prompt must hold at least one token")
+        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+            raise ValueError(f"RNNLM.generate: max_new_tokens must be an integer >= 0, "
+                             f"got {max_new_tokens!r}")
         rng = get_rng(seed) if seed is not None else np.random.default_rng()
         was_training = self.training
         self.eval()
@@ -121,7 +126,7 @@ class RNNLM(Module):
             with no_grad():
                 logits, _, state = self.forward_with_state(idx, state=state)
                 for _ in range(max_new_tokens):
-                    token = sample_next(logits.data[:, -1], temperature, top_k, rng=rng)
+                    token = sample_next(logits.data[:, -1], temperature, top_k, top_p, rng)
                     out.append(token[:, None])
                     logits, _, state = self.forward_with_state(token[:, None], state=state)
         finally:
