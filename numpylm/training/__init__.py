@@ -3,8 +3,11 @@ from numpylm.training.checkpoint import (Checkpoint, CheckpointError, load_check
                                          save_checkpoint)
 from numpylm.training.data import (TokenData, build_tokenizer, encode_text, get_batch, prepare_data,
                                    train_val_split)
+from numpylm.training.families import (FAMILIES, LoadedModel, build_model, load_model,
+                                       register_family)
 from numpylm.training.loop import TrainConfig, TrainResult, make_optimizer, train
 
-__all__ = ["Checkpoint", "CheckpointError", "TokenData", "TrainConfig", "TrainResult",
-           "build_tokenizer", "encode_text", "get_batch", "load_checkpoint", "make_optimizer",
-           "prepare_data", "save_checkpoint", "train", "train_val_split"]
+__all__ = ["Checkpoint", "CheckpointError", "FAMILIES", "LoadedModel", "TokenData", "TrainConfig",
+           "TrainResult", "build_model", "build_tokenizer", "encode_text", "get_batch",
+           "load_checkpoint", "load_model", "make_optimizer", "prepare_data", "register_family",
+           "save_checkpoint", "train", "train_val_split"]

@@ -160,7 +160,7 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
         model.load_state_dict(ckpt.model_state)
         optimizer.load_state_dict(ckpt.optimizer_state)
         _restore_random_states(model, batch_rng, ckpt.trainer_state["random_states"])
-        step = int(ckpt.trainer_state["step"])
+        step = result.step = int(ckpt.trainer_state["step"])
         result.checkpoint = str(ckpt.path)
         log(f"resumed from {ckpt.path} at step {step}")
         saved = ckpt.trainer_state.get("train_config", {})
