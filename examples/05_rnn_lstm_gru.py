@@ -1,7 +1,7 @@
 """05 - A character LSTM: truncated backpropagation through time, gradient clipping, and
 samples that get better as the loss falls.
 
-    python examples/05_rnn_lstm_gru.py [--cell lstm|gru|rnn] [--steps 500] [--tiny]
+    python examples/05_rnn_lstm_gru.py [--cell lstm|gru|rnn] [--steps 400] [--tiny]
 
 Trains `RNNLM(cell="lstm")` on the embedded corpus (Python's reference manual) one character
 at a time. The text is cut into 32 side-by-side streams read in consecutive chunks of 64
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Train a character LSTM (or GRU, or tanh RNN) "
                                              "with truncated BPTT and watch its samples.")
     ap.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
-    ap.add_argument("--steps", type=int, default=500, help="optimiser steps (default 500)")
+    ap.add_argument("--steps", type=int, default=400, help="optimiser steps (default 400)")
     ap.add_argument("--hidden", type=int, default=256, help="hidden size H (default 256)")
     ap.add_argument("--batch", type=int, default=32, help="streams B (default 32)")
     ap.add_argument("--seq", type=int, default=64, help="chunk length T (default 64)")

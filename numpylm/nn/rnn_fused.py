@@ -76,6 +76,18 @@ def _weight_grads(dA: np.ndarray, inputs: np.ndarray, w: np.ndarray):
             lambda: (rows @ w).reshape(inputs.shape))           # (T, B, in)
 
 
+def _once(fn):
+    """`fn`, computed at most once: b_ih and b_hh of the tanh RNN and the LSTM have the same
+    gradient, since they enter only through their sum."""
+    cache: list = []
+
+    def value():
+        if not cache:
+            cache.append(fn())
+        return cache[0]
+    return value
+
+
 @op
 def rnn_tanh_fused(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
     """tanh RNN over a whole sequence: x (T, B, I), h0 (B, H) -> h_1 .. h_T (T, B, H)."""
@@ -106,6 +118,7 @@ def rnn_tanh_fused(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
             np.matmul(dA[t], w_hh, out=dh)                      # da_t/dh_{t-1} = W_hh
         dW_ih, db, dx = _weight_grads(dA, x, w_ih)
         dW_hh, _, _ = _weight_grads(dA, hs[:T], w_hh)
+        db = _once(db)
         return dx, dh, dW_ih, dW_hh, db, db
 
     return hs[1:], backward
@@ -181,6 +194,7 @@ def lstm_fused(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None):
             np.matmul(d, w_hh, out=dh)                          # dA_t/dh_{t-1} = W_hh
         dW_ih, db, dx = _weight_grads(dA, x, w_ih)
         dW_hh, _, _ = _weight_grads(dA, hs[:T], w_hh)
+        db = _once(db)
         return dx, dh, dc, dW_ih, dW_hh, db, db
 
     return hs[1:], backward
