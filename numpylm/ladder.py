@@ -118,11 +118,13 @@ def _neural_rung(family: _Family, data, tokenizer, config: LadderConfig,
                            log_interval=max(steps // 4, 1), seed=config.seed)
 
     # Measure the step time on a throwaway copy, so that the real run knows its step count
-    # in advance and its cosine schedule ends exactly when the budget does.
-    probe_steps = 3
-    t0 = time.perf_counter()
-    train(fresh_model(), data, settings(probe_steps), log=lambda _: None)
-    per_step = (time.perf_counter() - t0) / probe_steps
+    # in advance and its cosine schedule ends exactly when the budget does. The median gap
+    # between per-step log lines ignores the slow first step (buffers, caches).
+    stamps: list[float] = []
+    probe = settings(8)
+    probe.log_interval = 1
+    train(fresh_model(), data, probe, log=lambda line: stamps.append(time.perf_counter()))
+    per_step = float(np.median(np.diff(stamps[:8])))
     steps = max(1, int(config.budget_seconds / per_step))
 
     model = fresh_model()
