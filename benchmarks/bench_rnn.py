@@ -4,7 +4,10 @@ Compares numpylm's fused LSTM layer with `torch.nn.LSTM` measured in the same ru
 torch is not installed), and the readable unrolled layer with the fused one. Also times the
 fused GRU and tanh RNN layers for reference.
 
-    python benchmarks/bench_rnn.py [--repeats 20]
+    python benchmarks/bench_rnn.py [--repeats 20] [--threads N]
+
+`--threads N` limits both numpy's OpenBLAS and torch to N threads (useful on a busy machine,
+where a second BLAS thread that cannot get a core slows everything down).
 
 OpenBLAS reads OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE when numpy is imported; either can pin
 numpy to slower kernels than PyTorch's, so this script removes both from its environment
@@ -12,12 +15,17 @@ before importing numpy (the same as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZ
 """
 from __future__ import annotations
 
+import argparse
 import os
+import time
 
 _UNSET = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.pop(v, None)]
-
-import argparse  # noqa: E402
-import time  # noqa: E402
+# Environment first: OpenBLAS reads it once, when numpy is imported below.
+_pre = argparse.ArgumentParser(add_help=False)
+_pre.add_argument("--threads", type=int, default=None)
+_THREADS = _pre.parse_known_args()[0].threads
+if _THREADS is not None:
+    os.environ["OPENBLAS_NUM_THREADS"] = str(_THREADS)
 
 import numpy as np  # noqa: E402
 
@@ -50,6 +58,8 @@ def numpylm_step(layer, x: np.ndarray, g: np.ndarray):
 
 def torch_step(x: np.ndarray, g: np.ndarray):
     import torch
+    if _THREADS is not None:
+        torch.set_num_threads(_THREADS)
     lstm = torch.nn.LSTM(I, H, batch_first=True)
     xt = torch.from_numpy(x).requires_grad_(True)
     gt = torch.from_numpy(g)
@@ -65,10 +75,13 @@ def torch_step(x: np.ndarray, g: np.ndarray):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per case")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads for numpy and torch (default: the libraries' own)")
     args = parser.parse_args()
     print(f"LSTM layer forward + backward: T={T} B={B} input={I} hidden={H} float32")
     print("environment: run as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` "
-          + (f"(removed {', '.join(_UNSET)})" if _UNSET else "(neither was set)"))
+          + (f"(removed {', '.join(_UNSET)})" if _UNSET else "(neither was set)")
+          + (f"; {_THREADS} BLAS thread(s)" if _THREADS is not None else ""))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B, T, I)).astype(np.float32)
     g = rng.standard_normal((B, T, H)).astype(np.float32)
