@@ -1,5 +1,6 @@
 """GPT: shapes and names, whole-model gradient check, fused vs composed attention, causality,
 initialisation, parameter and FLOP counts, bad input."""
+import contextlib
 import math
 
 import numpy as np
@@ -170,3 +171,30 @@ def test_conv1d_gradients_and_value(lead, n_in, n_out, with_bias, seed):
         gradcheck(lambda x, w: conv1d(x, w), x, w)
     else:
         gradcheck(conv1d, x, w, b)
+
+
+def test_no_grad_numpy_path_equals_the_autograd_path():
+    """Under no_grad, GPT.forward runs its plain-numpy twin (gpt_inference); with gradients
+    recorded it runs the ops. Same logits, whole sequences and with a cache and a mask."""
+    model = tiny(n_layer=2).eval()
+    rng = np.random.default_rng(4)
+    for p in model.parameters():
+        p.data[...] = rng.normal(0, 0.3, p.shape)
+    idx = rng.integers(0, 11, (2, 7))
+    mask = np.ones((2, 7), dtype=bool)
+    mask[0, :2] = False  # row 0 is left-padded by two tokens
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    results = []
+    for recording in (True, False):
+        with (no_grad() if not recording else contextlib.nullcontext()):
+            full = model(idx, attention_mask=mask, position_ids=positions)[0].data
+            cache = model.init_kv_cache(2)
+            first = model(idx[:, :4], kv_cache=cache, attention_mask=mask[:, :4],
+                          position_ids=positions[:, :4])[0].data
+            rest = model(idx[:, 4:], kv_cache=cache, attention_mask=mask,
+                         position_ids=positions[:, 4:], last_only=True)[0].data
+        results.append((full, first, rest))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results[0][0][:, :4], results[0][1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results[0][0][:, -1:], results[0][2], rtol=1e-5, atol=1e-6)

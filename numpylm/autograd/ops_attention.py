@@ -49,7 +49,8 @@ def causal_block(Tq: int, Tk: int) -> np.ndarray:
 
 def _blocked(Tq: int, Tk: int, causal: bool, attn_mask) -> np.ndarray | None:
     """Where scores are set to -inf: the causal triangle and/or where `attn_mask` is False."""
-    blocked = causal_block(Tq, Tk) if causal else None
+    # With one query (generating with a KV cache) the causal mask hides nothing.
+    blocked = causal_block(Tq, Tk) if causal and Tq > 1 else None
     if attn_mask is not None:
         attn_mask = np.asarray(attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask)
         if attn_mask.dtype != bool:

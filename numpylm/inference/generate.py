@@ -122,13 +122,14 @@ def _steps(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop
     limit = context_limit(model)
     prompts = _crop(prompts, limit)
     cached = use_cache and hasattr(model, "init_kv_cache")
-    stepper = (_CachedStepper(model, prompts, limit) if cached
-               else _PlainStepper(model, prompts, limit))
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
         with no_grad():
+            # Built here, in eval mode without a graph: the cached stepper runs the prompt.
+            stepper = (_CachedStepper(model, prompts, limit) if cached
+                       else _PlainStepper(model, prompts, limit))
             active = np.ones(len(prompts), dtype=bool)
             for step in range(max_new_tokens):
                 logits = stepper.next_logits()  # (B, V)

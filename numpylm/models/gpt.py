@@ -33,7 +33,8 @@ from numpylm import functional as F
 from numpylm.autograd.ops_attention import attention_composed, packed_self_attention
 from numpylm.autograd.op import op
 from numpylm.autograd.samples import sample
-from numpylm.autograd.tensor import Tensor
+from numpylm.autograd.tensor import Tensor, is_grad_enabled
+from numpylm.models.gpt_inference import forward_logits
 from numpylm.nn import Dropout, Embedding, LayerNorm, Module, ModuleList, Parameter, get_rng
 
 
@@ -222,8 +223,11 @@ class GPT(Module):
                              f"{self.config.block_size} tokens")
         if position_ids is None:
             position_ids = np.arange(start, start + T)  # (T,), broadcast over the batch
-        x = self.wte(idx) + self.wpe(np.asarray(position_ids))  # (B, T, C)
-        x = self.drop(x)
+        position_ids = np.asarray(position_ids)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
+            bad = idx[(idx < 0) | (idx >= self.config.vocab_size)].flat[0]
+            raise ValueError(f"GPT: token id {bad} is outside the vocabulary "
+                             f"[0, {self.config.vocab_size})")
         attn_mask = None
         if attention_mask is not None:
             attention_mask = np.asarray(attention_mask, dtype=bool)
@@ -231,19 +235,32 @@ class GPT(Module):
                 raise ValueError(f"GPT: attention_mask must have shape {(B, start + T)} "
                                  f"(batch, cached + new tokens), got {attention_mask.shape}")
             attn_mask = attention_mask[:, None, None, :]  # (B, 1, 1, L): which keys are real
-        for i, block in enumerate(self.h):
-            x = block(x, kv_cache, i, attn_mask)
-        if kv_cache is not None:
-            kv_cache.advance(T)
-        if last_only:
-            x = x[:, -1:, :]  # (B, 1, C)
-        x = self.ln_f(x)
-        logits = F.matmul(x, F.transpose(self.wte.weight))  # (B, T, V), tied LM head
+        if not is_grad_enabled() and self.fused_inference_ok():
+            # Nothing to differentiate: the plain-numpy twin of the code below (much less
+            # per-op bookkeeping, which dominates when generating one token at a time).
+            logits = Tensor(forward_logits(self, idx, position_ids, kv_cache, attn_mask,
+                                           last_only))
+        else:
+            x = self.wte(idx) + self.wpe(position_ids)  # (B, T, C)
+            x = self.drop(x)
+            for i, block in enumerate(self.h):
+                x = block(x, kv_cache, i, attn_mask)
+            if kv_cache is not None:
+                kv_cache.advance(T)
+            if last_only:
+                x = x[:, -1:, :]  # (B, 1, C)
+            x = self.ln_f(x)
+            logits = F.matmul(x, F.transpose(self.wte.weight))  # (B, T, V), tied LM head
         loss = None
         if targets is not None:
             targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
             loss = F.cross_entropy(logits, targets, ignore_index=-1)
         return logits, loss
+
+    def fused_inference_ok(self) -> bool:
+        """Whether the plain-numpy inference path computes what `forward` would: it has
+        no dropout and uses the fused attention kernel."""
+        return self.config.fused_attention and not (self.training and self.config.dropout > 0)
 
     def init_kv_cache(self, batch_size: int = 1, max_length: int | None = None):
         """An empty KV cache for `batch_size` sequences of up to `max_length` tokens."""

@@ -1,0 +1,93 @@
+"""Generation speed of numpylm's GPT with its KV cache against HF transformers' `generate`.
+
+GPT-2 small's shape (12 layers, 12 heads, width 768, vocabulary 50257) with random weights,
+float32, batch 1, a 16-token prompt and 64 new tokens, greedy. Both sides run the same
+weights (HF's model is saved with `save_pretrained` and loaded with `GPT.from_pretrained`),
+so their greedy tokens should agree; the script says whether they do.
+Prints tokens per second of each and the ratio numpylm / HF (higher is better).
+
+Run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_generate.py`
+so that OpenBLAS picks its native kernel. Usage: `bench_generate.py [--new-tokens N]
+[--repeats R] [--small]` (`--small` uses a 4-layer, 256-wide model for a quick check).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from numpylm.inference import generate
+from numpylm.models.gpt import GPT, GPTConfig
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--small", action="store_true")
+    args = parser.parse_args()
+    env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    print(f"OpenBLAS overrides in the environment: {env or 'none (native kernel)'}")
+    if env:
+        print("  (run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for the native kernel)")
+    shape = (dict(n_layer=4, n_head=4, n_embd=256) if args.small
+             else dict(n_layer=12, n_head=12, n_embd=768))
+    prompt = np.random.default_rng(0).integers(0, 50257, args.prompt_tokens)
+    n = args.new_tokens
+
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        torch = None
+        print("torch/transformers not installed: timing numpylm only")
+
+    with tempfile.TemporaryDirectory() as directory:
+        if torch is not None:
+            torch.manual_seed(0)
+            config = transformers.GPT2Config(vocab_size=50257, n_positions=1024, **shape)
+            hf = transformers.GPT2LMHeadModel(config).eval()
+            hf.save_pretrained(directory, safe_serialization=True)
+            model = GPT.from_pretrained(directory)
+        else:
+            model = GPT(GPTConfig(vocab_size=50257, block_size=1024, **shape), rng=0).eval()
+        print(f"model: {model.num_parameters() / 1e6:.1f}M parameters, float32, batch 1, "
+              f"{len(prompt)}-token prompt, {n} new tokens, greedy")
+
+        ours_tokens = generate(model, prompt, n, temperature=0)[len(prompt):]  # warm-up
+        ours = best_time(lambda: generate(model, prompt, n, temperature=0), args.repeats)
+        line = f"numpylm {n / ours:7.1f} tokens/s"
+        if torch is not None:
+            ids = torch.tensor(prompt[None, :])
+            kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                          pad_token_id=0)
+            with torch.no_grad():
+                hf_tokens = hf.generate(ids, **kwargs)[0, len(prompt):].numpy()  # warm-up
+
+                def run_hf():
+                    with torch.no_grad():
+                        hf.generate(ids, **kwargs)
+
+                theirs = best_time(run_hf, args.repeats)
+            line += (f" | HF transformers {n / theirs:7.1f} tokens/s "
+                     f"({torch.get_num_threads()} threads) | ratio {theirs / ours:5.2f}x")
+            same = int((hf_tokens == ours_tokens).sum())
+            line += f" | greedy tokens equal: {same}/{n}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""GPT's forward pass for inference, in plain numpy: the same arithmetic as `GPT.forward`,
+without the autograd graph (part 3 of the guide: what serving a model costs).
+
+Generating one token with a KV cache does little arithmetic per weight (one multiply-add
+per weight per token), so its time is the time to read the weights from memory plus
+whatever else runs per token. Here "whatever else" would be the bookkeeping of some two
+hundred autograd ops per token (wrapping, recording, checking); this twin calls numpy and
+BLAS directly, updates the residual stream in place and reuses one attention kernel with
+`numpylm.autograd.ops_attention`. `GPT.forward` uses it whenever no gradient is recorded
+(`with no_grad():`) and dropout is inactive; tests show both paths give the same logits.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numpylm.autograd.ops_attention import _attention_forward
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def _layer_norm(x: np.ndarray, ln, eps: float) -> np.ndarray:
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis, as `F.layer_norm`."""
+    xc = x - x.mean(axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+    xc *= rstd
+    if ln.weight is not None:
+        xc *= ln.weight.data
+    if ln.bias is not None:
+        xc += ln.bias.data
+    return xc
+
+
+def _linear(x: np.ndarray, conv) -> np.ndarray:
+    """x @ W + b for x (N, in): GPT-2's Conv1D."""
+    y = x @ conv.weight.data
+    if conv.bias is not None:
+        y += conv.bias.data
+    return y
+
+
+def _gelu_(x: np.ndarray) -> np.ndarray:
+    """x/2 (1 + tanh(c (x + 0.044715 x^3))) in place, as `F.gelu`."""
+    t = x * x
+    t *= 0.044715 * _GELU_C
+    t += _GELU_C
+    t *= x
+    np.tanh(t, out=t)
+    t += 1.0
+    x *= t
+    x *= 0.5
+    return x
+
+
+def _attention(qkv: np.ndarray, B: int, T: int, n_head: int, kv_cache, layer: int,
+               attn_mask) -> np.ndarray:
+    """Causal multi-head attention on packed projections qkv (B*T, 3C) -> (B*T, C)."""
+    C = qkv.shape[-1] // 3
+    heads = qkv.reshape(B, T, 3, n_head, C // n_head)
+    q, k, v = (heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, H, T, D)
+    if kv_cache is not None:
+        k, v = kv_cache.append(layer, k, v)  # (B, H, L, D): cached keys, then the new ones
+    out = np.empty((B, T, n_head, C // n_head), dtype=qkv.dtype)
+    _attention_forward(q, k, v, True, attn_mask, out=out.transpose(0, 2, 1, 3))
+    return out.reshape(B * T, C)
+
+
+def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=None,
+                   attn_mask=None, last_only: bool = False) -> np.ndarray:
+    """Logits (B, T, V), or (B, 1, V) with `last_only`, for token ids idx (B, T).
+
+    Arguments as in `GPT.forward` (already checked there); the cache is advanced by T.
+    """
+    c = model.config
+    B, T = idx.shape
+    C = c.n_embd
+    eps = c.layer_norm_epsilon
+    x = model.wte.weight.data[idx]  # (B, T, C), a fresh array: updated in place below
+    x += model.wpe.weight.data[position_ids]
+    x = x.reshape(B * T, C)
+    for i, block in enumerate(model.h):
+        a = _layer_norm(x, block.ln_1, eps)
+        y = _attention(_linear(a, block.attn.c_attn), B, T, c.n_head, kv_cache, i, attn_mask)
+        x += _linear(y, block.attn.c_proj)  # the residual stream, updated in place
+        h = _gelu_(_linear(_layer_norm(x, block.ln_2, eps), block.mlp.c_fc))  # (B*T, 4C)
+        x += _linear(h, block.mlp.c_proj)
+    if kv_cache is not None:
+        kv_cache.advance(T)
+    x = x.reshape(B, T, C)
+    if last_only:
+        x = x[:, -1:]
+    x = _layer_norm(x, model.ln_f, eps)
+    # The tied LM head: (B, T, C) @ (C, V). For one token this is one pass over wte.
+    return (x.reshape(-1, C) @ model.wte.weight.data.T).reshape(B, x.shape[1], -1)
