@@ -88,27 +88,42 @@ def layer_norm(x, weight, bias, eps=1e-5):
 
     y = (x - mean) / sqrt(var + eps) * weight + bias, with the biased variance (as
     PyTorch and GPT-2). `weight` and `bias` may be None. Fused because the composed
-    version keeps about ten full-size intermediates alive for the backward pass.
+    version keeps about ten full-size intermediates alive for the backward pass; here
+    there are two, updated in place, and the row sums are einsum dot products (no
+    full-size product array).
     """
-    mu = x.mean(axis=-1, keepdims=True)
-    xc = x - mu
-    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
-    xhat = xc * rstd
+    x = np.asarray(x)
+    C = x.shape[-1]
+    xhat = x - x.mean(axis=-1, keepdims=True)  # x - mu, normalised in place below
+    var = np.einsum("...c,...c->...", xhat, xhat)[..., None] / C
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat *= rstd
     y = xhat if weight is None else xhat * weight
     if bias is not None:
-        y = y + bias
+        y = y + bias if y is xhat else np.add(y, bias, out=y)
 
     def backward(g):
         # With xhat = (x - mu) * rstd and dxhat = g * weight, over the N normalised entries:
         # dL/dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
         dxhat = g if weight is None else g * weight
-        dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
-                     - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
-        dweight = None if weight is None else (lambda: g * xhat)  # summed over rows by @op
+        mean_dxhat = dxhat.mean(axis=-1, keepdims=True)
+        mean_dxhat_xhat = np.einsum("...c,...c->...", dxhat, xhat)[..., None] / C
+        dx = xhat * mean_dxhat_xhat
+        np.subtract(dxhat, dx, out=dx)
+        dx -= mean_dxhat
+        dx *= rstd
+        dweight = None if weight is None else (lambda: _sum_rows_of_product(g, xhat, weight))
         dbias = None if bias is None else g
         return dx, dweight, dbias
 
     return y, backward
+
+
+def _sum_rows_of_product(g: np.ndarray, xhat: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """g * xhat summed down to a (C,) weight's shape, without the full-size product."""
+    if np.ndim(weight) == 1 and g.shape == xhat.shape:
+        return np.einsum("nc,nc->c", g.reshape(-1, g.shape[-1]), xhat.reshape(-1, g.shape[-1]))
+    return g * xhat  # another weight shape: @op sums the broadcast axes
 
 
 @op
