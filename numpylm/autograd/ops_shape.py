@@ -139,7 +139,15 @@ def embedding(ids, weight):
                          f"[0, {weight.shape[0]})")
     def backward(g):  # each row's gradient is the sum of the gradients of its lookups
         gw = np.zeros_like(weight, dtype=g.dtype)
-        np.add.at(gw, ids.ravel(), g.reshape(-1, weight.shape[1]))
+        flat = ids.ravel()
+        if flat.size:
+            # Sum the gradient rows of equal ids as contiguous runs after sorting by id
+            # (the same sums as np.add.at(gw, ids, g), several times faster).
+            order = np.argsort(flat, kind="stable")
+            sorted_ids = flat[order]
+            starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+            rows = g.reshape(-1, weight.shape[1])[order]
+            gw[sorted_ids[starts]] = np.add.reduceat(rows, starts, axis=0)
         return None, gw
     return weight[ids], backward
 
