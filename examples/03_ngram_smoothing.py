@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--text", metavar="FILE", help="a UTF-8 text file instead of the corpus")
     ap.add_argument("--tiny", action="store_true", help="30k characters (for the tests)")
     args = ap.parse_args(argv)
-    if args.max_order < 1:
-        ap.error(f"--max-order must be >= 1, got {args.max_order}")
+    if args.max_order < 2:  # orders 1 and 2 at least: a unigram has no context to show
+        ap.error(f"--max-order must be >= 2, got {args.max_order}")
     text = read_text(args.text)[: 30_000 if args.tiny else None]
 
     # The alphabet of the whole text, so every held-out character has an id; whether the
