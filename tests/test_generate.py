@@ -146,10 +146,11 @@ def test_a_long_prompt_is_cropped_with_a_warning():
     np.testing.assert_array_equal(out[14:], generate(m, long[-10:], 3, temperature=0)[10:])
 
 
-def test_generation_restores_training_mode():
+def test_generation_restores_training_mode_and_runs_without_dropout():
     m = gpt(dropout=0.2)
-    generate(m, [1], 2)
+    in_training = generate(m, [1, 2, 3], 6, temperature=0)  # prompt and steps in eval mode
     assert m.training
+    np.testing.assert_array_equal(in_training, generate(m, [1, 2, 3], 6, temperature=0))
     m.eval()
     generate(m, [1], 2)
     assert not m.training
