@@ -12,9 +12,11 @@ Shapes use one set of letters throughout: B batch, T time (sequence length), C c
 
 Linear maps are GPT-2's `Conv1D`: the weight is stored (in, out) and y = x @ W + b (a
 PyTorch `Linear` stores (out, in)). Attention uses the fused
-`numpylm.functional.scaled_dot_product_attention` by default; `fused_attention=False` uses
-its composed twin `numpylm.autograd.ops_attention.attention_composed`, which reads as the
-textbook formula. Dropout is applied to the embeddings and to each residual branch; GPT-2's
+`numpylm.functional.scaled_dot_product_attention` kernel by default (in training through
+`packed_self_attention`, which also splits and merges the heads); `fused_attention=False`
+uses its composed twin `numpylm.autograd.ops_attention.attention_composed`, which reads as
+the textbook formula. Under `no_grad()` the forward pass runs as plain numpy
+(`numpylm.models.gpt_inference`), the same arithmetic without the graph. Dropout is applied to the embeddings and to each residual branch; GPT-2's
 dropout on the attention weights is left out (the fused op has none), which matters only
 when training with dropout > 0.
 
