@@ -102,6 +102,9 @@ def test_other_model_types_and_activations_are_refused(tmp_path):
     write_hf_layout(tiny(), tmp_path, activation_function="relu")
     with pytest.raises(ValueError, match="activation_function 'relu'"):
         GPT.from_pretrained(tmp_path)
+    write_hf_layout(tiny(), tmp_path, scale_attn_by_inverse_layer_idx=True)
+    with pytest.raises(ValueError, match="attention scaling"):
+        GPT.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
     with pytest.raises(ValueError, match="missing GPT-2 field"):
         GPT.from_pretrained(tmp_path)

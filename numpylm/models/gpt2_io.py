@@ -67,6 +67,10 @@ def config_from_hf(hf: dict[str, Any], where: str = CONFIG) -> GPTConfig:
     if n_inner not in (None, 4 * hf["n_embd"]):
         raise ValueError(f"{where}: n_inner {n_inner} is not supported; GPT's MLP is "
                          f"4 * n_embd = {4 * hf['n_embd']} wide")
+    if hf.get("scale_attn_weights", True) is not True or hf.get("scale_attn_by_inverse_layer_idx"):
+        raise ValueError(f"{where}: only GPT-2's standard attention scaling 1/sqrt(head size) "
+                         f"is supported (scale_attn_weights true, "
+                         f"scale_attn_by_inverse_layer_idx false)")
     fields = {ours: hf[theirs] for theirs, ours in _REQUIRED.items()}
     return GPTConfig(**fields, layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-5)),
                      dropout=float(hf.get("resid_pdrop", 0.0)), bias=True)
