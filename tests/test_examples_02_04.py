@@ -125,10 +125,48 @@ def test_example_03_samples_are_seeded():
     assert first != sample("2")
 
 
+# ---- 04 neural bigram and MLP ------------------------------------------------------------
+
+def test_example_04_neural_bigram_and_mlp():
+    out = run("04_neural_bigram_mlp.py", "--tiny")
+    V = int(number(r"V = (\d+),", out))
+    log_v = number(r"log V = ([\d.]+) nats", out)
+    assert log_v == pytest.approx(math.log(V), abs=1e-3)
+    count_train = number(r"count bigram \(add-0\.1\): train ([\d.]+)", out)
+    count_val = number(r"count bigram .*held-out ([\d.]+) nats", out)
+    # Zero logits are the uniform distribution: exactly log V before any step.
+    assert number(r"before training: train ([\d.]+)", out) == pytest.approx(log_v, abs=1e-3)
+    batch = [float(v) for v in re.findall(r"step \d+: ([\d.]+)", out)]
+    assert batch[0] == pytest.approx(log_v, abs=1e-3) and batch[-1] < batch[0] - 1.5
+    # Trained, the neural bigram is close to the count bigram on the text it learned from,
+    # and on held-out text (no better than its own training allows: within 0.1 nats).
+    bigram_train = number(r"after 100 steps: train ([\d.]+)", out)
+    bigram_val = number(r"after 100 steps: .*held-out ([\d.]+)", out)
+    assert abs(bigram_train - count_train) < 0.05
+    assert abs(bigram_val - count_val) < 0.1
+    # The learned row for 'q' matches the counted one on its likeliest letter.
+    counted, learned = (float(v) for v in
+                        re.search(r"'u' ([\d.]+) vs ([\d.]+)", out).groups())
+    assert counted > 0.5 and abs(counted - learned) < 0.05
+    # The MLP beats both bigrams on held-out text; its loss fell from about log V.
+    first, last = (float(v) for v in
+                   re.search(r"training batch loss ([\d.]+) -> ([\d.]+)", out).groups())
+    assert abs(first - log_v) < 0.3 and last < first - 1.5
+    mlp_val = number(r"held-out ([\d.]+) nats per character \(", out)
+    assert mlp_val < count_val and mlp_val < bigram_val
+    assert number(r"\(([\d.]+) below the count bigram", out) == pytest.approx(
+        count_val - mlp_val, abs=2e-3)
+    assert 0 < number(r"4-gram, Kneser-Ney, for reference: held-out ([\d.]+)", out) < mlp_val
+    for name in ("bigram", "MLP"):
+        sample = out.split(f"{name} sample (seed 0):\n")[1]
+        assert sample.startswith("The ") and len(sample) > 40
+
+
 # ---- help ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,flag", [("02_tokenization_bpe.py", "--png"),
-                                       ("03_ngram_smoothing.py", "--max-order")])
+                                       ("03_ngram_smoothing.py", "--max-order"),
+                                       ("04_neural_bigram_mlp.py", "--mlp-steps")])
 def test_examples_take_help(name, flag):
     out = run(name, "--help")
     assert flag in out and "--tiny" in out
