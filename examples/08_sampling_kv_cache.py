@@ -1,7 +1,7 @@
 """08 - Sampling and the KV cache: how the same model writes differently under greedy decoding,
 temperature, top-k and top-p; why a seed repeats a sample; streaming; and what the cache saves.
 
-    python examples/08_sampling_kv_cache.py [--steps 150] [--checkpoint DIR] [--tiny]
+    python examples/08_sampling_kv_cache.py [--steps 100] [--checkpoint DIR] [--tiny]
 
 Trains a small character GPT on the embedded corpus for a few seconds (or loads a model with
 --checkpoint: a `numpylm train` directory or a GPT-2-format one). Runs in about 30 seconds on
@@ -66,7 +66,7 @@ def surprise(model, ids: np.ndarray, n_prompt: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Greedy, temperature, top-k and top-p sampling, "
                                              "seeds, streaming, and the KV cache's speed-up.")
-    ap.add_argument("--steps", type=int, default=150, help="training steps (default 150)")
+    ap.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
     ap.add_argument("--checkpoint", metavar="DIR", help="use this GPT instead of training one")
     ap.add_argument("--prompt", default="The ", help="text to continue (default 'The ')")
     ap.add_argument("--tiny", action="store_true", help="tiny model and data, for the tests")
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint:
         loaded = load_model(args.checkpoint)
         model, tokenizer = loaded.model, loaded.tokenizer
+        if not isinstance(model, GPT):  # the KV cache belongs to attention models
+            raise SystemExit(f"error: {args.checkpoint} holds a {loaded.family!r} model; "
+                             f"this example needs a GPT")
         print(f"loaded {loaded.family} model from {args.checkpoint}")
     else:
         print("training a small character GPT:")
