@@ -154,3 +154,12 @@ def test_generation_restores_training_mode_and_runs_without_dropout():
     m.eval()
     generate(m, [1], 2)
     assert not m.training
+
+
+def test_between_streamed_tokens_the_caller_keeps_its_modes():
+    from numpylm.autograd import is_grad_enabled
+    m = gpt(dropout=0.2)
+    stream = generate_stream(m, [1, 2], 3, temperature=0)
+    next(stream)
+    assert is_grad_enabled() and m.training  # nothing leaks out of the generator
+    assert len([*stream]) == 2

@@ -17,6 +17,7 @@ window), which is what running without the cache does.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Iterator, Sequence
 
@@ -122,23 +123,31 @@ def _steps(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop
     limit = context_limit(model)
     prompts = _crop(prompts, limit)
     cached = use_cache and hasattr(model, "init_kv_cache")
+    with _inference(model):  # the cached stepper runs the prompt here
+        stepper = (_CachedStepper(model, prompts, limit) if cached
+                   else _PlainStepper(model, prompts, limit))
+    active = np.ones(len(prompts), dtype=bool)
+    for step in range(max_new_tokens):
+        tokens = sample_next(stepper.next_logits(), temperature, top_k, top_p, rng)  # (B,)
+        # Yield outside _inference: a streaming caller runs its own code between tokens,
+        # with its own grad mode and the model in its own train/eval mode.
+        yield tokens, active.copy()
+        active &= ~np.isin(tokens, stops)
+        if not active.any() or step == max_new_tokens - 1:
+            break
+        with _inference(model):
+            stepper.append(tokens)
+
+
+@contextlib.contextmanager
+def _inference(model: Any) -> Iterator[None]:
+    """Eval mode (no dropout) and no graph, restoring the model's mode afterwards."""
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
         with no_grad():
-            # Built here, in eval mode without a graph: the cached stepper runs the prompt.
-            stepper = (_CachedStepper(model, prompts, limit) if cached
-                       else _PlainStepper(model, prompts, limit))
-            active = np.ones(len(prompts), dtype=bool)
-            for step in range(max_new_tokens):
-                logits = stepper.next_logits()  # (B, V)
-                tokens = sample_next(logits, temperature, top_k, top_p, rng)
-                yield tokens, active.copy()
-                active &= ~np.isin(tokens, stops)
-                if not active.any() or step == max_new_tokens - 1:
-                    break
-                stepper.append(tokens)
+            yield
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
@@ -146,7 +155,7 @@ def _steps(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop
 
 def _last_logits(model, idx: np.ndarray) -> np.ndarray:
     logits, _ = model(idx)
-    return np.asarray(getattr(logits, "data", logits))[:, -1, :]
+    return np.asarray(logits.data if isinstance(logits, Tensor) else logits)[:, -1, :]
 
 
 class _PlainStepper:
