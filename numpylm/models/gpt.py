@@ -206,7 +206,8 @@ class GPT(Module):
         """idx (B, T) token ids -> (logits (B, T, V), mean cross-entropy or None).
 
         Targets equal to -1 are ignored by the loss. For inference, `kv_cache` (from
-        `init_kv_cache`) holds the keys and values of earlier tokens; `attention_mask`
+        `init_kv_cache`) holds the keys and values of earlier tokens (inference only: no
+        gradient flows through cached keys and values); `attention_mask`
         (B, L) is True at real tokens of the whole cached sequence (False at left padding);
         `position_ids` (B, T) default to the running position; `last_only` computes logits
         for the last position only, (B, 1, V).
