@@ -21,7 +21,6 @@ two cores (`--tiny`: a few seconds, for the tests). What to notice:
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -84,6 +83,9 @@ def main(argv: list[str] | None = None) -> None:
         model, tokenizer = small_gpt(args.tiny, 10 if args.tiny else args.steps)
     model.eval()
     prompt = np.asarray(tokenizer.encode(args.prompt), dtype=np.int64)
+    if not 0 < len(prompt) < model.config.block_size:
+        ap.error(f"--prompt must be 1 to {model.config.block_size - 1} tokens, "
+                 f"got {len(prompt)}")
     # New tokens that fit the context with the prompt, so one forward pass scores a sample
     # and the cached run never has to slide its window.
     n = min(model.config.block_size - len(prompt), 100)
