@@ -122,29 +122,27 @@ def main(argv: list[str] | None = None) -> None:
     for token in generate_stream(model, prompt, n, temperature=0.8, seed=0):
         times.append(time.perf_counter() - start)
         streamed.append(token)
-        print(repr(tokenizer.decode([token]))[1:-1], end="", flush=True)  # newlines as \\n
+        print(repr(tokenizer.decode([token]))[1:-1], end="", flush=True)  # newlines as \n
     whole = generate(model, prompt, n, temperature=0.8, seed=0)
     print(f"\n   first token after {1000 * times[0]:.1f} ms, then "
           f"{1000 * (times[-1] - times[0]) / max(len(times) - 1, 1):.2f} ms per token; "
           f"streamed tokens equal generate()'s: {streamed == whole[len(prompt):].tolist()}")
 
     print(f"\n5. {n} tokens with and without the KV cache (temperature 0.8, seed 0):")
-    timed = {}
+    tokens, seconds = {}, {}
     for use_cache in (False, True):
         start = time.perf_counter()
-        timed[use_cache] = generate(model, prompt, n, temperature=0.8, seed=0,
-                                    use_cache=use_cache)
-        timed[use_cache, "s"] = time.perf_counter() - start
+        tokens[use_cache] = generate(model, prompt, n, temperature=0.8, seed=0,
+                                     use_cache=use_cache)
+        seconds[use_cache] = time.perf_counter() - start
     P = len(prompt)
     # Without the cache, step s reruns all P + s tokens; with it, the prompt once, then one.
     rerun, cached = sum(P + s for s in range(n)), P + n - 1
     for use_cache, name, positions in ((False, "without", rerun), (True, "with", cached)):
-        seconds = timed[use_cache, "s"]
-        print(f"   {name:7s} cache: {seconds:6.2f} s, {n / seconds:7.0f} tokens/s, "
-              f"{positions:,} positions computed")
-    print(f"   same tokens: {np.array_equal(timed[False], timed[True])}; speed-up with the "
-          f"cache: {timed[False, 's'] / timed[True, 's']:.1f}x")
-
+        print(f"   {name:7s} cache: {seconds[use_cache]:6.2f} s, "
+              f"{n / seconds[use_cache]:7.0f} tokens/s, {positions:,} positions computed")
+    print(f"   same tokens: {np.array_equal(tokens[False], tokens[True])}; speed-up with the "
+          f"cache: {seconds[False] / seconds[True]:.1f}x")
 
 if __name__ == "__main__":
     main()
