@@ -11,7 +11,7 @@ from numpylm.evaluation import bits_per_byte, bits_per_char, evaluate_text, perp
 from numpylm.inference import KVCache, generate, generate_stream
 from numpylm.io import load_safetensors, save_safetensors
 from numpylm.models import GPT, MLPLM, RNNLM, BigramLM, GPTConfig, NGramLM, load_pretrained
-from numpylm.nn import Module, Parameter
+from numpylm.nn import GRU, LSTM, RNN, GRUCell, LSTMCell, Module, Parameter, RNNCell
 from numpylm.optim import SGD, Adam, AdamW, clip_grad_norm_
 from numpylm.tokenizers import (GPT2_PATTERN, GPT4_PATTERN, BPETokenizer, CharTokenizer,
                                 load_tokenizer)
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "no_grad", "gradcheck", "to_dot", "functional", "nn", "optim",
-    "Module", "Parameter", "SGD", "Adam", "AdamW", "clip_grad_norm_",
+    "Module", "Parameter", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "SGD", "Adam", "AdamW", "clip_grad_norm_",
     "save_safetensors", "load_safetensors",
     "CharTokenizer", "BPETokenizer", "GPT2_PATTERN", "GPT4_PATTERN", "load_tokenizer",
     "NGramLM", "BigramLM", "MLPLM", "RNNLM", "GPT", "GPTConfig", "load_pretrained",
