@@ -46,9 +46,11 @@ class KVCache:
         if end > self.max_length:
             raise ValueError(f"KVCache: {self.length} cached + {T} new tokens exceed its "
                              f"max_length {self.max_length}")
-        if k.shape[:2] != self.k.shape[1:3] or k.shape[3] != self.k.shape[4]:
-            raise ValueError(f"KVCache: keys of shape {k.shape} do not fit a cache of "
-                             f"(B, H, _, D) = {self.k.shape[1:3] + (None,) + self.k.shape[4:]}")
+        _, B, H, _, D = self.k.shape
+        if k.ndim != 4 or k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
+            raise ValueError(f"KVCache: keys {k.shape} and values {v.shape} do not fit a "
+                             f"cache for batch {B}, {H} heads of size {D}: expected "
+                             f"({B}, {H}, T, {D})")
         self.k[layer, :, :, self.length:end] = k
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]

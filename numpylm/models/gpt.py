@@ -16,9 +16,10 @@ PyTorch `Linear` stores (out, in)). Attention uses the fused
 `packed_self_attention`, which also splits and merges the heads); `fused_attention=False`
 uses its composed twin `numpylm.autograd.ops_attention.attention_composed`, which reads as
 the textbook formula. Under `no_grad()` the forward pass runs as plain numpy
-(`numpylm.models.gpt_inference`), the same arithmetic without the graph. Dropout is applied to the embeddings and to each residual branch; GPT-2's
-dropout on the attention weights is left out (the fused op has none), which matters only
-when training with dropout > 0.
+(`numpylm.models.gpt_inference`), the same arithmetic without the graph. Dropout is
+applied to the embeddings and to each residual branch; GPT-2's dropout on the attention
+weights is left out (the fused op has none), which matters only when training with
+dropout > 0.
 
 Reading and writing GPT-2 checkpoint directories is in `numpylm.models.gpt2_io`
 (`GPT.from_pretrained`, `GPT.save_pretrained`, `load_pretrained`).
