@@ -8,12 +8,28 @@ Prints tokens per second of each and the ratio numpylm / HF (higher is better).
 
 Run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_generate.py`
 so that OpenBLAS picks its native kernel. Usage: `bench_generate.py [--new-tokens N]
-[--repeats R] [--small]` (`--small` uses a 4-layer, 256-wide model for a quick check).
+[--repeats R] [--small] [--threads N]` (`--small` uses a 4-layer, 256-wide model for a quick check).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+
+def _threads_from_argv() -> int | None:
+    """`--threads N` must take effect before numpy (and OpenBLAS) is imported."""
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return int(sys.argv[i + 1])
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+    return None
+
+
+THREADS = _threads_from_argv()
+if THREADS is not None:
+    os.environ["OPENBLAS_NUM_THREADS"] = str(THREADS)
 import tempfile
 import time
 
@@ -38,9 +54,12 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS and PyTorch threads (default: their own defaults)")
     args = parser.parse_args()
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    print(f"OpenBLAS overrides in the environment: {env or 'none (native kernel)'}")
+    print(f"OpenBLAS overrides in the environment: {env or 'none (native kernel)'}; "
+          f"threads: {THREADS or 'default'}")
     if env:
         print("  (run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for the native kernel)")
     shape = (dict(n_layer=4, n_head=4, n_embd=256) if args.small
@@ -51,6 +70,8 @@ def main() -> None:
     try:
         import torch
         import transformers
+        if THREADS is not None:
+            torch.set_num_threads(THREADS)
     except ImportError:
         torch = None
         print("torch/transformers not installed: timing numpylm only")

@@ -7,12 +7,29 @@ Prints the median step time of each and the ratio numpylm / PyTorch (lower is be
 
 Run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gpt.py`
 so that OpenBLAS picks its native kernel. Usage: `bench_gpt.py [--config A|B|both]
-[--steps N]`.
+[--steps N] [--threads N]` (`--threads 1` compares single-threaded, steadier
+on a busy machine).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+
+def _threads_from_argv() -> int | None:
+    """`--threads N` must take effect before numpy (and OpenBLAS) is imported."""
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return int(sys.argv[i + 1])
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+    return None
+
+
+THREADS = _threads_from_argv()
+if THREADS is not None:
+    os.environ["OPENBLAS_NUM_THREADS"] = str(THREADS)
 import statistics
 import time
 
@@ -109,13 +126,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=["A", "B", "both"], default="both")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per side")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS and PyTorch threads (default: their own defaults)")
     args = parser.parse_args()
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    print(f"OpenBLAS overrides in the environment: {env or 'none (native kernel)'}")
+    print(f"OpenBLAS overrides in the environment: {env or 'none (native kernel)'}; "
+          f"threads: {THREADS or 'default'}")
     if env:
         print("  (run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for the native kernel)")
     try:
         import torch
+        if THREADS is not None:
+            torch.set_num_threads(THREADS)
         torch.manual_seed(0)
         print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
     except ImportError:
