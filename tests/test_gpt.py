@@ -198,3 +198,11 @@ def test_no_grad_numpy_path_equals_the_autograd_path():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(results[0][0][:, :4], results[0][1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(results[0][0][:, -1:], results[0][2], rtol=1e-5, atol=1e-6)
+
+
+def test_the_same_rng_seed_builds_the_same_model():
+    a, b = tiny(), tiny()
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        np.testing.assert_array_equal(x, y, err_msg=name)
+    assert not np.array_equal(GPT(GPTConfig(**TINY), rng=1).wte.weight.data,
+                              a.wte.weight.data)

@@ -190,10 +190,11 @@ class GPT(Module):
         self.config = config
         rng = get_rng(rng)
         V, C = config.vocab_size, config.n_embd
-        self.wte = Embedding(V, C, dtype)
-        self.wpe = Embedding(config.block_size, C, dtype)
-        self.wte.weight.data[...] = rng.normal(0.0, 0.02, (V, C))  # GPT-2 init: N(0, 0.02^2)
-        self.wpe.weight.data[...] = rng.normal(0.0, 0.02, (config.block_size, C))
+        # Embedding draws N(0, 1) from `rng`; GPT-2 initialises with N(0, 0.02^2).
+        self.wte = Embedding(V, C, dtype, rng=rng)
+        self.wpe = Embedding(config.block_size, C, dtype, rng=rng)
+        self.wte.weight.data *= 0.02
+        self.wpe.weight.data *= 0.02
         self.drop = Dropout(config.dropout)
         self.h = ModuleList(Block(config, dtype, rng) for _ in range(config.n_layer))
         self.ln_f = LayerNorm(C, config.layer_norm_epsilon, config.bias, dtype)
