@@ -111,6 +111,9 @@ def test_bad_shapes_and_masks_are_named():
         F.scaled_dot_product_attention(np.ones((1, 2, 3)), np.ones((1, 2, 4)), np.ones((1, 2, 3)))
     with pytest.raises(ValueError, match="same number"):
         F.scaled_dot_product_attention(np.ones((2, 3)), np.ones((1, 2, 3)), np.ones((1, 2, 3)))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        F.scaled_dot_product_attention(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)),
+                                       attn_mask=np.ones((3, 3), dtype=bool))
     with pytest.raises(TypeError, match="boolean"):
         F.scaled_dot_product_attention(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)),
                                        attn_mask=np.ones((2, 2)))

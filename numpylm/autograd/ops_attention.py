@@ -120,7 +120,12 @@ def _attention_forward(q, k, v, causal, attn_mask, out=None):
     if out is None:
         out = np.empty(batch + (Tq, v.shape[-1]), dtype=np.result_type(q, k, v))
     if attn_mask is not None:
-        attn_mask = np.broadcast_to(attn_mask, batch + (Tq, Tk))
+        try:
+            attn_mask = np.broadcast_to(attn_mask, batch + (Tq, Tk))
+        except ValueError:
+            raise ValueError(f"scaled_dot_product_attention: attn_mask of shape "
+                             f"{np.shape(attn_mask)} does not broadcast to the scores' shape "
+                             f"{batch + (Tq, Tk)}") from None
     # Scale Q (Tq x D numbers) rather than S (Tq x Tk): the same product, fewer multiplies.
     qs = q * np.asarray(1.0 / math.sqrt(q.shape[-1]), dtype=q.dtype)
     blocks = []
