@@ -114,10 +114,9 @@ def sigmoid(x):
 
 @op
 def relu(x):
-    positive = x > 0
     def backward(g):  # d/dx max(x, 0) = 1 if x > 0 else 0 (we take 0 at the kink x = 0)
-        return (g * positive,)
-    return x * positive, backward
+        return (g * (x > 0),)
+    return np.maximum(x, 0), backward
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
