@@ -14,22 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-
-def _threads_from_argv() -> int | None:
-    """`--threads N` must take effect before numpy (and OpenBLAS) is imported."""
-    for i, arg in enumerate(sys.argv):
-        if arg == "--threads" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-    return None
-
-
-THREADS = _threads_from_argv()
-if THREADS is not None:
-    os.environ["OPENBLAS_NUM_THREADS"] = str(THREADS)
+from _threads import THREADS  # before numpy: --threads must reach OpenBLAS first
 import tempfile
 import time
 
