@@ -8,7 +8,7 @@ from numpylm.autograd.ops_math import (add, div, exp, gelu, log, matmul, mul, ne
                                        sigmoid, sqrt, sub, tanh)
 from numpylm.autograd.ops_nn import (cross_entropy, dropout, layer_norm, log_softmax, rms_norm,
                                      softmax)
-from numpylm.autograd.ops_attention import scaled_dot_product_attention  # noqa: F401
+from numpylm.autograd.ops_attention import scaled_dot_product_attention
 from numpylm.autograd.ops_reduce import logsumexp, max, mean, sum
 from numpylm.autograd.ops_shape import (astype, concatenate, embedding, getitem, masked_fill,
                                         reshape, split, stack, transpose, where)
@@ -18,4 +18,5 @@ __all__ = [
     "relu", "gelu", "sum", "mean", "max", "logsumexp", "reshape", "transpose", "getitem",
     "concatenate", "stack", "split", "where", "masked_fill", "embedding", "astype", "softmax",
     "log_softmax", "cross_entropy", "layer_norm", "rms_norm", "dropout",
+    "scaled_dot_product_attention",
 ]

@@ -2,9 +2,7 @@
 import subprocess
 import sys
 
-import numpy as np
-
-import numpylm
+import numpylm  # noqa: F401  (registers every op)
 from numpylm.autograd import REGISTRY, op
 from numpylm.autograd.samples import SAMPLES, sample
 from numpylm.cli import main

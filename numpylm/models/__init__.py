@@ -2,6 +2,9 @@
 from numpylm.models.ngram import NGramLM
 from numpylm.models.bigram import BigramLM
 from numpylm.models.mlp import MLPLM
-from numpylm.models.rnn_lm import RNNLM, detach_state, stream_batches  # noqa: E402
-from numpylm.models.gpt import GPT, GPTConfig  # noqa: E402
-from numpylm.models.gpt2_io import load_pretrained  # noqa: E402
+from numpylm.models.rnn_lm import RNNLM, detach_state, stream_batches
+from numpylm.models.gpt import GPT, GPTConfig
+from numpylm.models.gpt2_io import load_pretrained
+
+__all__ = ["NGramLM", "BigramLM", "MLPLM", "RNNLM", "detach_state", "stream_batches", "GPT",
+           "GPTConfig", "load_pretrained"]
