@@ -11,8 +11,7 @@ from numpylm.models.ngram import NGramLM
 from numpylm.training import (CheckpointError, TrainConfig, load_checkpoint, save_checkpoint,
                               train)
 from numpylm.training import checkpoint as checkpoint_module
-from numpylm.training.families import (build_model, load_model, ngram_from_state, ngram_state,
-                                       register_family)
+from numpylm.training.families import build_model, load_model, register_family
 from test_training import TinyLM, quiet, small_data
 
 
@@ -193,10 +192,10 @@ def test_an_ngram_model_round_trips_through_its_count_arrays(smoothing, params):
     seq = rng.integers(0, 6, size=400)
     args = {"order": 3, "vocab_size": 6, "smoothing": smoothing, **params}
     lm = NGramLM(**args).fit([seq])
-    state = ngram_state(lm)
+    state = lm.state_dict()
     assert all(a.dtype in (np.int64, np.float64) for a in state.values())
-    again = ngram_from_state(args, state)
+    again = NGramLM(**args).load_state_dict(state)
     probe = rng.integers(0, 6, size=50)
     np.testing.assert_array_equal(again.token_logprobs([probe]), lm.token_logprobs([probe]))
     with pytest.raises(ValueError, match="order3.counts"):
-        ngram_from_state(args, {k: v for k, v in state.items() if k != "order3.counts"})
+        NGramLM(**args).load_state_dict({k: v for k, v in state.items() if k != "order3.counts"})

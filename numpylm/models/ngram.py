@@ -169,6 +169,36 @@ class NGramLM:
         self._precompute()
         return self
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The fitted count tables as named arrays (what a checkpoint's safetensors holds):
+        `order{m}.keys` (packed m-grams), `order{m}.counts` (the count used at order m),
+        `n_tokens` and, for Kneser-Ney, `discounts`."""
+        self._check_fitted()
+        state = {"n_tokens": np.array(self.n_tokens_, dtype=np.int64)}
+        for m, table in enumerate(self.tables_, 1):
+            state[f"order{m}.keys"] = np.asarray(table.keys, dtype=np.int64)
+            state[f"order{m}.counts"] = np.asarray(table.counts, dtype=np.int64)
+        if self.smoothing in ("kneser_ney", "modified_kneser_ney"):
+            state["discounts"] = np.asarray(self.discounts_, dtype=np.float64)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> "NGramLM":
+        """Become the fitted model whose `state_dict()` is `state`, without recounting."""
+        kneser_ney = self.smoothing in ("kneser_ney", "modified_kneser_ney")
+        needed = ["n_tokens"] + [f"order{m}.{part}" for m in range(1, self.order + 1)
+                                 for part in ("keys", "counts")] + (["discounts"] if kneser_ney else [])
+        missing = [name for name in needed if name not in state]
+        if missing:
+            raise ValueError(f"the n-gram state lacks {', '.join(missing)}")
+        self.tables_ = [OrderTable.build(m, state[f"order{m}.keys"], state[f"order{m}.counts"],
+                                         self.vocab_size) for m in range(1, self.order + 1)]
+        self.n_tokens_ = int(state["n_tokens"])
+        if kneser_ney:
+            self.discounts_ = np.asarray(state["discounts"], dtype=np.float64)
+            self.discount_fallback_ = []
+        self._precompute()
+        return self
+
     def _precompute(self) -> None:
         """Per order: alpha for each seen m-gram, gamma for each seen context, so that
         P_m(w|h) = alpha(h w) + gamma(h) P_{m-1}(w|h')  (alpha = 0 for an unseen h w,

@@ -58,7 +58,7 @@ def _train_config(args: argparse.Namespace, out_dir: str):
 def _train_ngram(args, tokenizer, data, out_dir: str) -> int:
     from numpylm.evaluation.evaluate import evaluate_tokens
     from numpylm.training.checkpoint import save_checkpoint
-    from numpylm.training.families import build_model, ngram_state
+    from numpylm.training.families import build_model
 
     lm = build_model("ngram", _model_args(args, tokenizer.vocab_size)).fit([data.train])
     model_args = lm.config  # every constructor argument, defaults included
@@ -67,7 +67,7 @@ def _train_ngram(args, tokenizer, data, out_dir: str) -> int:
         report = evaluate_tokens(lm, tokenizer, data.val, args.block_size)
         print(f"validation: {report}")
     save_checkpoint(out_dir, model_family="ngram", model_args=model_args,
-                    model_state=ngram_state(lm), tokenizer=tokenizer,
+                    model_state=lm.state_dict(), tokenizer=tokenizer,
                     trainer_state={"step": 0, "train_config": {"block_size": args.block_size},
                                    "data": {"source": data.source,
                                             "val_fraction": data.val_fraction}})

@@ -8,16 +8,14 @@ family never needs the code of another.
 The count n-gram is the odd one out: it has no gradients and no parameters. Its "weights"
 are its count tables, saved as integer safetensors arrays (`order{m}.keys`, `order{m}.counts`:
 the packed m-grams and the count used at that order; `discounts` for Kneser-Ney; `n_tokens`)
-and turned back into a fitted model by `ngram_from_state`.
+and turned back into a fitted model by `NGramLM.load_state_dict`.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 
 __all__ = ["FAMILIES", "LoadedModel", "NEURAL_FAMILIES", "build_model", "load_model",
-           "ngram_from_state", "ngram_state",
            "register_family"]
 
 
@@ -82,40 +80,6 @@ def build_model(family: str, args: dict[str, Any]):
         raise ValueError(f"cannot build a {family!r} model from arguments {args}: {err}") from None
 
 
-def ngram_state(lm) -> dict[str, np.ndarray]:
-    """A fitted `NGramLM`'s count tables as named arrays (what its `model.safetensors` holds)."""
-    if lm.tables_ is None:
-        raise ValueError("the n-gram model is not fitted; nothing to save")
-    state: dict[str, np.ndarray] = {"n_tokens": np.array(lm.n_tokens_, dtype=np.int64)}
-    for m, table in enumerate(lm.tables_, 1):
-        state[f"order{m}.keys"] = np.asarray(table.keys, dtype=np.int64)
-        state[f"order{m}.counts"] = np.asarray(table.counts, dtype=np.int64)
-    if getattr(lm, "discounts_", None) is not None:
-        state["discounts"] = np.asarray(lm.discounts_, dtype=np.float64)
-    return state
-
-
-def ngram_from_state(args: dict[str, Any], state: dict[str, np.ndarray]):
-    """Rebuild the fitted `NGramLM` whose `ngram_state` is `state`, without recounting."""
-    from numpylm.models.ngram_counts import OrderTable
-
-    lm = _ngram(**args)
-    needed = ["n_tokens"] + [f"order{m}.{part}" for m in range(1, lm.order + 1)
-                             for part in ("keys", "counts")]
-    kneser_ney = lm.smoothing in ("kneser_ney", "modified_kneser_ney")
-    missing = [name for name in needed + (["discounts"] if kneser_ney else []) if name not in state]
-    if missing:
-        raise ValueError(f"the n-gram state lacks {', '.join(missing)}")
-    lm.tables_ = [OrderTable.build(m, state[f"order{m}.keys"], state[f"order{m}.counts"],
-                                   lm.vocab_size) for m in range(1, lm.order + 1)]
-    lm.n_tokens_ = int(state["n_tokens"])
-    if kneser_ney:
-        lm.discounts_ = np.asarray(state["discounts"], dtype=np.float64)
-        lm.discount_fallback_ = []
-    lm._precompute()
-    return lm
-
-
 class LoadedModel:
     """A model ready for `generate`/`eval`: the model, its tokenizer, its family and the
     context length to evaluate with."""
@@ -173,7 +137,7 @@ def load_model(directory, default_block_size: int = 64) -> LoadedModel:
                 f"checkpoint {str(ckpt.path)!r}: {TRAINER} is corrupt: {err}") from None
     if ckpt.model_family == "ngram":
         try:
-            model = ngram_from_state(ckpt.model_args, ckpt.model_state)
+            model = _ngram(**ckpt.model_args).load_state_dict(ckpt.model_state)
         except ValueError as err:
             raise CheckpointError(f"checkpoint {str(ckpt.path)!r}: {err}") from None
     else:
