@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-
 __all__ = ["FAMILIES", "LoadedModel", "NEURAL_FAMILIES", "build_model", "load_model",
            "register_family"]
 
