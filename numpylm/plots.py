@@ -23,11 +23,12 @@ def _pyplot():
 
 def plot_loss_curves(train_losses: Sequence[float], path: str,
                      val_losses: Sequence[tuple[int, float]] = (),
-                     title: str = "training loss") -> None:
-    """Training loss per step (light), its running mean (dark) and validation points."""
+                     title: str = "training loss", start_step: int = 1) -> None:
+    """Training loss per step (light), its running mean (dark) and validation points
+    ((step, loss) pairs, as `TrainResult.val_losses`)."""
     plt = _pyplot()
     losses = np.asarray(train_losses, dtype=float)
-    steps = np.arange(1, len(losses) + 1)
+    steps = np.arange(start_step, start_step + len(losses))
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, losses, color="tab:blue", alpha=0.3, lw=1, label="train (per step)")
     if len(losses) >= 10:

@@ -30,3 +30,17 @@ def test_token_view(tmp_path):
     path = tmp_path / "tok.png"
     plot_tokens(["Hel", "lo", " world", "\n"], str(path), ids=[1, 2, 3, 4], width=10)
     assert path.read_bytes().startswith(PNG)
+
+
+def test_train_command_writes_loss_curves(tmp_path):
+    from numpylm.cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 60, encoding="utf-8")
+    png = tmp_path / "loss.png"
+    code = main(["train", "--model", "bigram", "--data", str(text), "--steps", "12",
+                 "--batch-size", "4", "--block-size", "8", "--eval-interval", "6",
+                 "--eval-batches", "2", "--log-interval", "6", "--warmup-steps", "2",
+                 "--out", str(tmp_path / "ckpt"), "--plot-loss", str(png)])
+    assert code == 0
+    assert png.read_bytes().startswith(PNG)

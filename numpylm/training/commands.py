@@ -112,6 +112,15 @@ def _run_train(args: argparse.Namespace) -> int:
           f"{config.block_size} tokens")
     result = train(model, data, config, tokenizer=tokenizer, model_family=family,
                    model_args=model_args, resume_from=out_dir if args.resume else None)
+    if args.plot_loss and result.losses:
+        from numpylm.plots import plot_loss_curves
+        first = result.step - len(result.losses)  # after a resume, losses start mid-run
+        try:
+            plot_loss_curves(result.losses, args.plot_loss, start_step=first + 1,
+                             val_losses=result.val_losses, title=f"{family}: training loss")
+            print(f"loss curves written to {args.plot_loss}")
+        except ImportError as err:  # the run itself is saved; only the picture is missing
+            print(f"no loss curves: {err}")
     if result.stopped != "completed":
         return 1
     print(f"saved {out_dir}")
@@ -240,6 +249,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="checkpoint directory (default: checkpoints/MODEL)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out (its settings; --steps is the new total)")
+    p.add_argument("--plot-loss", metavar="PNG", help="write the loss curves as a PNG "
+                   "(needs matplotlib: pip install 'numpylm[plot]')")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=d.steps, help="optimiser updates")
     g.add_argument("--batch-size", type=int, default=d.batch_size)
