@@ -52,7 +52,7 @@ def _train_config(args: argparse.Namespace, out_dir: str):
                        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                        grad_clip=args.grad_clip, eval_interval=args.eval_interval,
                        eval_batches=args.eval_batches, log_interval=args.log_interval,
-                       seed=args.seed, out_dir=out_dir)
+                       seed=args.seed, out_dir=out_dir, max_seconds=args.max_seconds)
 
 
 def _train_ngram(args, tokenizer, data, out_dir: str) -> int:
@@ -90,7 +90,8 @@ def _run_train(args: argparse.Namespace) -> int:
         saved = dict(ckpt.trainer_state.get("train_config", {}))
         known = {f.name for f in fields(TrainConfig)}
         config = TrainConfig(**{**{k: v for k, v in saved.items() if k in known},
-                                "steps": args.steps, "out_dir": out_dir})
+                                "steps": args.steps, "out_dir": out_dir,
+                                "max_seconds": args.max_seconds})
     else:
         tokenizer = build_tokenizer(args.tokenizer, read_text(args.data), args.vocab_size)
         family, model_args = args.model, None
@@ -121,7 +122,7 @@ def _run_train(args: argparse.Namespace) -> int:
             print(f"loss curves written to {args.plot_loss}")
         except ImportError as err:  # the run itself is saved; only the picture is missing
             print(f"no loss curves: {err}")
-    if result.stopped != "completed":
+    if result.stopped not in ("completed", "time"):
         return 1
     print(f"saved {out_dir}")
     return 0
@@ -265,6 +266,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--eval-batches", type=int, default=d.eval_batches)
     g.add_argument("--log-interval", type=int, default=d.log_interval)
     g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--max-seconds", type=float, default=None,
+                   help="stop (and save) once training has taken this long")
     m = p.add_argument_group("model size")
     m.add_argument("--n-layer", type=int, default=4, help="gpt: transformer blocks")
     m.add_argument("--n-head", type=int, default=4, help="gpt: attention heads")

@@ -67,6 +67,8 @@ class TrainConfig:
     log_interval: int = 10         # progress line every this many steps
     seed: int = 1337               # seeds the batch sampler
     out_dir: str | None = None     # checkpoint directory; None saves nothing
+    max_seconds: float | None = None  # stop early after this much training time (the
+                                      # schedule still runs over `steps`); None: no limit
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "block_size", "grad_accum", "eval_interval",
@@ -80,6 +82,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
                 raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"TrainConfig.max_seconds must be > 0 or None, got {self.max_seconds!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
 
@@ -95,7 +99,7 @@ class TrainResult:
     step: int
     losses: list[float] = field(default_factory=list)            # training loss per step
     val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, val loss)
-    stopped: str = "completed"                                     # or "nonfinite"
+    stopped: str = "completed"                           # or "nonfinite" or "time"
     message: str = ""
     checkpoint: str | None = None                                  # last checkpoint written
 
@@ -165,7 +169,7 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
         log(f"resumed from {ckpt.path} at step {step}")
         saved = ckpt.trainer_state.get("train_config", {})
         changed = sorted(k for k, v in asdict(config).items()
-                         if k in saved and saved[k] != v and k not in ("steps", "out_dir"))
+                         if k in saved and saved[k] != v and k not in ("steps", "out_dir", "max_seconds"))
         if changed:
             log(f"note: {', '.join(changed)} differ from the checkpoint's settings, so this is "
                 f"not the run the checkpoint came from")
@@ -225,7 +229,9 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
             log(f"step {step}/{config.steps} | loss {loss_value:.4f} | lr {lr:.2e} | "
                 f"{rate:,.0f} tok/s | ETA {_duration(eta)}")
 
-        if step % config.eval_interval == 0 or step == config.steps:
+        out_of_time = (config.max_seconds is not None and step < config.steps
+                       and time.perf_counter() - t_start >= config.max_seconds)
+        if step % config.eval_interval == 0 or step == config.steps or out_of_time:
             if len(data.val) > T:
                 # A generator of its own, seeded the same each time: the same windows at every
                 # evaluation, and the training batches never depend on when we evaluated.
@@ -244,4 +250,10 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
                     log(result.message)
                     break
                 save(step)
+        if out_of_time:
+            result.stopped = "time"
+            result.message = (f"step {step}/{config.steps}: the time limit of "
+                              f"{config.max_seconds:g} s is reached; stopping")
+            log(result.message)
+            break
     return result
