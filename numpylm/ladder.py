@@ -129,15 +129,17 @@ def _neural_rung(family: _Family, data, tokenizer, config: LadderConfig,
     steps = max(1, int(config.budget_seconds / per_step))
 
     model = fresh_model()
+    run = settings(steps)
+    run.max_seconds = config.budget_seconds * 1.05  # a hard stop, should the estimate be off
     t0 = time.perf_counter()
-    train(model, data, settings(steps), log=lambda line: log(f"    {family.name}: {line}"))
+    result = train(model, data, run, log=lambda line: log(f"    {family.name}: {line}"))
     seconds = time.perf_counter() - t0
     nll, _ = evaluate_ids(model, data.val, config.block_size)
     bpc = nll * data.tokens_per_char / math.log(2)
     prompt = [int(data.val[0])]  # one token of context to start from
     ids = generate(model, prompt, config.sample_chars - 1, temperature=0.8, seed=config.seed)
     sample = tokenizer.decode([int(i) for i in ids])
-    return Rung(family.name, model.num_parameters(), seconds, bpc, sample, steps)
+    return Rung(family.name, model.num_parameters(), seconds, bpc, sample, result.step)
 
 
 def run_ladder(config: LadderConfig, log: Callable[[str], None] = print) -> list[Rung]:
