@@ -205,11 +205,14 @@ def plot_ladder(rungs: list[Rung], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rungs:
-        ax.scatter(max(r.train_seconds, 1e-2), r.val_bpc, s=30)
-        ax.annotate(r.model, (max(r.train_seconds, 1e-2), r.val_bpc), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    markers = "os^Dv<>pPX*h"
+    colours = plt.get_cmap("tab20").colors
+    # Neural models share one budget and sit close together: a legend, not labels, names them.
+    for i, r in enumerate(rungs):
+        ax.scatter(max(r.train_seconds, 1e-2), r.val_bpc, s=45, marker=markers[i % len(markers)],
+                   color=colours[(2 * i) % len(colours)], label=f"{r.model}: {r.val_bpc:.2f}")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_xscale("log")
     ax.set_xlabel("training seconds (log scale)")
     ax.set_ylabel("validation bits per character")
