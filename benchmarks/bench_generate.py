@@ -13,9 +13,9 @@ so that OpenBLAS picks its native kernel. Usage: `bench_generate.py [--new-token
 from __future__ import annotations
 
 import argparse
-import os
 
-from _threads import THREADS  # before numpy: --threads must reach OpenBLAS first
+# Before numpy: --threads must reach OpenBLAS before it starts.
+from _threads import THREADS, add_threads_argument, report_environment
 import tempfile
 import time
 
@@ -40,14 +40,9 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--small", action="store_true")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS and PyTorch threads (default: their own defaults)")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    print(f"OpenBLAS overrides in the environment: {env or 'none (native kernel)'}; "
-          f"threads: {THREADS or 'default'}")
-    if env:
-        print("  (run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for the native kernel)")
+    report_environment()
     shape = (dict(n_layer=4, n_head=4, n_embd=256) if args.small
              else dict(n_layer=12, n_head=12, n_embd=768))
     prompt = np.random.default_rng(0).integers(0, 50257, args.prompt_tokens)

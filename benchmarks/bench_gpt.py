@@ -13,9 +13,9 @@ on a busy machine).
 from __future__ import annotations
 
 import argparse
-import os
 
-from _threads import THREADS  # before numpy: --threads must reach OpenBLAS first
+# Before numpy: --threads must reach OpenBLAS before it starts.
+from _threads import THREADS, add_threads_argument, report_environment
 import statistics
 import time
 
@@ -112,14 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=["A", "B", "both"], default="both")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per side")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS and PyTorch threads (default: their own defaults)")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    print(f"OpenBLAS overrides in the environment: {env or 'none (native kernel)'}; "
-          f"threads: {THREADS or 'default'}")
-    if env:
-        print("  (run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for the native kernel)")
+    report_environment()
     try:
         import torch
         if THREADS is not None:
