@@ -5,7 +5,7 @@
 Counts the characters of the first 90% of the embedded corpus (Python's reference manual)
 with `NGramLM` for orders 1 to 5 and four estimators: maximum likelihood (MLE), add-k,
 interpolated Kneser-Ney and modified Kneser-Ney, then scores the last 10%. Runs in about
-3 seconds on two cores (`--tiny`: 30k characters, under a second).
+2 seconds on two cores (`--tiny`: 30k characters, under a second).
 
 What to notice:
 1. at order 1 the estimators nearly agree (some 400k counts of ~100 characters leave little
