@@ -143,14 +143,14 @@ def _steps(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop
 def _inference(model: Any) -> Iterator[None]:
     """Eval mode (no dropout) and no graph, restoring the model's mode afterwards."""
     was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
+    if was_training:  # a model already in eval mode is left alone: no walk over its modules
         model.eval()
     try:
         with no_grad():
             yield
     finally:
-        if hasattr(model, "train"):
-            model.train(was_training)
+        if was_training:
+            model.train(True)
 
 
 def _last_logits(model, idx: np.ndarray) -> np.ndarray:
