@@ -178,6 +178,11 @@ def test_malformed_hf_vocab(tmp_path):
     vocab_json.write_text(json.dumps(vocab))
     with pytest.raises(ValueError, match="byte 0x20"):
         BPETokenizer.from_hf(vocab_json, merges_txt)
+    # A token listed twice: json.loads would keep the second silently; the reader refuses.
+    text = json.dumps(vocab)
+    vocab_json.write_text(text[:-1] + ', "a": 7}')
+    with pytest.raises(ValueError, match=r"vocab\.json: key 'a' appears twice"):
+        BPETokenizer.from_hf(vocab_json, merges_txt)
 
 
 # ---- agreement with the libraries themselves (skipped when they are not installed) -------

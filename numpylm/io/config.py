@@ -17,6 +17,20 @@ from numpylm.io.atomic import atomic_write
 __all__ = ["load_json", "save_json"]
 
 
+def reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A `json.loads` object hook that refuses a key given twice in one object.
+
+    `json.loads` silently keeps the last of two equal keys; in a safetensors header or a
+    vocabulary that would hide an ambiguous file, so it is an error instead.
+    """
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"key {key!r} appears twice in one JSON object")
+        seen[key] = value
+    return seen
+
+
 def save_json(obj: Any, path: str | os.PathLike[str]) -> None:
     """Write `obj` as JSON to `path` atomically: UTF-8, sorted keys, indent 2, trailing newline.
 

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from numpylm.io.atomic import atomic_write
+from numpylm.io.config import reject_duplicate_keys
 
 __all__ = [
     "TensorInfo",
@@ -212,17 +213,6 @@ def save_safetensors(
 # Reading
 
 
-def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    # json.loads silently keeps the last of two equal keys; a header naming a tensor twice is
-    # ambiguous, so say so.
-    seen: dict[str, object] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ValueError(f"key {key!r} appears twice in one JSON object")
-        seen[key] = value
-    return seen
-
-
 def _is_int(x: object) -> bool:
     # JSON true/false arrive as bool, a subclass of int; they are not sizes.
     return isinstance(x, int) and not isinstance(x, bool)
@@ -286,7 +276,7 @@ def _read_header(f, where: str) -> tuple[dict[str, TensorInfo], dict[str, str], 
         raise ValueError(f"{where}: header length {n} exceeds the {_MAX_HEADER}-byte limit")
     raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
         raise ValueError(f"{where}: header is not valid UTF-8 JSON: {e}") from None
     if not isinstance(header, dict):

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from numpylm.io.config import reject_duplicate_keys
 from numpylm.tokenizers.bpe import BPETokenizer, SpecialTokens, apply_merges, show_bytes
 
 
@@ -180,24 +181,17 @@ def write_tiktoken(tokenizer: BPETokenizer, path: str | os.PathLike[str]) -> Non
 # ---- GPT-2's vocab.json + merges.txt ----------------------------------------------------
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"vocab.json lists token {key!r} twice")
-        out[key] = value
-    return out
-
-
 def read_hf(
     vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[str], pattern: str
 ) -> BPETokenizer:
     """Read GPT-2's `vocab.json` + `merges.txt`; unmerged extra entries become special tokens."""
     try:
         text = Path(vocab_json).read_text(encoding="utf-8")
-        vocab = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        vocab = json.loads(text, object_pairs_hook=reject_duplicate_keys)
     except json.JSONDecodeError as err:
         raise ValueError(f"{vocab_json}: not valid JSON: {err}") from None
+    except ValueError as err:  # a token listed twice
+        raise ValueError(f"{vocab_json}: {err}") from None
     if not isinstance(vocab, dict):
         raise ValueError(f"{vocab_json}: expected a JSON object from token to id")
     owner: dict[int, str] = {}
