@@ -37,14 +37,29 @@ T, B, I, H = 64, 32, 128, 256
 
 def _time(fn, repeats: int) -> float:
     """Median seconds of `fn()` after two warm-up calls."""
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return float(np.median(_interleaved([fn], repeats)[0]))
+
+
+def _interleaved(fns, repeats: int, rounds: int = 5) -> list[list[float]]:
+    """Seconds of each of `fns`, in `rounds` turns (a a a, b b b, a a a, ...) of about
+    repeats / rounds calls each, after two warm-up calls, so that a slow spell of a shared
+    machine falls on both sides of a comparison alike. Each turn starts with one untimed
+    call after a short pause: numpy's and torch's BLAS threads keep spinning for a while
+    after their last call and would otherwise slow down the other library's first calls."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    per_round = max(1, repeats // rounds)
+    for _ in range(rounds if len(fns) > 1 else 1):
+        for fn, store in zip(fns, times):
+            time.sleep(0.2)
+            fn()
+            for _ in range(per_round if len(fns) > 1 else repeats):
+                start = time.perf_counter()
+                fn()
+                store.append(time.perf_counter() - start)
+    return times
 
 
 def numpylm_step(layer, x: np.ndarray, g: np.ndarray):
@@ -86,16 +101,23 @@ def main() -> None:
     x = rng.standard_normal((B, T, I)).astype(np.float32)
     g = rng.standard_normal((B, T, H)).astype(np.float32)
 
-    fused = _time(numpylm_step(nn.LSTM(I, H, rng=0), x, g), args.repeats)
-    print(f"numpylm LSTM fused      {fused * 1e3:8.2f} ms")
+    fused_step = numpylm_step(nn.LSTM(I, H, rng=0), x, g)
     try:
         step, threads = torch_step(x, g)
     except ImportError:
+        fused = _time(fused_step, args.repeats)
+        print(f"numpylm LSTM fused      {fused * 1e3:8.2f} ms")
         print("torch.nn.LSTM           skipped (torch is not installed)")
     else:
-        ref = _time(step, args.repeats)
-        print(f"torch.nn.LSTM           {ref * 1e3:8.2f} ms  ({threads} threads)")
-        print(f"fused / torch           {fused / ref:8.2f}x  (target <= 2.0x)")
+        ours, ref = _interleaved([fused_step, step], args.repeats)
+        fused = float(np.median(ours))
+        # One ratio per round: the medians of the two turns that ran next to each other.
+        ratios = (np.median(np.reshape(ours, (5, -1)), axis=1)
+                  / np.median(np.reshape(ref, (5, -1)), axis=1))
+        print(f"numpylm LSTM fused      {fused * 1e3:8.2f} ms")
+        print(f"torch.nn.LSTM           {np.median(ref) * 1e3:8.2f} ms  ({threads} threads)")
+        print(f"fused / torch           {np.median(ratios):8.2f}x  (median over {len(ratios)} "
+              f"rounds, range {ratios.min():.2f}-{ratios.max():.2f}; target <= 2.0x)")
     unrolled = _time(numpylm_step(nn.LSTM(I, H, fused=False, rng=0), x, g),
                      max(3, args.repeats // 4))
     print(f"numpylm LSTM unrolled   {unrolled * 1e3:8.2f} ms")
