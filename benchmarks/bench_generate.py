@@ -35,6 +35,24 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
+def weight_streaming_floor(model, repeats: int) -> float:
+    """Seconds per token of only the matrix-vector products one decoding step needs (every
+    block's four projections and the tied LM head, on a dummy vector): the time to read the
+    weights once, with none of the other work. No decoder of these float32 weights on this
+    machine's BLAS gets much faster than this."""
+    weights = [lin.weight.data for block in model.h
+               for lin in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)]
+    wte = model.wte.weight.data
+
+    def one_token():
+        for w in weights:
+            np.ones((1, w.shape[0]), dtype=w.dtype) @ w
+        np.ones((1, wte.shape[1]), dtype=wte.dtype) @ wte.T
+
+    one_token()
+    return best_time(lambda: [one_token() for _ in range(16)], repeats) / 16
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -70,6 +88,10 @@ def main() -> None:
         print(f"model: {model.num_parameters() / 1e6:.1f}M parameters, float32, batch 1, "
               f"{len(prompt)}-token prompt, {n} new tokens, greedy")
 
+        floor = weight_streaming_floor(model, args.repeats)
+        read = sum(p.data.nbytes for p in model.parameters()) - model.wpe.weight.data.nbytes
+        print(f"weight-streaming floor: {floor * 1e3:.1f} ms per token "
+              f"({read / floor / 1e9:.1f} GB/s), at most {1 / floor:.1f} tokens/s")
         ours_tokens = generate(model, prompt, n, temperature=0)[len(prompt):]  # warm-up
 
         def run_ours():
@@ -77,7 +99,7 @@ def main() -> None:
 
         if torch is None:
             ours = best_time(run_ours, args.repeats)
-            print(f"numpylm {n / ours:7.1f} tokens/s")
+            print(f"numpylm {n / ours:7.1f} tokens/s ({n / ours * floor:.0%} of the floor's rate)")
             return
         ids = torch.tensor(prompt[None, :])
         kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
@@ -99,7 +121,8 @@ def main() -> None:
                 store.append(time.perf_counter() - start)
         ratios = np.array(hf_times) / np.array(ours_times)
         same = int((hf_tokens == ours_tokens).sum())
-        print(f"numpylm {n / min(ours_times):7.1f} tokens/s | HF transformers "
+        print(f"numpylm {n / min(ours_times):7.1f} tokens/s ({n / min(ours_times) * floor:.0%} of "
+              f"the floor's rate) | HF transformers "
               f"{n / min(hf_times):7.1f} tokens/s ({torch.get_num_threads()} threads), best "
               f"of {args.repeats} each | ratio {np.median(ratios):5.2f}x (median over "
               f"{len(ratios)} rounds, range {ratios.min():.2f}-{ratios.max():.2f}; target "
