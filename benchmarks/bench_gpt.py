@@ -3,11 +3,12 @@
 One step = forward + backward + AdamW update, on random character-level batches.
 Config A: 4 layers, 4 heads, width 128, block 64, batch 12, vocabulary 65.
 Config B: 6 layers, 6 heads, width 384, block 256, batch 16, vocabulary 65.
-Prints the median step time of each and the ratio numpylm / PyTorch (lower is better).
+Prints the median step time of each and the ratio numpylm / PyTorch (lower is better),
+measured in alternating rounds.
 
 Run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gpt.py`
 so that OpenBLAS picks its native kernel. Usage: `bench_gpt.py [--config A|B|both]
-[--steps N] [--threads N]` (`--threads 1` compares single-threaded, steadier
+[--steps N] [--rounds R] [--threads N]` (`--threads 1` compares single-threaded, steadier
 on a busy machine).
 """
 from __future__ import annotations
@@ -25,8 +26,8 @@ from numpylm.models.gpt import GPT, GPTConfig
 from numpylm.optim import AdamW
 
 CONFIGS = {
-    "A": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12, steps=20),
-    "B": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=16, steps=4),
+    "A": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12, steps=5),
+    "B": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=16, steps=2),
 }
 VOCAB = 65
 
@@ -38,15 +39,25 @@ def batches(batch: int, block: int, seed: int = 0):
         yield np.ascontiguousarray(x[:, :-1]), np.ascontiguousarray(x[:, 1:])
 
 
-def time_steps(step, data, steps: int) -> list[float]:
-    for _ in range(2):  # warm-up: first calls pay for allocation and BLAS start-up
-        step(*next(data))
-    times = []
-    for _ in range(steps):
-        x, y = next(data)
-        t0 = time.perf_counter()
-        step(x, y)
-        times.append(time.perf_counter() - t0)
+def time_rounds(sides, rounds: int, per_round: int) -> list[list[list[float]]]:
+    """Step times of each side as [side][round] lists, taken in alternating rounds (side 1,
+    side 2, side 1, ...) so that a slow spell of a shared machine falls on both sides alike.
+    `sides` are (step, data) pairs. Each turn starts after a short pause with one untimed
+    step: the other library's BLAS threads keep spinning for a while after its last call."""
+    for step, data in sides:  # warm-up: first calls pay for allocation and BLAS start-up
+        for _ in range(2):
+            step(*next(data))
+    times: list[list[list[float]]] = [[] for _ in sides]
+    for _ in range(rounds):
+        for (step, data), store in zip(sides, times):
+            time.sleep(0.2)
+            step(*next(data))
+            store.append([])
+            for _ in range(per_round):
+                x, y = next(data)
+                t0 = time.perf_counter()
+                step(x, y)
+                store[-1].append(time.perf_counter() - t0)
     return times
 
 
@@ -111,7 +122,9 @@ def torch_step(model: GPT):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=["A", "B", "both"], default="both")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per side")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per side and round (default: 5 for A, 2 for B)")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds")
     add_threads_argument(parser)
     args = parser.parse_args()
     report_environment()
@@ -133,18 +146,24 @@ def main() -> None:
         model = GPT(config, rng=0)
         x, y = next(batches(s["batch"], s["block_size"]))
         first_loss = model(x, y)[1].item()
-        ours = statistics.median(time_steps(numpylm_step(model),
-                                            batches(s["batch"], s["block_size"]), steps))
-        line = (f"config {name} (L={s['n_layer']}, H={s['n_head']}, C={s['n_embd']}, "
-                f"T={s['block_size']}, B={s['batch']}): numpylm {ours * 1e3:8.1f} ms/step")
+        sides = [(numpylm_step(model), batches(s["batch"], s["block_size"]))]
         if torch is not None:
             fresh = GPT(config, rng=0)
             step, torch_loss = torch_step(fresh)
             # Same weights, same batch: equal losses show both sides run the same model.
             assert abs(torch_loss(x, y) - first_loss) < 1e-4, (torch_loss(x, y), first_loss)
-            theirs = statistics.median(time_steps(step, batches(s["batch"], s["block_size"]),
-                                                  steps))
-            line += f" | PyTorch {theirs * 1e3:8.1f} ms/step | ratio {ours / theirs:5.2f}x"
+            sides.append((step, batches(s["batch"], s["block_size"])))
+        times = time_rounds(sides, args.rounds, steps)
+        ours = statistics.median(t for r in times[0] for t in r)
+        line = (f"config {name} (L={s['n_layer']}, H={s['n_head']}, C={s['n_embd']}, "
+                f"T={s['block_size']}, B={s['batch']}): numpylm {ours * 1e3:8.1f} ms/step")
+        if torch is not None:
+            theirs = statistics.median(t for r in times[1] for t in r)
+            ratios = [statistics.median(a) / statistics.median(b)
+                      for a, b in zip(times[0], times[1])]
+            line += (f" | PyTorch {theirs * 1e3:8.1f} ms/step | ratio "
+                     f"{statistics.median(ratios):5.2f}x (median over {len(ratios)} rounds, "
+                     f"range {min(ratios):.2f}-{max(ratios):.2f})")
             tokens = s["batch"] * s["block_size"]
             line += f" | numpylm {tokens / ours:,.0f} tokens/s"
         print(line, flush=True)
