@@ -104,3 +104,23 @@ def test_backward_after_other_steps_gives_the_same_gradients():
     fresh.sum().backward()
     for name, p in layer.named_parameters():
         np.testing.assert_allclose(late[name], p.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_threads_never_share_an_array():
+    import threading
+
+    held: list[list[np.ndarray]] = [[], []]
+
+    def take(store):
+        for n in range(60):
+            a = workspace.empty(BIG, np.float32)
+            store.append(a)
+            if n % 3 == 2:
+                store.pop(0)  # release some, so arrays go back into the pool
+    threads = [threading.Thread(target=take, args=(store,)) for store in held]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    alive = held[0] + held[1]
+    assert len({a.ctypes.data for a in alive}) == len(alive)

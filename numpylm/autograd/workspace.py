@@ -11,11 +11,13 @@ out before and that nothing uses any more. "Nothing uses it" is read from the re
 count: the pool's own list is the only holder left, no tensor, no saved-for-backward
 closure and no view (a view keeps its base array alive, so it counts as a reference too).
 Such an array can be reused without anyone noticing. The pool keeps a few arrays per
-shape; everything else falls back to a plain `np.empty`.
+shape; everything else falls back to a plain `np.empty` (as does everything on an
+interpreter without reference counts).
 """
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ MAX_BYTES = 1 << 30      # and no more than this in all
 
 _pool: dict[tuple, list[np.ndarray]] = {}
 _pooled_bytes = 0
+_lock = threading.Lock()  # two threads must not both take the same free array
 
 
 def _references(array: np.ndarray) -> int:
@@ -39,7 +42,8 @@ def _free_count() -> int:
     return _references(probe[0])
 
 
-_FREE = _free_count()
+_COUNTED = hasattr(sys, "getrefcount")
+_FREE = _free_count() if _COUNTED else 0
 
 
 def empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -48,21 +52,23 @@ def empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     dtype = np.dtype(dtype)
     shape = tuple(int(n) for n in shape)
     nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-    if nbytes < MIN_BYTES:
+    if nbytes < MIN_BYTES or not _COUNTED:
         return np.empty(shape, dtype)
-    arrays = _pool.setdefault((shape, dtype.str), [])
-    for i in range(len(arrays)):
-        if _references(arrays[i]) <= _FREE:
-            return arrays[i]
-    array = np.empty(shape, dtype)
-    if len(arrays) < PER_SHAPE and _pooled_bytes + nbytes <= MAX_BYTES:
-        arrays.append(array)
-        _pooled_bytes += nbytes
-    return array
+    with _lock:  # the array returned is referenced before the lock is released
+        arrays = _pool.setdefault((shape, dtype.str), [])
+        for i in range(len(arrays)):
+            if _references(arrays[i]) <= _FREE:
+                return arrays[i]
+        array = np.empty(shape, dtype)
+        if len(arrays) < PER_SHAPE and _pooled_bytes + nbytes <= MAX_BYTES:
+            arrays.append(array)
+            _pooled_bytes += nbytes
+        return array
 
 
 def clear() -> None:
     """Forget every pooled array (arrays still in use stay valid; they are just not reused)."""
     global _pooled_bytes
-    _pool.clear()
-    _pooled_bytes = 0
+    with _lock:
+        _pool.clear()
+        _pooled_bytes = 0
