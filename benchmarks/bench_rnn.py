@@ -35,14 +35,24 @@ from numpylm.autograd.tensor import Tensor  # noqa: E402
 T, B, I, H = 64, 32, 128, 256
 
 
+ROUNDS = 5  # alternating rounds of a comparison
+
+
 def _time(fn, repeats: int) -> float:
     """Median seconds of `fn()` after two warm-up calls."""
-    return float(np.median(_interleaved([fn], repeats)[0]))
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
-def _interleaved(fns, repeats: int, rounds: int = 5) -> list[list[float]]:
-    """Seconds of each of `fns`, in `rounds` turns (a a a, b b b, a a a, ...) of about
-    repeats / rounds calls each, after two warm-up calls, so that a slow spell of a shared
+def _interleaved(fns, repeats: int) -> list[list[float]]:
+    """Seconds of each of `fns`, in ROUNDS turns (a a a, b b b, a a a, ...) of about
+    repeats / ROUNDS calls each, after two warm-up calls, so that a slow spell of a shared
     machine falls on both sides of a comparison alike. Each turn starts with one untimed
     call after a short pause: numpy's and torch's BLAS threads keep spinning for a while
     after their last call and would otherwise slow down the other library's first calls."""
@@ -50,12 +60,11 @@ def _interleaved(fns, repeats: int, rounds: int = 5) -> list[list[float]]:
         fn()
         fn()
     times: list[list[float]] = [[] for _ in fns]
-    per_round = max(1, repeats // rounds)
-    for _ in range(rounds if len(fns) > 1 else 1):
+    for _ in range(ROUNDS):
         for fn, store in zip(fns, times):
             time.sleep(0.2)
             fn()
-            for _ in range(per_round if len(fns) > 1 else repeats):
+            for _ in range(max(1, repeats // ROUNDS)):
                 start = time.perf_counter()
                 fn()
                 store.append(time.perf_counter() - start)
@@ -112,8 +121,8 @@ def main() -> None:
         ours, ref = _interleaved([fused_step, step], args.repeats)
         fused = float(np.median(ours))
         # One ratio per round: the medians of the two turns that ran next to each other.
-        ratios = (np.median(np.reshape(ours, (5, -1)), axis=1)
-                  / np.median(np.reshape(ref, (5, -1)), axis=1))
+        ratios = (np.median(np.reshape(ours, (ROUNDS, -1)), axis=1)
+                  / np.median(np.reshape(ref, (ROUNDS, -1)), axis=1))
         print(f"numpylm LSTM fused      {fused * 1e3:8.2f} ms")
         print(f"torch.nn.LSTM           {np.median(ref) * 1e3:8.2f} ms  ({threads} threads)")
         print(f"fused / torch           {np.median(ratios):8.2f}x  (median over {len(ratios)} "
