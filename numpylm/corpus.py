@@ -7,7 +7,8 @@ train on without a download.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+from numpylm.io.text import read_utf8
 
 
 def embedded_corpus() -> str:
@@ -25,10 +26,4 @@ def read_text(path: str | os.PathLike[str] | None = None) -> str:
     """Return the text of the UTF-8 file at `path`, or the embedded corpus if `path` is None."""
     if path is None:
         return embedded_corpus()
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"no text file at {str(file)!r}")
-    try:
-        return file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{str(file)!r} is not UTF-8 text: {err}") from None
+    return read_utf8(path, "text file")

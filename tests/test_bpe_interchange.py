@@ -223,3 +223,24 @@ def test_same_ids_as_hf_tokenizers(tmp_path):
     hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     for text in (VARIED, embedded_corpus()[50_000:60_000]):
         assert tok.encode(text) == hf.encode(text).ids
+
+
+@pytest.mark.parametrize("which", ["vocab.json", "merges.txt"])
+def test_hf_files_that_are_missing_or_not_utf8_are_named(tmp_path, which):
+    vocab_json, merges_txt = gpt2_style_files(tmp_path, [("Ġ", "t")], [])
+    path = vocab_json if which == "vocab.json" else merges_txt
+    path.write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ValueError, match=rf"{which} '.*{which}' is not UTF-8 text"):
+        BPETokenizer.from_hf(vocab_json, merges_txt)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"no {which} at '.*{which}'"):
+        BPETokenizer.from_hf(vocab_json, merges_txt)
+
+
+def test_tiktoken_file_missing_or_not_utf8_is_named(tmp_path):
+    path = tmp_path / "bad.tiktoken"
+    with pytest.raises(FileNotFoundError, match="no tiktoken file at '.*bad.tiktoken'"):
+        BPETokenizer.from_tiktoken(path)
+    path.write_bytes(b"\xff\xfe 0\n")
+    with pytest.raises(ValueError, match="tiktoken file '.*bad.tiktoken' is not UTF-8 text"):
+        BPETokenizer.from_tiktoken(path)

@@ -12,6 +12,7 @@ from numpylm.io.safetensors import (
     read_safetensors_header,
     save_safetensors,
 )
+from numpylm.io.text import read_utf8
 
 __all__ = [
     "TensorInfo",
@@ -20,6 +21,7 @@ __all__ = [
     "load_safetensors",
     "load_safetensors_with_metadata",
     "read_safetensors_header",
+    "read_utf8",
     "save_json",
     "save_safetensors",
 ]

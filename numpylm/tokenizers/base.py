@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import abc
 import os
-from pathlib import Path
 from typing import ClassVar, TypeVar
+
+from numpylm.io.text import read_utf8
 
 T = TypeVar("T", bound="Tokenizer")
 
@@ -62,13 +63,7 @@ class Tokenizer(abc.ABC):
 
 
 def _read(path: str | os.PathLike[str]) -> str:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"no tokenizer file at {str(file)!r}")
-    try:
-        return file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"tokenizer file {str(file)!r} is not UTF-8 text: {err}") from None
+    return read_utf8(path, "tokenizer file")
 
 
 def tokenizer_from_string(text: str) -> Tokenizer:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from numpylm.io.config import reject_duplicate_keys
+from numpylm.io.text import read_utf8
 from numpylm.tokenizers.bpe import BPETokenizer, SpecialTokens, apply_merges, show_bytes
 
 
@@ -113,7 +114,7 @@ def read_tiktoken(
     """Read a `.tiktoken` rank file and recover its merges (see the module docstring)."""
     ranks: dict[bytes, int] = {}
     line_of_rank: dict[int, int] = {}
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(path, "tiktoken file").splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -185,8 +186,8 @@ def read_hf(
     vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[str], pattern: str
 ) -> BPETokenizer:
     """Read GPT-2's `vocab.json` + `merges.txt`; unmerged extra entries become special tokens."""
+    text = read_utf8(vocab_json, "vocab.json")
     try:
-        text = Path(vocab_json).read_text(encoding="utf-8")
         vocab = json.loads(text, object_pairs_hook=reject_duplicate_keys)
     except json.JSONDecodeError as err:
         raise ValueError(f"{vocab_json}: not valid JSON: {err}") from None
@@ -214,7 +215,7 @@ def read_hf(
     used = set(byte_ids)
     merges: list[tuple[int, int, int]] = []
     merge_lines: list[int] = []
-    lines = Path(merges_txt).read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(merges_txt, "merges.txt").splitlines()
     for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or (number == 1 and line.startswith("#version")):
