@@ -15,6 +15,7 @@ import os
 import time
 
 import numpy as np
+from _timing import median_time
 
 import numpylm.functional as F
 from numpylm import Tensor, nn
@@ -22,17 +23,6 @@ from numpylm.optim import AdamW
 
 B, D, H, K = 1024, 512, 512, 10  # batch, input width, hidden width, classes
 LR, BETAS, EPS, WD = 1e-3, (0.9, 0.999), 1e-8, 1e-2
-
-
-def timeit(step, repeats: int) -> float:
-    step()  # warm-up: first-touch page faults and BLAS thread start
-    step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def init_weights(seed: int = 0) -> list[np.ndarray]:
@@ -146,8 +136,8 @@ def main() -> None:
 
     ours, hand = numpylm_step(x, y), handwritten_step(x, y)
     assert abs(ours() - hand()) < 1e-4, "the two steps must compute the same loss"
-    t_hand = timeit(hand, args.repeats)
-    t_ours = timeit(ours, args.repeats)
+    t_hand = median_time(hand, args.repeats)
+    t_ours = median_time(ours, args.repeats)
     print(f"  hand-written numpy : {t_hand * 1e3:8.2f} ms")
     print(f"  numpylm            : {t_ours * 1e3:8.2f} ms   ratio {t_ours / t_hand:.3f} "
           f"(target <= 1.10)")
@@ -156,7 +146,7 @@ def main() -> None:
     except ImportError:
         print("  PyTorch eager      : skipped (torch not installed)")
     else:
-        t_torch = timeit(torch_step(x, y), args.repeats)
+        t_torch = median_time(torch_step(x, y), args.repeats)
         print(f"  PyTorch eager      : {t_torch * 1e3:8.2f} ms   numpylm / torch "
               f"{t_ours / t_torch:.3f}")
     print(f"per-op overhead (1-element tensor, multiply + backward): {op_overhead():.1f} us")

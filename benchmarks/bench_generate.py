@@ -17,6 +17,7 @@ import argparse
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import THREADS, add_threads_argument, report_environment
+from _timing import all_times, alternating_rounds, round_ratios
 import tempfile
 import time
 
@@ -109,17 +110,11 @@ def main() -> None:
                 return hf.generate(ids, **kwargs)
 
         hf_tokens = run_hf()[0, len(prompt):].numpy()  # warm-up
-        # Alternating rounds (numpylm, then HF, then numpylm, ...), each after a short pause:
-        # a slow spell of a shared machine then falls on both, and neither library's BLAS
-        # threads are still spinning from the other's last call.
-        ours_times, hf_times = [], []
-        for _ in range(args.repeats):
-            for fn, store in ((run_ours, ours_times), (run_hf, hf_times)):
-                time.sleep(0.2)
-                start = time.perf_counter()
-                fn()
-                store.append(time.perf_counter() - start)
-        ratios = np.array(hf_times) / np.array(ours_times)
+        # Both are warm (above); one timed run per side and round.
+        ours_rounds, hf_rounds = alternating_rounds([run_ours, run_hf], args.repeats, 1,
+                                                    warmup=0, settle=0)
+        ours_times, hf_times = all_times(ours_rounds), all_times(hf_rounds)
+        ratios = np.array(round_ratios(hf_rounds, ours_rounds))
         same = int((hf_tokens == ours_tokens).sum())
         print(f"numpylm {n / min(ours_times):7.1f} tokens/s ({n / min(ours_times) * floor:.0%} of "
               f"the floor's rate) | HF transformers "

@@ -17,8 +17,8 @@ import argparse
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import THREADS, add_threads_argument, report_environment
+from _timing import all_times, alternating_rounds, round_ratios
 import statistics
-import time
 
 import numpy as np
 
@@ -39,26 +39,11 @@ def batches(batch: int, block: int, seed: int = 0):
         yield np.ascontiguousarray(x[:, :-1]), np.ascontiguousarray(x[:, 1:])
 
 
-def time_rounds(sides, rounds: int, per_round: int) -> list[list[list[float]]]:
-    """Step times of each side as [side][round] lists, taken in alternating rounds (side 1,
-    side 2, side 1, ...) so that a slow spell of a shared machine falls on both sides alike.
-    `sides` are (step, data) pairs. Each turn starts after a short pause with one untimed
-    step: the other library's BLAS threads keep spinning for a while after its last call."""
-    for step, data in sides:  # warm-up: first calls pay for allocation and BLAS start-up
-        for _ in range(2):
-            step(*next(data))
-    times: list[list[list[float]]] = [[] for _ in sides]
-    for _ in range(rounds):
-        for (step, data), store in zip(sides, times):
-            time.sleep(0.2)
-            step(*next(data))
-            store.append([])
-            for _ in range(per_round):
-                x, y = next(data)
-                t0 = time.perf_counter()
-                step(x, y)
-                store[-1].append(time.perf_counter() - t0)
-    return times
+def _on_batches(step, setting: dict):
+    """`step` as a call without arguments, each call on the next random batch (drawing one
+    takes microseconds, against steps of tens of milliseconds and more)."""
+    data = batches(setting["batch"], setting["block_size"])
+    return lambda: step(*next(data))
 
 
 def numpylm_step(model: GPT):
@@ -146,21 +131,20 @@ def main() -> None:
         model = GPT(config, rng=0)
         x, y = next(batches(s["batch"], s["block_size"]))
         first_loss = model(x, y)[1].item()
-        sides = [(numpylm_step(model), batches(s["batch"], s["block_size"]))]
+        sides = [_on_batches(numpylm_step(model), s)]
         if torch is not None:
             fresh = GPT(config, rng=0)
             step, torch_loss = torch_step(fresh)
             # Same weights, same batch: equal losses show both sides run the same model.
             assert abs(torch_loss(x, y) - first_loss) < 1e-4, (torch_loss(x, y), first_loss)
-            sides.append((step, batches(s["batch"], s["block_size"])))
-        times = time_rounds(sides, args.rounds, steps)
-        ours = statistics.median(t for r in times[0] for t in r)
+            sides.append(_on_batches(step, s))
+        times = alternating_rounds(sides, args.rounds, steps)
+        ours = statistics.median(all_times(times[0]))
         line = (f"config {name} (L={s['n_layer']}, H={s['n_head']}, C={s['n_embd']}, "
                 f"T={s['block_size']}, B={s['batch']}): numpylm {ours * 1e3:8.1f} ms/step")
         if torch is not None:
-            theirs = statistics.median(t for r in times[1] for t in r)
-            ratios = [statistics.median(a) / statistics.median(b)
-                      for a, b in zip(times[0], times[1])]
+            theirs = statistics.median(all_times(times[1]))
+            ratios = round_ratios(times[0], times[1])
             line += (f" | PyTorch {theirs * 1e3:8.1f} ms/step | ratio "
                      f"{statistics.median(ratios):5.2f}x (median over {len(ratios)} rounds, "
                      f"range {min(ratios):.2f}-{max(ratios):.2f})")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 _UNSET = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.pop(v, None)]
 # Environment first: OpenBLAS reads it once, when numpy is imported below.
@@ -28,6 +27,7 @@ if _THREADS is not None:
     os.environ["OPENBLAS_NUM_THREADS"] = str(_THREADS)
 
 import numpy as np  # noqa: E402
+from _timing import all_times, alternating_rounds, median_time, round_ratios  # noqa: E402
 
 from numpylm import nn  # noqa: E402
 from numpylm.autograd.tensor import Tensor  # noqa: E402
@@ -36,39 +36,6 @@ T, B, I, H = 64, 32, 128, 256
 
 
 ROUNDS = 5  # alternating rounds of a comparison
-
-
-def _time(fn, repeats: int) -> float:
-    """Median seconds of `fn()` after two warm-up calls."""
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _interleaved(fns, repeats: int) -> list[list[float]]:
-    """Seconds of each of `fns`, in ROUNDS turns (a a a, b b b, a a a, ...) of about
-    repeats / ROUNDS calls each, after two warm-up calls, so that a slow spell of a shared
-    machine falls on both sides of a comparison alike. Each turn starts with one untimed
-    call after a short pause: numpy's and torch's BLAS threads keep spinning for a while
-    after their last call and would otherwise slow down the other library's first calls."""
-    for fn in fns:
-        fn()
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(ROUNDS):
-        for fn, store in zip(fns, times):
-            time.sleep(0.2)
-            fn()
-            for _ in range(max(1, repeats // ROUNDS)):
-                start = time.perf_counter()
-                fn()
-                store.append(time.perf_counter() - start)
-    return times
 
 
 def numpylm_step(layer, x: np.ndarray, g: np.ndarray):
@@ -114,25 +81,24 @@ def main() -> None:
     try:
         step, threads = torch_step(x, g)
     except ImportError:
-        fused = _time(fused_step, args.repeats)
+        fused = median_time(fused_step, args.repeats)
         print(f"numpylm LSTM fused      {fused * 1e3:8.2f} ms")
         print("torch.nn.LSTM           skipped (torch is not installed)")
     else:
-        ours, ref = _interleaved([fused_step, step], args.repeats)
-        fused = float(np.median(ours))
-        # One ratio per round: the medians of the two turns that ran next to each other.
-        ratios = (np.median(np.reshape(ours, (ROUNDS, -1)), axis=1)
-                  / np.median(np.reshape(ref, (ROUNDS, -1)), axis=1))
+        ours, ref = alternating_rounds([fused_step, step], ROUNDS, max(1, args.repeats // ROUNDS))
+        fused = float(np.median(all_times(ours)))
+        ratios = np.array(round_ratios(ours, ref))
         print(f"numpylm LSTM fused      {fused * 1e3:8.2f} ms")
-        print(f"torch.nn.LSTM           {np.median(ref) * 1e3:8.2f} ms  ({threads} threads)")
+        print(f"torch.nn.LSTM           {np.median(all_times(ref)) * 1e3:8.2f} ms  "
+              f"({threads} threads)")
         print(f"fused / torch           {np.median(ratios):8.2f}x  (median over {len(ratios)} "
               f"rounds, range {ratios.min():.2f}-{ratios.max():.2f}; target <= 2.0x)")
-    unrolled = _time(numpylm_step(nn.LSTM(I, H, fused=False, rng=0), x, g),
+    unrolled = median_time(numpylm_step(nn.LSTM(I, H, fused=False, rng=0), x, g),
                      max(3, args.repeats // 4))
     print(f"numpylm LSTM unrolled   {unrolled * 1e3:8.2f} ms")
     print(f"unrolled / fused        {unrolled / fused:8.2f}x")
     for cls in (nn.GRU, nn.RNN):
-        t = _time(numpylm_step(cls(I, H, rng=0), x, g), args.repeats)
+        t = median_time(numpylm_step(cls(I, H, rng=0), x, g), args.repeats)
         print(f"numpylm {cls.__name__:<4} fused      {t * 1e3:8.2f} ms")
     print("(timings depend on machine load; compare ratios measured in the same run)")
 
