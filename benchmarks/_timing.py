@@ -10,6 +10,16 @@ import statistics
 import time
 
 
+def best_of(fn, repeats: int) -> float:
+    """The fastest of `repeats` runs of `fn()`: the least disturbed by other work."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def median_time(fn, repeats: int) -> float:
     """Median seconds of `fn()` over `repeats` calls, after two warm-up calls (first-touch
     page faults, BLAS thread start)."""

@@ -17,23 +17,13 @@ import argparse
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import THREADS, add_threads_argument, report_environment
-from _timing import all_times, alternating_rounds, round_ratios
+from _timing import all_times, alternating_rounds, best_of, round_ratios
 import tempfile
-import time
 
 import numpy as np
 
 from numpylm.inference import generate
 from numpylm.models.gpt import GPT, GPTConfig
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def weight_streaming_floor(model, repeats: int) -> float:
@@ -51,7 +41,7 @@ def weight_streaming_floor(model, repeats: int) -> float:
         np.ones((1, wte.shape[1]), dtype=wte.dtype) @ wte.T
 
     one_token()
-    return best_time(lambda: [one_token() for _ in range(16)], repeats) / 16
+    return best_of(lambda: [one_token() for _ in range(16)], repeats) / 16
 
 
 def main() -> None:
@@ -99,7 +89,7 @@ def main() -> None:
             generate(model, prompt, n, temperature=0)
 
         if torch is None:
-            ours = best_time(run_ours, args.repeats)
+            ours = best_of(run_ours, args.repeats)
             print(f"numpylm {n / ours:7.1f} tokens/s ({n / ours * floor:.0%} of the floor's rate)")
             return
         ids = torch.tensor(prompt[None, :])

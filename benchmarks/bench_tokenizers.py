@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import best_of
+
 from numpylm.corpus import embedded_corpus
 from numpylm.tokenizers import GPT2_PATTERN, GPT4_PATTERN, BPETokenizer, pretokenize
 from numpylm.tokenizers.bpe_train import train_merges_fast, train_merges_plain
@@ -31,16 +33,6 @@ from numpylm.tokenizers.bpe_train import train_merges_fast, train_merges_plain
 REPO = Path(__file__).resolve().parent.parent
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 EOT = "<|endoftext|>"
-
-
-def best_of(fn, repeat: int) -> float:
-    """The fastest of `repeat` runs: the least disturbed by other work on the machine."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bench_training(corpus: str) -> None:
