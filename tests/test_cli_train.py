@@ -108,3 +108,17 @@ def test_help_lists_every_option(capsys):
         assert exit_.value.code == 0
         text = capsys.readouterr().out
         assert all(option in text for option in options), command
+
+
+def test_streamed_text_never_splits_a_character(capsys):
+    """Byte-level tokens can end inside a UTF-8 character; streaming must wait for the rest
+    (this held for neural models and now for n-grams too, through the same printer)."""
+    from numpylm.tokenizers import BPETokenizer
+    from numpylm.training.commands import _print_stream
+
+    tok = BPETokenizer.train("abc", vocab_size=256)  # no merges: one token per byte
+    text = "héllo, 日本語 🐍!"
+    ids = tok.encode(text)
+    assert len(ids) > len(text)  # several characters take more than one token
+    _print_stream(tok, iter(ids))
+    assert capsys.readouterr().out == text

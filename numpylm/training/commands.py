@@ -131,30 +131,14 @@ def _run_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- generate
 
 
-def _stream_ngram(loaded, ids: list[int], args) -> None:
-    lm, tokenizer = loaded.model, loaded.tokenizer
-    new = lm.generate(args.max_new_tokens, context=ids, rng=args.seed,
-                      temperature=args.temperature)
-    for token in new:
-        sys.stdout.write(tokenizer.decode([token]))
-        sys.stdout.flush()
-
-
-def _stream_neural(loaded, ids: list[int], args) -> None:
-    from numpylm.inference import context_limit, generate_stream
-
-    tokenizer = loaded.tokenizer
-    limit = context_limit(loaded.model)
-    if limit is not None:
-        ids = ids[-limit:]  # the model sees at most its context; the rest is only printed
-    # Decode the whole text each time and print what is new: a BPE token can end in the
-    # middle of a UTF-8 character, so decoding tokens one by one would print broken bytes.
+def _print_stream(tokenizer, tokens) -> None:
+    """Print the text of `tokens` (an iterable of ids) as they arrive. The whole text is
+    decoded each time and only what is new is printed: a BPE token can end in the middle of
+    a UTF-8 character, so decoding tokens one by one would print broken bytes."""
     new_ids: list[int] = []
     printed = ""
-    for token in generate_stream(loaded.model, ids, max_new_tokens=args.max_new_tokens,
-                                 temperature=args.temperature, top_k=args.top_k,
-                                 top_p=args.top_p, seed=args.seed):
-        new_ids.append(token)
+    for token in tokens:
+        new_ids.append(int(token))
         text = tokenizer.decode(new_ids)
         if text.endswith("\ufffd"):
             continue  # wait for the rest of the character
@@ -163,6 +147,23 @@ def _stream_neural(loaded, ids: list[int], args) -> None:
         printed = text
     text = tokenizer.decode(new_ids)
     sys.stdout.write(text[len(printed):])
+
+
+def _stream_ngram(loaded, ids: list[int], args) -> None:
+    new = loaded.model.generate(args.max_new_tokens, context=ids, rng=args.seed,
+                                temperature=args.temperature)
+    _print_stream(loaded.tokenizer, new)
+
+
+def _stream_neural(loaded, ids: list[int], args) -> None:
+    from numpylm.inference import context_limit, generate_stream
+
+    limit = context_limit(loaded.model)
+    if limit is not None:
+        ids = ids[-limit:]  # the model sees at most its context; the rest is only printed
+    _print_stream(loaded.tokenizer, generate_stream(
+        loaded.model, ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, seed=args.seed))
 
 
 def _run_generate(args: argparse.Namespace) -> int:
