@@ -100,6 +100,17 @@ def test_a_row_that_sees_nothing_gives_zeros_not_nan():
     assert np.isfinite(t.grad).all()
 
 
+def test_a_tensor_mask_works_in_both_versions():
+    rng = np.random.default_rng(3)
+    q, k, v = (Tensor(rng.standard_normal((1, 2, 3, 4))) for _ in range(3))
+    mask = np.array([[True, False, True], [True, True, False], [False, True, True]])
+    outs = [attend(q, k, v, causal=False, attn_mask=m)
+            for attend in (F.scaled_dot_product_attention, attention_composed)
+            for m in (mask, Tensor(mask))]
+    for out in outs[1:]:
+        np.testing.assert_allclose(out.data, outs[0].data, rtol=1e-12, atol=1e-12)
+
+
 def test_float32_stays_float32():
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 3, 4, 8)).astype(np.float32) for _ in range(3))

@@ -47,15 +47,23 @@ def causal_block(Tq: int, Tk: int) -> np.ndarray:
     return blocked
 
 
+def _mask_array(attn_mask) -> np.ndarray | None:
+    """`attn_mask` (an array, a Tensor or None) as a boolean array, checked once per call."""
+    if attn_mask is None:
+        return None
+    attn_mask = np.asarray(attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask)
+    if attn_mask.dtype != bool:
+        raise TypeError(f"scaled_dot_product_attention: attn_mask must be boolean "
+                        f"(True = may attend), got dtype {attn_mask.dtype}")
+    return attn_mask
+
+
 def _blocked(Tq: int, Tk: int, causal: bool, attn_mask) -> np.ndarray | None:
-    """Where scores are set to -inf: the causal triangle and/or where `attn_mask` is False."""
+    """Where scores are set to -inf: the causal triangle and/or where the boolean
+    `attn_mask` is False."""
     # With one query (generating with a KV cache) the causal mask hides nothing.
     blocked = causal_block(Tq, Tk) if causal and Tq > 1 else None
     if attn_mask is not None:
-        attn_mask = np.asarray(attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask)
-        if attn_mask.dtype != bool:
-            raise TypeError(f"scaled_dot_product_attention: attn_mask must be boolean "
-                            f"(True = may attend), got dtype {attn_mask.dtype}")
         blocked = ~attn_mask if blocked is None else (blocked | ~attn_mask)
     return blocked
 
@@ -80,7 +88,7 @@ def attention_composed(q: Tensor, k: Tensor, v: Tensor, causal: bool = True,
     D = q.shape[-1]
     scores = ops_math.matmul(q, ops_shape.transpose(k, axes=_swap_last(k.ndim)))  # (..., Tq, Tk)
     scores = ops_math.mul(scores, 1.0 / math.sqrt(D))
-    blocked = _blocked(q.shape[-2], k.shape[-2], causal, attn_mask)
+    blocked = _blocked(q.shape[-2], k.shape[-2], causal, _mask_array(attn_mask))
     if blocked is not None:
         scores = ops_shape.masked_fill(scores, blocked, -np.inf)
     weights = ops_nn.softmax(scores, axis=-1)  # (..., Tq, Tk), rows sum to 1
@@ -119,6 +127,7 @@ def _attention_forward(q, k, v, causal, attn_mask, out=None):
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     if out is None:
         out = np.empty(batch + (Tq, v.shape[-1]), dtype=np.result_type(q, k, v))
+    attn_mask = _mask_array(attn_mask)
     if attn_mask is not None:
         try:
             attn_mask = np.broadcast_to(attn_mask, batch + (Tq, Tk))
