@@ -97,3 +97,17 @@ def test_corpus_helpers(tmp_path):
         read_text(tmp_path / "bad.txt")
     with pytest.raises(FileNotFoundError):
         read_text(tmp_path / "nope.txt")
+
+
+def test_a_bad_tokenizer_file_is_named_once(tmp_path):
+    bad = tmp_path / "bad.tok"
+    bad.write_bytes(b"\xff\xfe")
+    for read in (load_tokenizer, CharTokenizer.load):
+        with pytest.raises(ValueError, match="not UTF-8") as info:
+            read(bad)
+        assert str(info.value).count("bad.tok") == 1
+    garbled = tmp_path / "garbled.tok"
+    garbled.write_text("not a tokenizer\n", encoding="utf-8")
+    for read in (load_tokenizer, CharTokenizer.load):
+        with pytest.raises(ValueError, match="garbled.tok"):
+            read(garbled)

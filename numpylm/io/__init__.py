@@ -12,7 +12,7 @@ from numpylm.io.safetensors import (
     read_safetensors_header,
     save_safetensors,
 )
-from numpylm.io.text import read_utf8
+from numpylm.io.text import read_utf8, write_utf8
 
 __all__ = [
     "TensorInfo",
@@ -24,4 +24,5 @@ __all__ = [
     "read_utf8",
     "save_json",
     "save_safetensors",
+    "write_utf8",
 ]

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from numpylm.io.atomic import atomic_write
+from numpylm.io.text import write_utf8
 
 __all__ = ["load_json", "save_json"]
 
@@ -44,8 +44,7 @@ def save_json(obj: Any, path: str | os.PathLike[str]) -> None:
         raise ValueError(f"cannot save {os.fspath(path)!r} as JSON: {e}") from None
     except TypeError as e:
         raise TypeError(f"cannot save {os.fspath(path)!r} as JSON: {e}") from None
-    with atomic_write(path) as f:
-        f.write((text + "\n").encode("utf-8"))
+    write_utf8(path, text + "\n")
 
 
 def load_json(path: str | os.PathLike[str]) -> Any:

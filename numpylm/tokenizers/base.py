@@ -12,7 +12,7 @@ import abc
 import os
 from typing import ClassVar, TypeVar
 
-from numpylm.io.text import read_utf8
+from numpylm.io.text import read_utf8, write_utf8
 
 T = TypeVar("T", bound="Tokenizer")
 
@@ -51,19 +51,22 @@ class Tokenizer(abc.ABC):
         The file is written under a temporary name and renamed (`numpylm.io.atomic`), so a
         crash mid-write leaves any previous file at `path` intact.
         """
-        from numpylm.io.atomic import atomic_write
-
-        with atomic_write(path) as file:
-            file.write(self.to_string().encode("utf-8"))
+        write_utf8(path, self.to_string())
 
     @classmethod
     def load(cls: type[T], path: str | os.PathLike[str]) -> T:
         """Read a tokenizer that `save` wrote."""
-        return cls.from_string(_read(path))
+        return _parse_file(path, cls.from_string)
 
 
-def _read(path: str | os.PathLike[str]) -> str:
-    return read_utf8(path, "tokenizer file")
+def _parse_file(path: str | os.PathLike[str], parse):
+    """`parse` applied to the text of the tokenizer file at `path`; a parse error names the
+    file (reading errors already do)."""
+    text = read_utf8(path, "tokenizer file")
+    try:
+        return parse(text)
+    except ValueError as err:
+        raise ValueError(f"{str(path)!r}: {err}") from None
 
 
 def tokenizer_from_string(text: str) -> Tokenizer:
@@ -83,7 +86,4 @@ def tokenizer_from_string(text: str) -> Tokenizer:
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
     """Load a tokenizer saved by any numpylm tokenizer's `save`, detecting its kind."""
-    try:
-        return tokenizer_from_string(_read(path))
-    except ValueError as err:
-        raise ValueError(f"{str(path)!r}: {err}") from None
+    return _parse_file(path, tokenizer_from_string)

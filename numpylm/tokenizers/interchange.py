@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from numpylm.io.config import reject_duplicate_keys
-from numpylm.io.text import read_utf8
+from numpylm.io.text import read_utf8, write_utf8
 from numpylm.tokenizers.bpe import BPETokenizer, SpecialTokens, apply_merges, show_bytes
 
 
@@ -176,7 +176,7 @@ def write_tiktoken(tokenizer: BPETokenizer, path: str | os.PathLike[str]) -> Non
         raise ValueError("tiktoken ranks are ids: the merges' new ids must increase in merge order")
     ranks = sorted(tokenizer.mergeable_ranks().items(), key=lambda item: item[1])
     lines = [f"{base64.b64encode(token).decode('ascii')} {rank}\n" for token, rank in ranks]
-    Path(path).write_text("".join(lines), encoding="utf-8")
+    write_utf8(path, "".join(lines))
 
 
 # ---- GPT-2's vocab.json + merges.txt ----------------------------------------------------
@@ -255,10 +255,10 @@ def write_hf(tokenizer: BPETokenizer, directory: str | os.PathLike[str]) -> None
     out.mkdir(parents=True, exist_ok=True)
     ordered = dict(sorted(vocab.items(), key=lambda item: item[1]))
     vocab_text = json.dumps(ordered, ensure_ascii=False, indent=0) + "\n"
-    (out / "vocab.json").write_text(vocab_text, encoding="utf-8")
+    write_utf8(out / "vocab.json", vocab_text)
     lines = ["#version: 0.2"]
     lines += [
         f"{written(tokenizer.token_bytes(left))} {written(tokenizer.token_bytes(right))}"
         for left, right, _ in tokenizer.merges
     ]
-    (out / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_utf8(out / "merges.txt", "\n".join(lines) + "\n")
