@@ -19,31 +19,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from numpylm.autograd.tensor import no_grad
 from numpylm.evaluation.metrics import bits_per_byte, bits_per_char, bits_per_token, perplexity
+from numpylm.nn.module import evaluating
 
 __all__ = ["EvalReport", "estimate_loss", "evaluate_ids", "evaluate_text", "evaluate_tokens",
            "report_from_nll"]
-
-
-class _eval_mode:
-    """Switch a module to eval mode and back, and stop graph recording, for one `with` block."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.no_grad = no_grad()
-
-    def __enter__(self):
-        self.was_training = getattr(self.model, "training", False)
-        if hasattr(self.model, "eval"):
-            self.model.eval()
-        self.no_grad.__enter__()
-        return self.model
-
-    def __exit__(self, *exc: object) -> None:
-        self.no_grad.__exit__(*exc)
-        if self.was_training:
-            self.model.train()
 
 
 def _loss_value(model, x: np.ndarray, y: np.ndarray) -> float:
@@ -64,7 +44,7 @@ def estimate_loss(model, ids: np.ndarray, batch_size: int, block_size: int, n_ba
         raise ValueError(f"n_batches must be >= 1, got {n_batches}")
     rng = np.random.default_rng(seed)
     total = 0.0
-    with _eval_mode(model):
+    with evaluating(model):
         for _ in range(n_batches):
             x, y = get_batch(ids, batch_size, block_size, rng)
             total += _loss_value(model, x, y)
@@ -85,7 +65,7 @@ def evaluate_ids(model, ids: np.ndarray, block_size: int,
     T = block_size
     n_full = (len(ids) - 1) // T                         # windows of T predictions
     total_nll, count = 0.0, 0
-    with _eval_mode(model):
+    with evaluating(model):
         starts = np.arange(n_full) * T
         for b in range(0, n_full, batch_size):
             window = starts[b:b + batch_size, None] + np.arange(T)   # (B, T)

@@ -17,14 +17,14 @@ window), which is what running without the cache does.
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from numpylm.autograd.tensor import Tensor, no_grad
+from numpylm.autograd.tensor import Tensor
 from numpylm.inference.sampling import check_sampling_args, sample_next
+from numpylm.nn.module import evaluating
 
 
 def context_limit(model: Any) -> int | None:
@@ -123,34 +123,20 @@ def _steps(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop
     limit = context_limit(model)
     prompts = _crop(prompts, limit)
     cached = use_cache and hasattr(model, "init_kv_cache")
-    with _inference(model):  # the cached stepper runs the prompt here
+    with evaluating(model):  # the cached stepper runs the prompt here
         stepper = (_CachedStepper(model, prompts, limit) if cached
                    else _PlainStepper(model, prompts, limit))
     active = np.ones(len(prompts), dtype=bool)
     for step in range(max_new_tokens):
         tokens = sample_next(stepper.next_logits(), temperature, top_k, top_p, rng)  # (B,)
-        # Yield outside _inference: a streaming caller runs its own code between tokens,
+        # Yield outside evaluating(): a streaming caller runs its own code between tokens,
         # with its own grad mode and the model in its own train/eval mode.
         yield tokens, active.copy()
         active &= ~np.isin(tokens, stops)
         if not active.any() or step == max_new_tokens - 1:
             break
-        with _inference(model):
+        with evaluating(model):
             stepper.append(tokens)
-
-
-@contextlib.contextmanager
-def _inference(model: Any) -> Iterator[None]:
-    """Eval mode (no dropout) and no graph, restoring the model's mode afterwards."""
-    was_training = getattr(model, "training", False)
-    if was_training:  # a model already in eval mode is left alone: no walk over its modules
-        model.eval()
-    try:
-        with no_grad():
-            yield
-    finally:
-        if was_training:
-            model.train(True)
 
 
 def _last_logits(model, idx: np.ndarray) -> np.ndarray:

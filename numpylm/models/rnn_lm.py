@@ -30,10 +30,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from numpylm import functional as F
-from numpylm.autograd.tensor import Tensor, no_grad
+from numpylm.autograd.tensor import Tensor
 from numpylm.inference.sampling import sample_next
 from numpylm.nn.layers import Embedding, Linear, get_rng
-from numpylm.nn.module import Module
+from numpylm.nn.module import Module, evaluating
 from numpylm.nn.rnn import GRU, LSTM, RNN
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -119,18 +119,13 @@ class RNNLM(Module):
             raise ValueError(f"RNNLM.generate: max_new_tokens must be an integer >= 0, "
                              f"got {max_new_tokens!r}")
         rng = get_rng(seed) if seed is not None else np.random.default_rng()
-        was_training = self.training
-        self.eval()
         out = [idx]
-        try:
-            with no_grad():
-                logits, _, state = self.forward_with_state(idx, state=state)
-                for _ in range(max_new_tokens):
-                    token = sample_next(logits.data[:, -1], temperature, top_k, top_p, rng)
-                    out.append(token[:, None])
-                    logits, _, state = self.forward_with_state(token[:, None], state=state)
-        finally:
-            self.train(was_training)
+        with evaluating(self):
+            logits, _, state = self.forward_with_state(idx, state=state)
+            for _ in range(max_new_tokens):
+                token = sample_next(logits.data[:, -1], temperature, top_k, top_p, rng)
+                out.append(token[:, None])
+                logits, _, state = self.forward_with_state(token[:, None], state=state)
         self.last_state = state
         return np.concatenate(out, axis=1)
 

@@ -6,11 +6,12 @@ that `state_dict()` uses, so weights interchange with other implementations by n
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator
 
 import numpy as np
 
-from numpylm.autograd.tensor import Tensor
+from numpylm.autograd.tensor import Tensor, no_grad
 
 
 class Parameter(Tensor):
@@ -151,3 +152,19 @@ class Module:
             child = repr(module).replace("\n", "\n  ")
             lines.append(f"  ({name}): {child}")
         return "\n".join(lines) + (")" if len(lines) == 1 else "\n)")
+
+
+@contextlib.contextmanager
+def evaluating(model: Any) -> Iterator[Any]:
+    """Eval mode (no dropout) and no graph recording for one `with` block, then the model's
+    mode as it was. A model already in eval mode is left alone (no walk over its modules),
+    and so is one without modes at all (a count-based n-gram)."""
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()
+    try:
+        with no_grad():
+            yield model
+    finally:
+        if was_training:
+            model.train(True)
