@@ -39,6 +39,20 @@ def get_rng(rng: int | np.random.Generator | None = None) -> np.random.Generator
     return np.random.default_rng(rng)
 
 
+def init_uniform(rng: np.random.Generator, fan: int, shape: tuple[int, ...],
+                 dtype: Any) -> Parameter:
+    """PyTorch's default initialisation of linear and recurrent layers: U(-1/sqrt(fan),
+    1/sqrt(fan)), with fan the input width (Linear) or the hidden size (RNN, LSTM, GRU)."""
+    bound = 1.0 / math.sqrt(fan) if fan else 0.0
+    return Parameter(rng.uniform(-bound, bound, shape), dtype)
+
+
+def affine(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """x W^T + b: (..., in) @ (in, out) -> (..., out), W stored (out, in) as in PyTorch."""
+    y = F.matmul(x, F.transpose(w))
+    return y if b is None else y + b
+
+
 class Linear(Module):
     """y = x W^T + b, x (..., in) -> y (..., out)."""
 
@@ -47,16 +61,14 @@ class Linear(Module):
         super().__init__()
         rng = get_rng(rng)
         self.in_features, self.out_features = in_features, out_features
-        bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
-        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)), dtype)
-        self.bias = Parameter(rng.uniform(-bound, bound, out_features), dtype) if bias else None
+        self.weight = init_uniform(rng, in_features, (out_features, in_features), dtype)
+        self.bias = init_uniform(rng, in_features, (out_features,), dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear: expected input (..., {self.in_features}), "
                              f"got {x.shape}")
-        y = F.matmul(x, F.transpose(self.weight))
-        return y if self.bias is None else y + self.bias
+        return affine(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"

@@ -30,36 +30,29 @@ Every parameter starts as U(-1/sqrt(H), 1/sqrt(H)), PyTorch's default.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from numpylm import functional as F
 from numpylm.autograd.tensor import Tensor
-from numpylm.nn.layers import get_rng
-from numpylm.nn.module import Module, Parameter
+from numpylm.nn.layers import affine, get_rng, init_uniform
+from numpylm.nn.module import Module
 
 # Rows of weight_ih / weight_hh per unit of hidden size: one block of H rows per gate.
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def _affine(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-    """x W^T + b: (B, in) @ (in, out) -> (B, out)."""
-    y = F.matmul(x, F.transpose(w))
-    return y if b is None else y + b
-
-
 def rnn_tanh_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor,
                   b_ih: Tensor | None = None, b_hh: Tensor | None = None) -> Tensor:
     """One step of the tanh RNN: h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
-    return F.tanh(_affine(x, w_ih, b_ih) + _affine(h, w_hh, b_hh))
+    return F.tanh(affine(x, w_ih, b_ih) + affine(h, w_hh, b_hh))
 
 
 def lstm_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
               b_ih: Tensor | None = None, b_hh: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One LSTM step: returns (h', c'). Gates i, f, g, o are consecutive blocks of H columns."""
-    pre = _affine(x, w_ih, b_ih) + _affine(h, w_hh, b_hh)  # (B, 4H)
+    pre = affine(x, w_ih, b_ih) + affine(h, w_hh, b_hh)  # (B, 4H)
     a_i, a_f, a_g, a_o = F.split(pre, 4, axis=1)            # each (B, H)
     i, f, g, o = F.sigmoid(a_i), F.sigmoid(a_f), F.tanh(a_g), F.sigmoid(a_o)
     c_next = f * c + i * g       # forget part of the old memory, write part of the new
@@ -74,19 +67,12 @@ def gru_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor,
     subtle: the input and hidden projections are kept apart, because the reset gate
     multiplies only the hidden part of the candidate, W_hn h + b_hn (bias included).
     """
-    xr, xz, xn = F.split(_affine(x, w_ih, b_ih), 3, axis=1)  # each (B, H)
-    hr, hz, hn = F.split(_affine(h, w_hh, b_hh), 3, axis=1)  # each (B, H)
+    xr, xz, xn = F.split(affine(x, w_ih, b_ih), 3, axis=1)  # each (B, H)
+    hr, hz, hn = F.split(affine(h, w_hh, b_hh), 3, axis=1)  # each (B, H)
     r = F.sigmoid(xr + hr)
     z = F.sigmoid(xz + hz)
     n = F.tanh(xn + r * hn)
     return (1.0 - z) * n + z * h  # z near 1 keeps the old state, near 0 takes the new one
-
-
-def init_uniform(rng: np.random.Generator, hidden_size: int, shape: tuple[int, ...],
-                 dtype: Any) -> Parameter:
-    """PyTorch's recurrent initialisation: U(-1/sqrt(H), 1/sqrt(H)) for every parameter."""
-    bound = 1.0 / math.sqrt(hidden_size) if hidden_size else 0.0
-    return Parameter(rng.uniform(-bound, bound, shape), dtype)
 
 
 def as_tensor(x: Any, dtype: Any) -> Tensor:
