@@ -32,11 +32,6 @@ __all__ = [
 ]
 
 
-def _check_step(step: int) -> None:
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be a non-negative int, got {step!r}")
-
-
 def _check_rate(name: str, value: float) -> None:
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not (is_number and 0 <= value < math.inf):
@@ -46,6 +41,10 @@ def _check_rate(name: str, value: float) -> None:
 def _check_count(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+
+
+def _check_step(step: int) -> None:
+    _check_count("step", step)
 
 
 def constant_lr(step: int, lr: float) -> float:
@@ -72,7 +71,7 @@ def warmup_cosine_lr(
     """
     _check_step(step)
     if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
+        return linear_warmup_lr(step, lr, warmup_steps)
     if step >= warmup_steps + decay_steps:  # also covers decay_steps == 0
         return float(min_lr)
     progress = (step - warmup_steps) / decay_steps  # in [0, 1)
