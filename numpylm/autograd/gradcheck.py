@@ -89,6 +89,16 @@ def gradcheck(fn: Callable[..., Tensor], *inputs: Any, params: Iterable[Tensor] 
         out = fn(*args).data
         return float(out.sum() if projection is None else (out * projection).sum())
 
+    def central(flat: np.ndarray, where, delta) -> float:
+        """(f(x + delta) - f(x - delta)) / (2 eps), moving flat[where] in place and back."""
+        saved = flat[where].copy()
+        flat[where] = saved + delta
+        up = scalar()
+        flat[where] = saved - delta
+        down = scalar()
+        flat[where] = saved
+        return (up - down) / (2 * eps)
+
     for t in checked:
         t.grad = None
     out = fn(*args)
@@ -105,13 +115,7 @@ def gradcheck(fn: Callable[..., Tensor], *inputs: Any, params: Iterable[Tensor] 
             for _ in range(n_directions):
                 v = rng.standard_normal(t.size)
                 v /= np.linalg.norm(v)
-                saved = flat.copy()
-                flat += eps * v
-                up = scalar()
-                flat[:] = saved - eps * v
-                down = scalar()
-                flat[:] = saved
-                numeric = (up - down) / (2 * eps)
+                numeric = central(flat, slice(None), eps * v)
                 exact = float(grad.reshape(-1) @ v)
                 if not _record(worst, exact, numeric, atol, rtol):
                     worst.message = (f"gradcheck failed for {name} (shape {t.shape}) along a "
@@ -119,13 +123,7 @@ def gradcheck(fn: Callable[..., Tensor], *inputs: Any, params: Iterable[Tensor] 
                                      f"numeric {numeric:.8g}")
                     return _finish(worst, raise_exception)
         for i in indices:
-            saved = flat[i]
-            flat[i] = saved + eps
-            up = scalar()
-            flat[i] = saved - eps
-            down = scalar()
-            flat[i] = saved
-            numeric = (up - down) / (2 * eps)
+            numeric = central(flat, i, eps)
             exact = float(grad.reshape(-1)[i])
             if not _record(worst, exact, numeric, atol, rtol):
                 index = np.unravel_index(i, t.shape)
