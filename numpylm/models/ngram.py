@@ -395,7 +395,7 @@ class NGramLM:
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        history = list(self._context(context))
+        history = list(self._context(context))  # the last order - 1 ids, BOS-padded
         out: list[int] = []
         for _ in range(n):
             p = self.distribution(history)
@@ -409,7 +409,8 @@ class NGramLM:
             if stop_at_eos and w == self.eos_id:
                 break
             out.append(w)
-            history.append(w)
+            if history:  # slide the window: only the last order - 1 ids matter
+                history = history[1:] + [w]
         return out
 
     def __repr__(self) -> str:
