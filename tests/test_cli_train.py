@@ -122,3 +122,12 @@ def test_streamed_text_never_splits_a_character(capsys):
     assert len(ids) > len(text)  # several characters take more than one token
     _print_stream(tok, iter(ids))
     assert capsys.readouterr().out == text
+
+
+def test_resuming_an_ngram_is_refused_before_the_data_is_read(capsys, tmp_path, text_file):
+    out = tmp_path / "ngram"
+    assert run(capsys, "train", "--model", "ngram", "--data", text_file, "--out", out)[0] == 0
+    code, stdout, err = run(capsys, "train", "--model", "ngram", "--data", text_file,
+                            "--out", out, "--resume")
+    assert code == 2 and "nothing to resume" in err
+    assert "data:" not in stdout

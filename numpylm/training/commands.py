@@ -87,6 +87,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.resume:
         ckpt = load_checkpoint(out_dir, for_resume=True)
         tokenizer, family, model_args = ckpt.tokenizer, ckpt.model_family, ckpt.model_args
+        if family == "ngram":
+            raise ValueError("an n-gram model is fitted in one pass; there is nothing to resume")
         saved = dict(ckpt.trainer_state.get("train_config", {}))
         known = {f.name for f in fields(TrainConfig)}
         config = TrainConfig(**{**{k: v for k, v in saved.items() if k in known},
@@ -95,13 +97,11 @@ def _run_train(args: argparse.Namespace) -> int:
     else:
         tokenizer = build_tokenizer(args.tokenizer, read_text(args.data), args.vocab_size)
         family, model_args = args.model, None
-        config = None
+        config = ckpt = None
     data = prepare_data(tokenizer, args.data, val_fraction=args.val_fraction)
     print(f"data: {data.source}: {len(data.train):,} train + {len(data.val):,} validation "
           f"tokens ({type(tokenizer).__name__}, vocabulary {tokenizer.vocab_size})")
     if family == "ngram":
-        if args.resume:
-            raise ValueError("an n-gram model is fitted in one pass; there is nothing to resume")
         return _train_ngram(args, tokenizer, data, out_dir)
     if model_args is None:
         model_args = _model_args(args, tokenizer.vocab_size)
@@ -112,7 +112,7 @@ def _run_train(args: argparse.Namespace) -> int:
           f"{config.steps} steps of {config.grad_accum} x {config.batch_size} x "
           f"{config.block_size} tokens")
     result = train(model, data, config, tokenizer=tokenizer, model_family=family,
-                   model_args=model_args, resume_from=out_dir if args.resume else None)
+                   model_args=model_args, resume_from=ckpt)
     if args.plot_loss and result.losses:
         from numpylm.plots import plot_loss_curves
         first = result.step - len(result.losses)  # after a resume, losses start mid-run

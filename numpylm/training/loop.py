@@ -38,7 +38,7 @@ from numpylm.evaluation.evaluate import estimate_loss
 from numpylm.nn.layers import get_rng
 from numpylm.nn.module import Module
 from numpylm.optim import AdamW, clip_grad_norm_, grad_norm, set_lr, warmup_cosine_lr
-from numpylm.training.checkpoint import load_checkpoint, save_checkpoint
+from numpylm.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from numpylm.tokenizers.base import Tokenizer
 from numpylm.training.data import TokenData, get_batch
 
@@ -145,11 +145,13 @@ def _duration(seconds: float) -> str:
 def train(model: Module, data: TokenData, config: TrainConfig, *,
           tokenizer: Tokenizer | None = None,
           model_family: str = "custom", model_args: dict[str, Any] | None = None,
-          resume_from: str | None = None, log: Callable[[str], None] = print) -> TrainResult:
+          resume_from: str | Checkpoint | None = None,
+          log: Callable[[str], None] = print) -> TrainResult:
     """Train `model` on `data.train` for `config.steps` updates; see the module docstring.
 
     `tokenizer`, `model_family` and `model_args` go into checkpoints (needed when
-    `config.out_dir` is set). `resume_from` is a checkpoint directory to continue from.
+    `config.out_dir` is set). `resume_from` is a checkpoint directory to continue from (or
+that checkpoint already loaded with `load_checkpoint(..., for_resume=True)`).
     """
     if config.out_dir is not None and tokenizer is None:
         raise ValueError("train: saving checkpoints (config.out_dir) needs the tokenizer")
@@ -160,7 +162,8 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
     result = TrainResult(step=0)
 
     if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, for_resume=True)
+        ckpt = (resume_from if isinstance(resume_from, Checkpoint)
+                else load_checkpoint(resume_from, for_resume=True))
         model.load_state_dict(ckpt.model_state)
         optimizer.load_state_dict(ckpt.optimizer_state)
         _restore_random_states(model, batch_rng, ckpt.trainer_state["random_states"])
