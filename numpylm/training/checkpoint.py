@@ -175,10 +175,7 @@ def load_checkpoint(directory: str | os.PathLike[str], for_resume: bool = False)
     ckpt = Checkpoint(path, config["model_family"], config["model_args"], model_state, tokenizer,
                       model_metadata=model_metadata)
     if for_resume:
-        try:
-            ckpt.trainer_state = load_json(path / TRAINER)
-        except ValueError as err:
-            raise corrupt(TRAINER, err) from None
+        ckpt.trainer_state = read_trainer_state(path)
         if not isinstance(ckpt.trainer_state, dict) or "step" not in ckpt.trainer_state:
             raise corrupt(TRAINER, ValueError("expected a JSON object with a 'step'"))
         if (path / OPTIMIZER).is_file():
@@ -188,3 +185,12 @@ def load_checkpoint(directory: str | os.PathLike[str], for_resume: bool = False)
             except ValueError as err:
                 raise corrupt(OPTIMIZER, err) from None
     return ckpt
+
+
+def read_trainer_state(directory: str | os.PathLike[str]) -> Any:
+    """The JSON of a checkpoint's trainer_state.json; CheckpointError if it is not JSON."""
+    path = Path(directory)
+    try:
+        return load_json(path / TRAINER)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {TRAINER} is corrupt: {err}") from None

@@ -120,20 +120,14 @@ def load_model(directory, default_block_size: int = 64) -> LoadedModel:
     model_type "gpt2", model.safetensors, vocab.json, merges.txt), for inference."""
     from pathlib import Path
 
-    from numpylm.training.checkpoint import CheckpointError, TRAINER, load_checkpoint
-    from numpylm.io import load_json
+    from numpylm.training.checkpoint import (TRAINER, CheckpointError, load_checkpoint,
+                                             read_trainer_state)
 
     path = Path(directory)
     if _is_gpt2_directory(path):
         return _load_gpt2_directory(path)
     ckpt = load_checkpoint(path)
-    trainer_state = None
-    if (ckpt.path / TRAINER).is_file():
-        try:
-            trainer_state = load_json(ckpt.path / TRAINER)
-        except ValueError as err:
-            raise CheckpointError(
-                f"checkpoint {str(ckpt.path)!r}: {TRAINER} is corrupt: {err}") from None
+    trainer_state = read_trainer_state(ckpt.path) if (ckpt.path / TRAINER).is_file() else None
     if ckpt.model_family == "ngram":
         try:
             model = _ngram(**ckpt.model_args).load_state_dict(ckpt.model_state)
