@@ -188,6 +188,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _run_eval(args: argparse.Namespace) -> int:
     from numpylm.corpus import read_text
     from numpylm.evaluation.evaluate import evaluate_text
+    from numpylm.training.data import train_val_split
     from numpylm.training.families import load_model
 
     loaded = load_model(args.checkpoint)
@@ -201,9 +202,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         path = source if source and Path(source).is_file() else None
         fraction = float(recorded.get("val_fraction", args.val_fraction))
         full = read_text(path)
-        ids = loaded.tokenizer.encode(full)
-        cut = int(round(len(ids) * (1.0 - fraction)))
-        text = loaded.tokenizer.decode(ids[cut:])
+        _, val = train_val_split(loaded.tokenizer.encode(full), fraction)
+        text = loaded.tokenizer.decode(val.tolist())
         what = f"the last {fraction:.0%} of {path or 'the embedded corpus'}"
     report = evaluate_text(loaded.model, loaded.tokenizer, text, block_size, args.batch_size)
     if args.json:
