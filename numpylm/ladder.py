@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from numpylm.io.text import write_utf8
+
 NGRAM_ORDERS = (1, 2, 3, 4, 5)
 NEURAL = ("bigram", "mlp", "rnn", "gru", "lstm", "gpt")
 ALL_MODELS = tuple(f"ngram{n}" for n in NGRAM_ORDERS) + NEURAL
@@ -199,30 +201,6 @@ def format_csv(rungs: list[Rung]) -> str:
     return buf.getvalue()
 
 
-def plot_ladder(rungs: list[Rung], path: str) -> None:
-    """Validation bits per character against training time, one labelled point per model."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    markers = "os^Dv<>pPX*h"
-    colours = plt.get_cmap("tab20").colors
-    # Neural models share one budget and sit close together: a legend, not labels, names them.
-    for i, r in enumerate(rungs):
-        ax.scatter(max(r.train_seconds, 1e-2), r.val_bpc, s=45, marker=markers[i % len(markers)],
-                   color=colours[(2 * i) % len(colours)], label=f"{r.model}: {r.val_bpc:.2f}")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_xscale("log")
-    ax.set_xlabel("training seconds (log scale)")
-    ax.set_ylabel("validation bits per character")
-    ax.set_title("numpylm ladder")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "ladder", help="train every model family on one corpus and compare them",
@@ -267,9 +245,9 @@ def _run_command(args: argparse.Namespace) -> int:
     print()
     print(table, end="")
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(table)
+        write_utf8(args.output, table)
     if args.plot:
+        from numpylm.plots import plot_ladder
         plot_ladder(rungs, args.plot)
         print(f"plot written to {args.plot}")
     return 0

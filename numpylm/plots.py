@@ -1,5 +1,5 @@
 """Pictures for where a reader would rather look than read: loss curves, an attention
-heatmap, and a text cut into its tokens.
+heatmap, a text cut into its tokens, and the ladder of model families.
 
 Needs the `plot` extra (`pip install "numpylm[plot]"`); matplotlib is imported only when a
 function here is called, and each function writes a PNG file (no window opens).
@@ -106,6 +106,29 @@ def plot_tokens(pieces: Sequence[str], path: str, ids: Sequence[int] | None = No
     ax.set_ylim(-len(rows) + 0.2, 0.8)
     ax.axis("off")
     ax.set_title(f"{title} ({len(pieces)} tokens)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_ladder(rungs: Sequence, path: str) -> None:
+    """`numpylm ladder`'s picture: validation bits per character against training time, one
+    point per model (`rungs` are `numpylm.ladder.Rung`s: model, train_seconds, val_bpc)."""
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    markers = "os^Dv<>pPX*h"
+    colours = plt.get_cmap("tab20").colors
+    # Neural models share one budget and sit close together: a legend, not labels, names them.
+    for i, r in enumerate(rungs):
+        ax.scatter(max(r.train_seconds, 1e-2), r.val_bpc, s=45, marker=markers[i % len(markers)],
+                   color=colours[(2 * i) % len(colours)], label=f"{r.model}: {r.val_bpc:.2f}")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds (log scale)")
+    ax.set_ylabel("validation bits per character")
+    ax.set_title("numpylm ladder")
+    ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
