@@ -125,8 +125,9 @@ class Module:
         own = dict(self.named_parameters())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
-        mismatched = [f"{k}: expected {own[k].shape}, got {tuple(np.shape(v))}"
-                      for k, v in state.items() if k in own and np.shape(v) != own[k].shape]
+        bad = {k for k, v in state.items() if k in own and np.shape(v) != own[k].shape}
+        mismatched = [f"{k}: expected {own[k].shape}, got {tuple(np.shape(state[k]))}"
+                      for k in state if k in bad]
         if strict and (missing or unexpected or mismatched):
             lines = [f"{type(self).__name__}.load_state_dict: the state dict does not fit"]
             if missing:
@@ -136,7 +137,6 @@ class Module:
             if mismatched:
                 lines.append("  mis-shaped keys: " + "; ".join(mismatched))
             raise ValueError("\n".join(lines))
-        bad = {m.split(":")[0] for m in mismatched}
         for k, v in state.items():
             if k in own and k not in bad:
                 p = own[k]
