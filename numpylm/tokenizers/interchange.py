@@ -73,10 +73,10 @@ def parse_numpylm_bpe(text: str) -> BPETokenizer:
                 if not isinstance(pattern, str):
                     raise ValueError("the pattern must be a JSON string")
             elif key == "bytes" and byte_ids is None:
-                byte_ids = None if rest.strip() == "identity" else [int(x) for x in rest.split()]
-                if byte_ids is not None and len(byte_ids) != 256:
+                identity = rest.strip() == "identity"
+                byte_ids = list(range(256)) if identity else [int(x) for x in rest.split()]
+                if len(byte_ids) != 256:
                     raise ValueError(f"expected 256 byte ids, got {len(byte_ids)}")
-                byte_ids = byte_ids or list(range(256))
             elif key == "special":
                 token, _, name = rest.partition(" ")
                 name = json.loads(name)
