@@ -118,7 +118,7 @@ def _steps(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, stop
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be an integer >= 0, "
                          f"got {max_new_tokens!r}")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # a Generator passes through as it is
     stops = np.asarray(sorted(set(stop_tokens or ())), dtype=np.int64)
     limit = context_limit(model)
     prompts = _crop(prompts, limit)

@@ -69,7 +69,7 @@ class MLPLM(Module):
         self.vocab_size = int(vocab_size)
         self.block_size = int(context)  # a generation loop may crop idx to the last block_size ids
         self.pad_id = self.vocab_size if pad_id is None else int(pad_id)
-        rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+        rng = np.random.default_rng(rng)  # a Generator passes through as it is
         n_rows = vocab_size + (pad_id is None)  # the extra <BLANK> row, if padding has its own id
         self.wte = Embedding(n_rows, n_embd, dtype=dtype, rng=rng)
         self.mlp = Sequential(

@@ -394,7 +394,7 @@ class NGramLM:
             raise ValueError(f"n must be an integer >= 0, got {n!r}")
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        rng = np.random.default_rng(rng)  # a Generator passes through as it is
         history = list(self._context(context))  # the last order - 1 ids, BOS-padded
         out: list[int] = []
         for _ in range(n):

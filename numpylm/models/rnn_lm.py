@@ -118,7 +118,7 @@ class RNNLM(Module):
         if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
             raise ValueError(f"RNNLM.generate: max_new_tokens must be an integer >= 0, "
                              f"got {max_new_tokens!r}")
-        rng = get_rng(seed) if seed is not None else np.random.default_rng()
+        rng = np.random.default_rng(seed)  # a Generator passes through as it is
         out = [idx]
         with evaluating(self):
             logits, _, state = self.forward_with_state(idx, state=state)
