@@ -22,9 +22,10 @@ from typing import Any, Callable
 import numpy as np
 
 from numpylm.io.text import write_utf8
+from numpylm.training.families import NEURAL_FAMILIES
 
 NGRAM_ORDERS = (1, 2, 3, 4, 5)
-NEURAL = ("bigram", "mlp", "rnn", "gru", "lstm", "gpt")
+NEURAL = NEURAL_FAMILIES
 ALL_MODELS = tuple(f"ngram{n}" for n in NGRAM_ORDERS) + NEURAL
 
 

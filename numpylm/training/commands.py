@@ -20,8 +20,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from numpylm.training.families import NEURAL_FAMILIES
 
-FAMILY_NAMES = ("ngram", "bigram", "mlp", "rnn", "gru", "lstm", "gpt")
+FAMILY_NAMES = ("ngram", *NEURAL_FAMILIES)
 
 
 # ---------------------------------------------------------------------------------- train
