@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -95,7 +94,7 @@ def _ngram_rung(order: int, data, tokenizer, config: LadderConfig) -> Rung:
     model = NGramLM(order, tokenizer.vocab_size, smoothing="kneser_ney").fit([data.train])
     seconds = time.perf_counter() - t0
     nll, _ = evaluate_ids(model, data.val, config.block_size)
-    bpc = nll * data.tokens_per_char / math.log(2)
+    bpc = data.val_bits_per_char(nll)
     ids = model.generate(config.sample_chars, rng=config.seed, stop_at_eos=False)
     # A count model's "parameters" are its stored counts: one per distinct m-gram.
     params = sum(len(table.keys) for table in model.tables_)
@@ -138,7 +137,7 @@ def _neural_rung(family: _Family, data, tokenizer, config: LadderConfig,
     result = train(model, data, run, log=lambda line: log(f"    {family.name}: {line}"))
     seconds = time.perf_counter() - t0
     nll, _ = evaluate_ids(model, data.val, config.block_size)
-    bpc = nll * data.tokens_per_char / math.log(2)
+    bpc = data.val_bits_per_char(nll)
     prompt = [int(data.val[0])]  # one token of context to start from
     ids = generate(model, prompt, config.sample_chars - 1, temperature=0.8, seed=config.seed)
     sample = tokenizer.decode([int(i) for i in ids])

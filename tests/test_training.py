@@ -99,6 +99,9 @@ def test_prepare_data_measures_the_validation_text():
     # "é" is one character but two UTF-8 bytes.
     data = prepare_data(CharTokenizer.from_text("é"), text="é" * 10, val_fraction=0.5)
     assert data.val_chars == 5 and data.val_bytes == 10
+    # ln 2 nats per token is 1 bit per token: 5 tokens over 5 characters, over 10 bytes.
+    assert data.val_bits_per_char(math.log(2)) == pytest.approx(1.0)
+    assert data.val_bits_per_byte(math.log(2)) == pytest.approx(0.5)
 
 
 # ---------------------------------------------------------------------------------- settings

@@ -13,6 +13,7 @@ during training and the validation loss would flatter it.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -106,6 +107,14 @@ class TokenData:
     @property
     def tokens_per_char(self) -> float:
         return len(self.val) / max(self.val_chars, 1)
+
+    def val_bits_per_char(self, mean_nll: float) -> float:
+        """A mean loss per validation token (nats) as bits per character of that text."""
+        return mean_nll * self.tokens_per_char / math.log(2)
+
+    def val_bits_per_byte(self, mean_nll: float) -> float:
+        """The same per UTF-8 byte."""
+        return mean_nll * len(self.val) / max(self.val_bytes, 1) / math.log(2)
 
 
 def prepare_data(tokenizer: Tokenizer, path: str | os.PathLike[str] | None = None, *, text: str | None = None,

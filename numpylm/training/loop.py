@@ -241,9 +241,8 @@ that checkpoint already loaded with `load_checkpoint(..., for_resume=True)`).
                 val = estimate_loss(model, data.val, B, T, config.eval_batches,
                                     seed=config.seed + 1)
                 result.val_losses.append((step, val))
-                bits = val * len(data.val) / math.log(2)  # estimated bits for the whole text
-                log(f"step {step}: val loss {val:.4f} | {bits / data.val_chars:.4f} bits/char | "
-                    f"{bits / data.val_bytes:.4f} bits/byte")
+                log(f"step {step}: val loss {val:.4f} | {data.val_bits_per_char(val):.4f} "
+                    f"bits/char | {data.val_bits_per_byte(val):.4f} bits/byte")
             if config.out_dir is not None:
                 if not _all_finite(model):
                     result.stopped = "nonfinite"
