@@ -5,6 +5,7 @@ and come back, with nothing in any file able to execute code.
 """
 from numpylm.io.atomic import atomic_write
 from numpylm.io.config import load_json, save_json
+from numpylm.io.errors import FileFormatError
 from numpylm.io.safetensors import (
     TensorInfo,
     load_safetensors,
@@ -15,6 +16,7 @@ from numpylm.io.safetensors import (
 from numpylm.io.text import read_utf8, write_utf8
 
 __all__ = [
+    "FileFormatError",
     "TensorInfo",
     "atomic_write",
     "load_json",
