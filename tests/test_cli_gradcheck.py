@@ -4,7 +4,7 @@ import sys
 
 import numpylm  # noqa: F401  (registers every op)
 from numpylm.autograd import REGISTRY, op
-from numpylm.autograd.samples import SAMPLES, sample
+from numpylm.autograd.gradcheck_inputs import GRADCHECK_INPUTS, gradcheck_inputs
 from numpylm.cli import main
 
 
@@ -22,14 +22,14 @@ def test_gradcheck_command_fails_on_a_wrong_rule(capsys):
     def wrong(x):
         return 2 * x, lambda g: (g,)  # wrong on purpose: d(2x)/dx = 2
 
-    sample("_cli_wrong")(lambda rng: (wrong, (rng.standard_normal(3),)))
+    gradcheck_inputs("_cli_wrong")(lambda rng: (wrong, (rng.standard_normal(3),)))
     try:
         assert main(["gradcheck", "--ops", "_cli_wrong", "relu"]) == 1
         out = capsys.readouterr().out
         assert "FAIL" in out and "1 of 2 ops pass" in out
     finally:
         REGISTRY.pop("_cli_wrong")
-        SAMPLES.pop("_cli_wrong")
+        GRADCHECK_INPUTS.pop("_cli_wrong")
 
 
 def test_python_dash_m_runs_the_same_cli():

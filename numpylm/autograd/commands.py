@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpylm  # noqa: F401  (importing the package registers every op)
     from numpylm.autograd import REGISTRY, gradcheck
-    from numpylm.autograd.samples import SAMPLES  # builders for the core ops register here
+    from numpylm.autograd.gradcheck_inputs import GRADCHECK_INPUTS
 
     names = sorted(REGISTRY) if not args.ops else args.ops
     unknown = [n for n in names if n not in REGISTRY]
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'op':<{width}}  {'max abs err':>11}  {'max rel err':>11}  result")
     failures = 0
     for name in names:
-        builder = SAMPLES.get(name)
+        builder = GRADCHECK_INPUTS.get(name)
         if builder is None:
             print(f"{name:<{width}}  {'-':>11}  {'-':>11}  FAIL (no sample input registered)")
             failures += 1

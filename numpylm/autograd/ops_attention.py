@@ -33,7 +33,7 @@ import numpy as np
 
 from numpylm.autograd import ops_math, ops_nn, ops_shape
 from numpylm.autograd.op import op
-from numpylm.autograd.samples import sample
+from numpylm.autograd.gradcheck_inputs import gradcheck_inputs
 from numpylm.autograd.tensor import Tensor
 
 
@@ -239,7 +239,7 @@ def packed_self_attention(qkv, n_head, causal=True, attn_mask=None):
     return out.reshape(B, T, C3 // 3), backward
 
 
-@sample("scaled_dot_product_attention")
+@gradcheck_inputs("scaled_dot_product_attention")
 def _sample(rng: np.random.Generator):
     q = rng.standard_normal((2, 2, 3, 4))
     k = rng.standard_normal((2, 2, 5, 4))
@@ -247,7 +247,7 @@ def _sample(rng: np.random.Generator):
     return (lambda q, k, v: scaled_dot_product_attention(q, k, v, causal=True)), (q, k, v)
 
 
-@sample("packed_self_attention")
+@gradcheck_inputs("packed_self_attention")
 def _sample_packed(rng: np.random.Generator):
     qkv = rng.standard_normal((2, 3, 12))  # B = 2, T = 3, C = 4 in 2 heads of size 2
     return (lambda x: packed_self_attention(x, 2)), (qkv,)

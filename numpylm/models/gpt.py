@@ -35,7 +35,7 @@ import numpy as np
 from numpylm import functional as F
 from numpylm.autograd.ops_attention import attention_composed, packed_self_attention
 from numpylm.autograd.op import op
-from numpylm.autograd.samples import sample
+from numpylm.autograd.gradcheck_inputs import gradcheck_inputs
 from numpylm.autograd.tensor import Tensor, is_grad_enabled
 from numpylm.models.gpt_inference import forward_logits
 from numpylm.nn import Dropout, Embedding, LayerNorm, Module, ModuleList, Parameter, get_rng
@@ -92,7 +92,7 @@ def conv1d(x, weight, bias=None):
     return y.reshape(*x.shape[:-1], n_out), backward
 
 
-@sample("conv1d")
+@gradcheck_inputs("conv1d")
 def _conv1d_sample(rng: np.random.Generator):
     return conv1d, (rng.standard_normal((2, 3, 4)), rng.standard_normal((4, 5)),
                     rng.standard_normal(5))

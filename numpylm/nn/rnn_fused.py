@@ -33,7 +33,7 @@ import numpy as np
 
 from numpylm.autograd import workspace
 from numpylm.autograd.op import op
-from numpylm.autograd.samples import sample
+from numpylm.autograd.gradcheck_inputs import gradcheck_inputs
 
 
 def _check(name: str, gates: int, x, states, w_ih, w_hh, b_ih, b_hh) -> tuple[int, int, int]:
@@ -290,6 +290,6 @@ def _sample_inputs(rng: np.random.Generator, gates: int, n_states: int) -> tuple
     return (x, *states, *weights)
 
 
-sample("rnn_tanh_fused")(lambda rng: (rnn_tanh_fused, _sample_inputs(rng, 1, 1)))
-sample("lstm_fused")(lambda rng: (lstm_fused, _sample_inputs(rng, 4, 2)))
-sample("gru_fused")(lambda rng: (gru_fused, _sample_inputs(rng, 3, 1)))
+gradcheck_inputs("rnn_tanh_fused")(lambda rng: (rnn_tanh_fused, _sample_inputs(rng, 1, 1)))
+gradcheck_inputs("lstm_fused")(lambda rng: (lstm_fused, _sample_inputs(rng, 4, 2)))
+gradcheck_inputs("gru_fused")(lambda rng: (gru_fused, _sample_inputs(rng, 3, 1)))
