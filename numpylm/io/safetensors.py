@@ -37,10 +37,13 @@ from typing import NamedTuple
 import numpy as np
 
 from numpylm.io.atomic import atomic_write
-from numpylm.io.config import reject_duplicate_keys
+from numpylm.io.config import parse_json
+from numpylm.io.errors import FileFormatError
+from numpylm.io.text import check_utf8_encodable, find_surrogate
 
 __all__ = [
     "TensorInfo",
+    "check_finite",
     "load_safetensors",
     "load_safetensors_with_metadata",
     "read_safetensors_header",
@@ -82,6 +85,8 @@ _FLOAT_NAMES = ("F64", "F32", "F16", "BF16")
 # The reference reader refuses headers above 100 MB; a larger one means a corrupt length field.
 _MAX_HEADER = 100_000_000
 _METADATA_KEY = "__metadata__"
+_MAX_DIMS = 32  # NumPy allows 64; no tensor of a language model has more than a handful
+_MAX_BYTES = 2**62  # what an int64 byte offset can address, with room to spare
 
 
 class TensorInfo(NamedTuple):
@@ -169,6 +174,7 @@ def save_safetensors(
     for name, array in tensors.items():
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be strings, got {name!r}")
+        check_utf8_encodable(name, "a tensor name")
         if name == _METADATA_KEY:
             raise ValueError(f"{_METADATA_KEY!r} is reserved for metadata and cannot name a tensor")
         stored[name] = _as_storage(name, array, dtypes.get(name))
@@ -182,6 +188,8 @@ def save_safetensors(
                 raise TypeError(
                     f"metadata must map strings to strings; got {key!r}: {type(value).__name__}"
                 )
+            check_utf8_encodable(key, "a metadata key")
+            check_utf8_encodable(value, f"metadata {key!r}")
         header[_METADATA_KEY] = dict(metadata)
 
     # Widest element first keeps every tensor aligned to its element size (the buffer itself
@@ -219,26 +227,34 @@ def _is_int(x: object) -> bool:
 
 
 def _parse_entry(name: str, entry: object, where: str) -> TensorInfo:
+    def bad(message: str, part: str | None = None) -> FileFormatError:
+        return FileFormatError(where, message, field=f"{name}.{part}" if part else name)
+
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: entry for tensor {name!r} is not a JSON object")
+        raise bad(f"entry for tensor {name!r} is not a JSON object")
     missing = {"dtype", "shape", "data_offsets"} - set(entry)
     extra = set(entry) - {"dtype", "shape", "data_offsets"}
     if missing or extra:
-        raise ValueError(
-            f"{where}: tensor {name!r} entry must have exactly dtype, shape and data_offsets "
+        raise bad(
+            f"tensor {name!r} entry must have exactly dtype, shape and data_offsets "
             f"(missing {sorted(missing)}, unexpected {sorted(extra)})"
         )
     dtype = entry["dtype"]
-    if dtype not in _STORAGE:
-        raise ValueError(
-            f"{where}: tensor {name!r} has unknown dtype {dtype!r} "
-            f"(supported: {', '.join(_STORAGE)})"
-        )
+    # A list or object is not hashable: test the type before looking it up.
+    if not isinstance(dtype, str) or dtype not in _STORAGE:
+        raise bad(f"tensor {name!r} has unknown dtype {dtype!r} "
+                  f"(supported: {', '.join(_STORAGE)})", "dtype")
     shape = entry["shape"]
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise ValueError(
-            f"{where}: tensor {name!r} shape {shape!r} is not a list of non-negative ints"
-        )
+        raise bad(f"tensor {name!r} shape {shape!r} is not a list of non-negative ints", "shape")
+    if len(shape) > _MAX_DIMS:
+        raise bad(f"tensor {name!r} has {len(shape)} dimensions; at most {_MAX_DIMS} are "
+                  f"supported", "shape")
+    # Sizes are compared with the file below; a zero among huge dims would still make an
+    # array NumPy cannot describe, so every dim and the product of the others are bounded.
+    nonzero = math.prod(d for d in shape if d)
+    if nonzero * _STORAGE[dtype].itemsize > _MAX_BYTES:
+        raise bad(f"tensor {name!r} shape {shape!r} is implausibly large", "shape")
     offsets = entry["data_offsets"]
     if (
         not isinstance(offsets, list)
@@ -246,16 +262,14 @@ def _parse_entry(name: str, entry: object, where: str) -> TensorInfo:
         or not all(_is_int(o) and o >= 0 for o in offsets)
         or offsets[0] > offsets[1]
     ):
-        raise ValueError(
-            f"{where}: tensor {name!r} data_offsets {offsets!r} must be [begin, end] "
-            "with 0 <= begin <= end"
-        )
+        raise bad(f"tensor {name!r} data_offsets {offsets!r} must be [begin, end] "
+                  "with 0 <= begin <= end", "data_offsets")
     expected = math.prod(shape) * _STORAGE[dtype].itemsize
     if offsets[1] - offsets[0] != expected:
-        raise ValueError(
-            f"{where}: tensor {name!r} of dtype {dtype} and shape {tuple(shape)} needs "
-            f"{expected} bytes but data_offsets {offsets} span {offsets[1] - offsets[0]}"
-        )
+        raise bad(
+            f"tensor {name!r} of dtype {dtype} and shape {tuple(shape)} needs "
+            f"{expected} bytes but data_offsets {offsets} span {offsets[1] - offsets[0]}",
+            "data_offsets")
     return TensorInfo(dtype, tuple(shape), (offsets[0], offsets[1]))
 
 
@@ -263,24 +277,35 @@ def _read_header(f, where: str) -> tuple[dict[str, TensorInfo], dict[str, str], 
     """Parse and validate the header; return entries, metadata and the byte buffer's file offset."""
     file_size = os.fstat(f.fileno()).st_size
     if file_size < 8:
-        raise ValueError(
-            f"{where}: file is {file_size} bytes, too short to hold the 8-byte header length"
-        )
+        raise FileFormatError(
+            where, f"file is {file_size} bytes, too short to hold the 8-byte header length")
     n = int.from_bytes(f.read(8), "little")
     if n > file_size - 8:
-        raise ValueError(
-            f"{where}: header length {n} reaches beyond the end of the file "
-            f"({file_size - 8} bytes follow the length field)"
-        )
+        raise FileFormatError(
+            where, f"header length {n} reaches beyond the end of the file "
+                   f"({file_size - 8} bytes follow the length field)", field="header length")
     if n > _MAX_HEADER:
-        raise ValueError(f"{where}: header length {n} exceeds the {_MAX_HEADER}-byte limit")
+        raise FileFormatError(where, f"header length {n} exceeds the {_MAX_HEADER}-byte limit",
+                              field="header length")
     raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
-    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{where}: header is not valid UTF-8 JSON: {e}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FileFormatError(where, f"header is not valid UTF-8 JSON: {e}",
+                              field="header") from None
+    try:
+        header = parse_json(text, None, reject_duplicates=True)
+    except FileFormatError as e:
+        raise FileFormatError(where, f"header is not valid UTF-8 JSON: {e}") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{where}: header is JSON {type(header).__name__}, not an object")
+        raise FileFormatError(where, f"header is JSON {type(header).__name__}, not an object",
+                              field="header")
+    # JSON may spell a lone surrogate as an escape ("\\ud800"); the reference reader refuses it,
+    # and so does this one, so that every file read here can be written back.
+    for key in header:
+        if find_surrogate(key) is not None:
+            raise FileFormatError(where, f"tensor name {key!r} holds a lone surrogate at "
+                                         f"position {find_surrogate(key)}", field="header")
 
     metadata = header.pop(_METADATA_KEY, None)
     if metadata is None:
@@ -288,7 +313,15 @@ def _read_header(f, where: str) -> tuple[dict[str, TensorInfo], dict[str, str], 
     if not isinstance(metadata, dict) or not all(
         isinstance(v, str) for v in metadata.values()
     ):
-        raise ValueError(f"{where}: {_METADATA_KEY} must map strings to strings, got {metadata!r}")
+        raise FileFormatError(where, f"must map strings to strings, got {metadata!r}"[:200],
+                              field=_METADATA_KEY)
+    for key, value in metadata.items():
+        for text_part in (key, value):
+            position = find_surrogate(text_part)
+            if position is not None:
+                raise FileFormatError(
+                    where, f"{text_part[:40]!r} holds a lone surrogate at position {position}",
+                    field=f"{_METADATA_KEY}.{key}")
 
     entries = {name: _parse_entry(name, entry, where) for name, entry in header.items()}
 
@@ -298,26 +331,23 @@ def _read_header(f, where: str) -> tuple[dict[str, TensorInfo], dict[str, str], 
     for name, info in sorted(entries.items(), key=lambda kv: kv[1].data_offsets):
         begin, end = info.data_offsets
         if end > buffer_size:
-            raise ValueError(
-                f"{where}: tensor {name!r} data_offsets {list(info.data_offsets)} reach beyond the "
-                f"{buffer_size}-byte data buffer (file truncated?)"
-            )
+            raise FileFormatError(
+                where, f"tensor {name!r} data_offsets {list(info.data_offsets)} reach beyond the "
+                       f"{buffer_size}-byte data buffer (file truncated?)", field=name)
         if begin < position:
-            raise ValueError(
-                f"{where}: tensor {name!r} data_offsets {list(info.data_offsets)} overlap "
-                f"tensor {previous!r}, which ends at {position}"
-            )
+            raise FileFormatError(
+                where, f"tensor {name!r} data_offsets {list(info.data_offsets)} overlap "
+                       f"tensor {previous!r}, which ends at {position}", field=name)
         if begin > position:
             after = f"after tensor {previous!r}" if previous is not None else "at the start"
-            raise ValueError(
-                f"{where}: gap of {begin - position} bytes {after} (offsets {position}..{begin})"
-            )
+            raise FileFormatError(
+                where, f"gap of {begin - position} bytes {after} (offsets {position}..{begin})",
+                field=name)
         position, previous = end, name
     if position != buffer_size:
-        raise ValueError(
-            f"{where}: {buffer_size - position} bytes after the last tensor are not "
-            "described by the header"
-        )
+        raise FileFormatError(
+            where, f"{buffer_size - position} bytes after the last tensor are not "
+                   "described by the header")
     return entries, metadata, 8 + n
 
 
@@ -339,13 +369,13 @@ def _read_tensor(f, name: str, info: TensorInfo, start: int, where: str) -> np.n
         view = array.reshape(-1).view(np.uint8)
         got = f.readinto(view)
         if got != view.size:  # the file shrank after its header was checked
-            raise ValueError(f"{where}: tensor {name!r} is truncated ({got} of {view.size} bytes)")
+            raise FileFormatError(where, f"truncated ({got} of {view.size} bytes)", field=name)
     if info.dtype == "BF16":
         # bfloat16 bits are the top half of the float32 with the same value: widen exactly.
         return (array.astype(np.uint32) << 16).view(np.float32)
     if info.dtype == "BOOL":
         if array.size and array.max() > 1:
-            raise ValueError(f"{where}: BOOL tensor {name!r} holds bytes other than 0 and 1")
+            raise FileFormatError(where, "BOOL tensor holds bytes other than 0 and 1", field=name)
         return array.view(np.bool_)
     if not array.dtype.isnative:  # only on big-endian machines
         array = array.astype(array.dtype.newbyteorder("="))
@@ -357,8 +387,8 @@ def load_safetensors_with_metadata(
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a safetensors file: (name -> array, in file order; metadata dict, empty if none).
 
-    The whole header is validated before any data is read; every problem is a `ValueError`
-    naming the file and what is wrong with it.
+    The whole header is validated before any data is read; every problem is a
+    `FileFormatError` (a `ValueError`) naming the file, the field and what is wrong with it.
     """
     where = os.fspath(path)
     with open(where, "rb") as f:
@@ -376,3 +406,18 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Use `load_safetensors_with_metadata` to also get the `"__metadata__"` strings.
     """
     return load_safetensors_with_metadata(path)[0]
+
+
+def check_finite(tensors: Mapping[str, np.ndarray], where: str | os.PathLike[str]) -> None:
+    """Refuse weights holding NaN or infinity, naming the first such tensor and entry.
+
+    A model with one NaN weight loads, runs and quietly produces garbage (every logit NaN,
+    so sampling returns id 0 forever); for weights, the file is wrong, not the model.
+    Integer tensors cannot hold either and are skipped.
+    """
+    for name, array in tensors.items():
+        if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
+            index = np.unravel_index(int(np.argmin(np.isfinite(array))), array.shape)
+            value = array[index]
+            raise FileFormatError(where, f"holds {value} at index {tuple(map(int, index))}; "
+                                         f"weights must be finite", field=name)

@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 
 from numpylm.io import load_json, load_safetensors, save_json, save_safetensors
+from numpylm.io.config import require_float, require_int
+from numpylm.io.errors import FileFormatError
+from numpylm.io.safetensors import TensorInfo, check_finite, read_safetensors_header
 from numpylm.models.gpt import GPT, GPTConfig
 
 CONFIG, WEIGHTS, VOCAB, MERGES = "config.json", "model.safetensors", "vocab.json", "merges.txt"
@@ -32,6 +35,10 @@ CONFIG, WEIGHTS, VOCAB, MERGES = "config.json", "model.safetensors", "vocab.json
 _REQUIRED = {"n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd",
              "n_positions": "block_size", "vocab_size": "vocab_size"}
 # Both names HF transformers uses for GPT-2's tanh-approximated GELU.
+# Upper bounds far above any GPT-2 (the largest: 48 layers, width 1600, 50257 tokens, 1024
+# positions), so that a lying config is refused instead of allocating gigabytes.
+_LIMITS = {"n_layer": 1024, "n_head": 1024, "n_embd": 65536, "n_positions": 1 << 20,
+           "vocab_size": 1 << 24}
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")
 _BUFFERS = (".attn.bias", ".attn.masked_bias")
 
@@ -46,34 +53,91 @@ def _require_files(directory: Path, names: tuple[str, ...]) -> None:
 
 
 def config_from_hf(hf: dict[str, Any], where: str = CONFIG) -> GPTConfig:
-    """A `GPTConfig` from the fields of a GPT-2 `config.json`; other model types are refused."""
+    """A `GPTConfig` from the fields of a GPT-2 `config.json`; other model types are refused.
+
+    Every field used is checked for its type and a plausible range (a `FileFormatError`
+    naming the file and the field), so a `null`, a list or `-1` is refused here, not later.
+    """
     if not isinstance(hf, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(hf).__name__}")
+        raise FileFormatError(where, f"expected a JSON object, got {type(hf).__name__}")
     model_type = hf.get("model_type", "gpt2")
     if model_type != "gpt2":
-        raise ValueError(f"{where}: model_type is {model_type!r}; only GPT-2 ('gpt2') "
-                         f"checkpoints can be loaded as GPT")
+        raise FileFormatError(where, f"model_type is {model_type!r}; only GPT-2 ('gpt2') "
+                                     f"checkpoints can be loaded as GPT")
     hf = dict(hf)
     if "n_positions" not in hf and "n_ctx" in hf:  # very old configs name it n_ctx only
         hf["n_positions"] = hf["n_ctx"]
     missing = [k for k in _REQUIRED if k not in hf]
     if missing:
-        raise ValueError(f"{where}: missing GPT-2 field(s) {', '.join(missing)}")
+        raise FileFormatError(where, f"missing GPT-2 field(s) {', '.join(missing)}")
+    fields = {ours: require_int(hf, theirs, where, low=1, high=_LIMITS[theirs])
+              for theirs, ours in _REQUIRED.items()}
+    if fields["n_embd"] % fields["n_head"]:
+        raise FileFormatError(where, f"n_head {fields['n_head']} does not divide n_embd "
+                                     f"{fields['n_embd']}", field="n_head")
     activation = hf.get("activation_function", "gelu_new")
     if activation not in _TANH_GELU:
-        raise ValueError(f"{where}: activation_function {activation!r} is not supported; "
-                         f"GPT uses GELU with the tanh approximation ({_TANH_GELU[0]!r})")
+        raise FileFormatError(where, f"activation_function {activation!r} is not supported; GPT "
+                                     f"uses GELU with the tanh approximation ({_TANH_GELU[0]!r})")
     n_inner = hf.get("n_inner")
-    if n_inner not in (None, 4 * hf["n_embd"]):
-        raise ValueError(f"{where}: n_inner {n_inner} is not supported; GPT's MLP is "
-                         f"4 * n_embd = {4 * hf['n_embd']} wide")
+    if n_inner is not None and n_inner != 4 * fields["n_embd"]:
+        raise FileFormatError(where, f"{n_inner!r} is not supported; GPT's MLP is 4 * n_embd = "
+                                     f"{4 * fields['n_embd']} wide", field="n_inner")
     if hf.get("scale_attn_weights", True) is not True or hf.get("scale_attn_by_inverse_layer_idx"):
-        raise ValueError(f"{where}: only GPT-2's standard attention scaling 1/sqrt(head size) "
-                         f"is supported (scale_attn_weights true, "
-                         f"scale_attn_by_inverse_layer_idx false)")
-    fields = {ours: hf[theirs] for theirs, ours in _REQUIRED.items()}
-    return GPTConfig(**fields, layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-5)),
-                     dropout=float(hf.get("resid_pdrop", 0.0)), bias=True)
+        raise FileFormatError(where, "only GPT-2's standard attention scaling 1/sqrt(head size) "
+                                     "is supported (scale_attn_weights true, "
+                                     "scale_attn_by_inverse_layer_idx false)")
+    # LayerNorm divides by sqrt(var + eps): eps must be positive and small.
+    eps = require_float(hf, "layer_norm_epsilon", where, low=0.0, high=0.1, low_open=True,
+                        default=1e-5)
+    dropout = require_float(hf, "resid_pdrop", where, low=0.0, high=0.999, default=0.0)
+    return GPTConfig(**fields, layer_norm_epsilon=eps, dropout=dropout, bias=True)
+
+
+def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every GPT-2 weight (under `GPT`'s names) that `config` describes, computed
+    from the config alone, so a file can be checked before any model is built."""
+    C, V, P = config.n_embd, config.vocab_size, config.block_size
+    shapes = {"wte.weight": (V, C), "wpe.weight": (P, C)}
+    block = {"ln_1.weight": (C,), "ln_1.bias": (C,), "attn.c_attn.weight": (C, 3 * C),
+             "attn.c_attn.bias": (3 * C,), "attn.c_proj.weight": (C, C), "attn.c_proj.bias": (C,),
+             "ln_2.weight": (C,), "ln_2.bias": (C,), "mlp.c_fc.weight": (C, 4 * C),
+             "mlp.c_fc.bias": (4 * C,), "mlp.c_proj.weight": (4 * C, C), "mlp.c_proj.bias": (C,)}
+    for i in range(config.n_layer):
+        shapes.update((f"h.{i}.{name}", shape) for name, shape in block.items())
+    shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
+    return shapes
+
+
+def check_header_fits(entries: dict[str, TensorInfo], config: GPTConfig, where: str) -> None:
+    """Compare a safetensors header's shapes with the shapes `config` implies, before
+    anything is allocated: a config that lies about its sizes costs nothing to refuse."""
+    have: dict[str, tuple[int, ...]] = {}
+    for key, info in entries.items():
+        name = key[len("transformer."):] if key.startswith("transformer.") else key
+        if name.endswith(_BUFFERS):
+            continue
+        if name == "lm_head.weight":
+            name = "wte.weight" if "wte.weight" not in have else "lm_head.weight"
+        if info.dtype not in ("F64", "F32", "F16", "BF16"):
+            raise FileFormatError(where, f"dtype {info.dtype} is not a float dtype", field=key)
+        have[name] = info.shape
+    have.pop("lm_head.weight", None)  # compared with wte.weight once the data is read
+    want = expected_shapes(config)
+    # Worded and ordered as Module.load_state_dict words it, so both checks read alike.
+    missing = [k for k in want if k not in have]
+    unexpected = sorted(set(have) - set(want))
+    wrong = [f"{k}: expected {want[k]}, got {tuple(have[k])}" for k in want
+             if k in have and tuple(have[k]) != want[k]]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items, sep in (("missing keys", missing, ", "),
+                                  ("unexpected keys", unexpected, ", "),
+                                  ("mis-shaped keys", wrong, "; ")):
+            if items:
+                more = f" ... ({len(items)} in all)" if len(items) > 12 else ""
+                parts.append(f"{label}: {sep.join(items[:12])}{more}")
+        raise FileFormatError(where, "does not fit config.json:\n  " + "\n  ".join(parts))
 
 
 def config_to_hf(config: GPTConfig) -> dict[str, Any]:
@@ -119,8 +183,9 @@ def gpt2_state_dict(tensors: dict[str, np.ndarray], where: str = WEIGHTS) -> dic
     if lm_head is not None and "wte.weight" in state:
         wte = state["wte.weight"]
         if lm_head.shape != wte.shape or not np.array_equal(lm_head, wte):
-            raise ValueError(f"{where}: lm_head.weight differs from wte.weight; GPT ties the "
-                             f"LM head to the token embedding and cannot load an untied head")
+            raise FileFormatError(where, "lm_head.weight differs from wte.weight; GPT ties the "
+                                         "LM head to the token embedding and cannot load an "
+                                         "untied head")
     elif lm_head is not None:
         state["wte.weight"] = lm_head  # a file that stored the tied matrix under the head's name
     return state
@@ -129,20 +194,25 @@ def gpt2_state_dict(tensors: dict[str, np.ndarray], where: str = WEIGHTS) -> dic
 def from_pretrained(directory: str | os.PathLike[str], dtype: Any = np.float32) -> GPT:
     """Load a GPT-2 directory (`config.json` + `model.safetensors`) as a `GPT`, in eval mode.
 
-    Raises `FileNotFoundError` naming missing files and `ValueError` for a config of another
-    model type or weights that do not fit the config (listing missing, unexpected and
-    mis-shaped keys).
+    Raises `FileNotFoundError` naming missing files and `FileFormatError` (a `ValueError`) for
+    a config of another model type, a field of the wrong type or range, weights that do not
+    fit the config (listing missing, unexpected and mis-shaped keys, compared from the
+    safetensors header before any weight is read or any model built) and NaN or infinite
+    weights.
     """
     directory = Path(directory)
     _require_files(directory, (CONFIG, WEIGHTS))
     config = config_from_hf(load_json(directory / CONFIG), str(directory / CONFIG))
-    state = gpt2_state_dict(load_safetensors(directory / WEIGHTS), str(directory / WEIGHTS))
+    weights = str(directory / WEIGHTS)
+    check_header_fits(read_safetensors_header(weights)[0], config, weights)
+    tensors = load_safetensors(weights)
+    check_finite(tensors, weights)
+    state = gpt2_state_dict(tensors, weights)
     model = GPT(config, dtype=dtype, rng=0)
     try:
         model.load_state_dict(state, strict=True)
     except ValueError as err:
-        raise ValueError(f"{directory / WEIGHTS} does not fit {directory / CONFIG}: "
-                         f"{err}") from None
+        raise FileFormatError(weights, f"does not fit {directory / CONFIG}: {err}") from None
     return model.eval()
 
 
@@ -179,6 +249,7 @@ def load_pretrained(directory: str | os.PathLike[str], dtype: Any = np.float32):
     from numpylm.tokenizers import BPETokenizer
     tokenizer = BPETokenizer.from_hf(directory / VOCAB, directory / MERGES)
     if tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(f"{str(directory)!r}: the tokenizer has {tokenizer.vocab_size} tokens "
-                         f"but the model only {model.config.vocab_size}")
+        raise FileFormatError(directory / VOCAB, f"the tokenizer has {tokenizer.vocab_size} "
+                                                 f"tokens but the model only "
+                                                 f"{model.config.vocab_size}")
     return model, tokenizer
