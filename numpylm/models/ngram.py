@@ -48,9 +48,11 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from numpylm.io.errors import FileFormatError
 from numpylm.models.ngram_discounts import estimate_discounts, parse_discounts
 from numpylm.models.ngram_counts import (
     OrderTable,
+    check_count_tables,
     check_packable,
     check_sequences,
     count_ngrams,
@@ -58,6 +60,8 @@ from numpylm.models.ngram_counts import (
     pack,
     padded_windows,
 )
+
+MAX_VOCAB = 1 << 24  # 16.7M ids, far above any tokenizer; distribution() is 128 MB at this size
 
 # The parameters each smoothing accepts, with their defaults.
 SMOOTHINGS: dict[str, dict[str, object]] = {
@@ -93,6 +97,8 @@ class NGramLM:
             raise ValueError(f"order must be an integer >= 1, got {order!r}")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
             raise ValueError(f"vocab_size must be an integer >= 1, got {vocab_size!r}")
+        if vocab_size > MAX_VOCAB:  # distribution() holds one float per id
+            raise ValueError(f"vocab_size {vocab_size} is implausibly large (at most {MAX_VOCAB})")
         if smoothing not in SMOOTHINGS:
             raise ValueError(f"unknown smoothing {smoothing!r}; expected one of {sorted(SMOOTHINGS)}")
         self.order = int(order)
@@ -174,7 +180,9 @@ class NGramLM:
         `order{m}.keys` (packed m-grams), `order{m}.counts` (the count used at order m),
         `n_tokens` and, for Kneser-Ney, `discounts`."""
         self._check_fitted()
-        state = {"n_tokens": np.array(self.n_tokens_, dtype=np.int64)}
+        # key_base: the base the keys are packed in; a file with another vocab_size is refused.
+        state = {"n_tokens": np.array(self.n_tokens_, dtype=np.int64),
+                 "key_base": np.array(self.vocab_size, dtype=np.int64)}
         for m, table in enumerate(self.tables_, 1):
             state[f"order{m}.keys"] = np.asarray(table.keys, dtype=np.int64)
             state[f"order{m}.counts"] = np.asarray(table.counts, dtype=np.int64)
@@ -190,11 +198,22 @@ class NGramLM:
         missing = [name for name in needed if name not in state]
         if missing:
             raise ValueError(f"the n-gram state lacks {', '.join(missing)}")
-        self.tables_ = [OrderTable.build(m, state[f"order{m}.keys"], state[f"order{m}.counts"],
+        base = state.get("key_base")  # absent from checkpoints written before it was stored
+        if base is not None and (np.shape(base) != () or int(base) != self.vocab_size):
+            raise FileFormatError(None, f"the keys were packed with vocab_size {base!r} but the "
+                                        f"model has {self.vocab_size}", field="key_base")
+        check_count_tables(state, self.order, self.vocab_size, continuation=kneser_ney)
+        self.tables_ = [OrderTable.build(m, state[f"order{m}.keys"].astype(np.int64),
+                                         state[f"order{m}.counts"].astype(np.int64),
                                          self.vocab_size) for m in range(1, self.order + 1)]
         self.n_tokens_ = int(state["n_tokens"])
         if kneser_ney:
-            self.discounts_ = np.asarray(state["discounts"], dtype=np.float64)
+            discounts = state["discounts"]
+            if (np.shape(discounts) != (self.order, 3) or discounts.dtype.kind != "f"
+                    or not np.all((discounts > 0) & (discounts < [1, 2, 3]))):
+                raise FileFormatError(None, f"must be an ({self.order}, 3) float array with "
+                                            f"0 < D_c < c", field="discounts")
+            self.discounts_ = np.asarray(discounts, dtype=np.float64)
             self.discount_fallback_ = []
         self._precompute()
         return self

@@ -17,6 +17,7 @@ Conventions shared by both twins:
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,16 @@ def padded_windows(sequences: list[np.ndarray], order: int, bos_id: int, eos_id:
 
 
 def check_packable(vocab_size: int, order: int) -> None:
-    """Every m-gram (m <= order) is one base-V number; it must fit in an int64."""
+    """Every m-gram (m <= order) is one base-V number; it must fit in an int64.
+
+    V**order as an exact integer has order * log2(V) bits, so an absurd order (a file saying
+    10**9) would take forever to compute: the logarithm is compared first.
+    """
+    if vocab_size > 1 and order * math.log2(vocab_size) > 64:
+        raise ValueError(
+            f"vocab_size**order = {vocab_size}**{order} does not fit in an int64 key; "
+            "use a lower order or a smaller vocabulary"
+        )
     if vocab_size**order > INT64_LIMIT:
         raise ValueError(
             f"vocab_size**order = {vocab_size}**{order} does not fit in an int64 key; "
@@ -238,3 +248,64 @@ def count_ngrams(
         # Each distinct (m+1)-gram is one distinct left neighbour of its suffix.
         cont[m - 1] = (keys, np.bincount(inverse).astype(np.int64))
     return raw, cont
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking tables read from a file.
+
+
+def check_count_tables(state: dict[str, np.ndarray], order: int, vocab_size: int,
+                       continuation: bool, where: str | None = None) -> None:
+    """Refuse count tables that `count_ngrams` could not have produced for this model.
+
+    The packed keys mean something only in base `vocab_size` (`pack`), so a file whose
+    `vocab_size` was edited would silently score other n-grams. Every table below the top
+    is a function of the one above it (its keys are the suffixes `key % V^m`, its counts
+    the sums of the counts above, or with Kneser-Ney the number of distinct (m+1)-grams),
+    so recomputing them checks types, ranges and the base at once, in O(N log N).
+    Raises `FileFormatError` naming the array.
+    """
+    from numpylm.io.errors import FileFormatError
+
+    def bad(name: str, message: str) -> FileFormatError:
+        return FileFormatError(where, message, field=name)
+
+    tables = []
+    for m in range(1, order + 1):
+        keys, counts = state[f"order{m}.keys"], state[f"order{m}.counts"]
+        for name, array in ((f"order{m}.keys", keys), (f"order{m}.counts", counts)):
+            if not isinstance(array, np.ndarray) or array.ndim != 1 or array.dtype.kind not in "iu":
+                shown = getattr(array, "dtype", type(array).__name__)
+                raise bad(name, f"must be a 1-D integer array, got {shown} "
+                                f"{getattr(array, 'shape', '')}")
+        if len(keys) != len(counts):
+            raise bad(f"order{m}.counts", f"has {len(counts)} entries for {len(keys)} keys")
+        keys, counts = keys.astype(np.int64), counts.astype(np.int64)
+        if len(keys) and (keys[0] < 0 or keys[-1] >= vocab_size**m):
+            raise bad(f"order{m}.keys", f"holds keys outside [0, {vocab_size}**{m}); the "
+                                        f"file's vocab_size or order is not the one counted with")
+        if np.any(np.diff(keys) <= 0):
+            raise bad(f"order{m}.keys", "must be sorted and distinct")
+        if len(counts) and counts.min() < 1:
+            raise bad(f"order{m}.counts", "holds a count below 1")
+        tables.append((keys, counts))
+    for m in range(order - 1, 0, -1):
+        higher_keys, higher_counts = tables[m]
+        keys, inverse = np.unique(higher_keys % vocab_size**m, return_inverse=True)
+        lower_keys, lower_counts = tables[m - 1]
+        if not np.array_equal(keys, lower_keys):
+            raise bad(f"order{m}.keys", f"are not the suffixes of order{m + 1}.keys in base "
+                                        f"{vocab_size}; the file's vocab_size or order is not "
+                                        f"the one counted with")
+        if continuation:
+            expected = np.bincount(inverse, minlength=len(keys))
+        else:
+            expected = np.bincount(inverse, weights=higher_counts, minlength=len(keys))
+        if not np.array_equal(expected.astype(np.int64), lower_counts):
+            raise bad(f"order{m}.counts", f"do not follow from order{m + 1}'s counts")
+    n_tokens = state["n_tokens"]
+    top_total = int(tables[-1][1].sum()) if order else 0
+    if (not isinstance(n_tokens, np.ndarray) or n_tokens.shape != () or n_tokens.dtype.kind not in "iu"
+            or int(n_tokens) != top_total):
+        raise bad("n_tokens", f"must be the integer {top_total} (the sum of order{order}.counts), "
+                              f"got {n_tokens!r}"[:200])
