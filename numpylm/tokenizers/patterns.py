@@ -55,3 +55,24 @@ def pretokenize(text: str, pattern: str = GPT4_PATTERN) -> list[str]:
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     return compile_pattern(pattern).findall(text)
+
+
+# Llama 3's split pattern (its `tokenizer.json` Split step; GGUF's `tokenizer.ggml.pre` "llama-bpe").
+# GPT-4's pattern without the possessive quantifiers, and `\s*[\r\n]+` takes a whole run of
+# newlines at once. Written as in the file, so ids match the reference exactly.
+LLAMA3_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+# Qwen2's: Llama 3's with every digit a chunk of its own (`\p{N}` instead of `\p{N}{1,3}`).
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+
+# GGUF's `tokenizer.ggml.pre` "default": the patterns llama.cpp applies one after the other
+# (each cuts the pieces the previous one left) when a file names no known pre-tokenizer.
+LLAMA_CPP_DEFAULT_PATTERNS = (
+    r"[\p{P}\$\+<=>\^~\|]+",
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)""",
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+)
