@@ -19,10 +19,21 @@ place, and is one graph node instead of six. Its backward, for upstream gradient
     dS = P * (dP - rowsum(dP * P)),   and rowsum(dP * P) = rowsum(dO * O) (cheaper: Dv, not Tk)
     dQ = dS K / sqrt(D),  dK = dS^T Q / sqrt(D)
 
+`attention_backward_reference` is these five lines as written, unblocked; the tests prove it
+equal to the fused backward `_attention_backward`, which works block by block and in place.
+
 Causal masking aligns the last query with the last key: query i sees keys
 j <= i + (Tk - Tq). With Tq == Tk this is the usual lower triangle; with a KV cache
 (Tq new queries, Tk cached plus new keys) each new token sees everything before it.
 A query row that may see no key at all (only possible with an `attn_mask`) outputs zeros.
+
+Grouped-query attention (Ainslie et al. 2023; multi-query at Hkv = 1, Shazeer 2019): q has H
+heads, k and v have Hkv heads with H = G * Hkv, and query head h reads key-value head h // G.
+The readable way copies each K/V head G times (`composed.repeat_kv`) and attends as usual.
+The fused op never copies K or V: it stacks the G query heads of a group as extra rows,
+q (..., Hkv, G, Tq, D) -> (..., Hkv, Tq * G, D), so one (Tq G x D) by (D x Tk) product per
+key-value head computes all G heads' scores, and dK = dS^T Q, dV = P^T dO sum over the
+group's rows by themselves, without a G-times-larger gradient to reduce.
 """
 from __future__ import annotations
 
@@ -32,15 +43,19 @@ import math
 import numpy as np
 
 from numpylm.autograd import ops_math, ops_nn, ops_shape
-from numpylm.autograd.op import op
+from numpylm.autograd.composed import repeat_kv
+from numpylm.autograd.op import op, unbroadcast
 from numpylm.autograd.gradcheck_inputs import gradcheck_inputs
 from numpylm.autograd.tensor import Tensor
 
 
 @functools.lru_cache(maxsize=64)
-def causal_block(Tq: int, Tk: int) -> np.ndarray:
-    """Boolean (Tq, Tk): True where query i may NOT see key j, i.e. j > i + (Tk - Tq)."""
-    i = np.arange(Tq)[:, None]
+def causal_block(Tq: int, Tk: int, group: int = 1) -> np.ndarray:
+    """Boolean (Tq, Tk): True where query i may NOT see key j, i.e. j > i + (Tk - Tq).
+
+    With `group` > 1 the rows are grouped-query rows (Tq * group, Tk): row r is query r // group.
+    """
+    i = np.arange(Tq * group)[:, None] // group
     j = np.arange(Tk)[None, :]
     blocked = j > i + (Tk - Tq)
     blocked.flags.writeable = False  # shared between calls through the cache
@@ -58,23 +73,39 @@ def _mask_array(attn_mask) -> np.ndarray | None:
     return attn_mask
 
 
-def _blocked(Tq: int, Tk: int, causal: bool, attn_mask) -> np.ndarray | None:
+def _blocked(Tq: int, Tk: int, causal: bool, attn_mask, group: int = 1) -> np.ndarray | None:
     """Where scores are set to -inf: the causal triangle and/or where the boolean
-    `attn_mask` is False."""
+    `attn_mask` is False (`group`: see `causal_block`)."""
     # With one query (generating with a KV cache) the causal mask hides nothing.
-    blocked = causal_block(Tq, Tk) if causal and Tq > 1 else None
+    blocked = causal_block(Tq, Tk, group) if causal and Tq > 1 else None
     if attn_mask is not None:
         blocked = ~attn_mask if blocked is None else (blocked | ~attn_mask)
     return blocked
 
 
-def _check(q, k, v) -> None:
+def _check(q, k, v) -> int:
+    """Check the shapes; return G, the number of query heads per key-value head (axis -3),
+    which is 1 unless k and v have fewer heads than q (a size-1 axis broadcasts as usual)."""
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
         raise ValueError(f"scaled_dot_product_attention: q, k, v need the same number (>= 2) "
                          f"of axes, got shapes {q.shape}, {k.shape}, {v.shape}")
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(f"scaled_dot_product_attention: q (..., Tq, D), k (..., Tk, D) and "
                          f"v (..., Tk, Dv) do not fit: {q.shape}, {k.shape}, {v.shape}")
+    if q.ndim >= 3 and k.shape[-3] == v.shape[-3] and q.shape[-3] not in (1, k.shape[-3]):
+        H, Hkv = q.shape[-3], k.shape[-3]
+        if H % Hkv:
+            raise ValueError(f"scaled_dot_product_attention: {H} query heads cannot share "
+                             f"{Hkv} key-value heads (the number of query heads must be a "
+                             f"multiple of the number of key-value heads); shapes q {q.shape}, "
+                             f"k {k.shape}, v {v.shape}")
+        return H // Hkv
+    try:
+        np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"scaled_dot_product_attention: the leading (batch, head) axes of q "
+                         f"{q.shape}, k {k.shape} and v {v.shape} do not broadcast") from None
+    return 1
 
 
 def attention_composed(q: Tensor, k: Tensor, v: Tensor, causal: bool = True,
@@ -83,8 +114,12 @@ def attention_composed(q: Tensor, k: Tensor, v: Tensor, causal: bool = True,
 
     q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) -> (..., Tq, Dv). `attn_mask` is a
     boolean array broadcastable to (..., Tq, Tk), True where a query may attend to a key.
+    With fewer key-value heads than query heads (grouped-query attention, axis -3), each
+    K/V head is first copied to the query heads that read it (`repeat_kv`).
     """
-    _check(q.data, k.data, v.data)
+    group = _check(q.data, k.data, v.data)
+    if group > 1:
+        k, v = repeat_kv(k, group), repeat_kv(v, group)
     D = q.shape[-1]
     scores = ops_math.matmul(q, ops_shape.transpose(k, axes=_swap_last(k.ndim)))  # (..., Tq, Tk)
     scores = ops_math.mul(scores, 1.0 / math.sqrt(D))
@@ -117,20 +152,22 @@ def _query_blocks(Tq: int, Tk: int, causal: bool) -> list[tuple[int, int, int]]:
             for a in range(0, Tq, QUERY_BLOCK)]
 
 
-def _attention_forward(q, k, v, causal, attn_mask, out=None):
+def _attention_forward(q, k, v, causal, attn_mask, out=None, group=1):
     """O = softmax(Q K^T / sqrt(D) + mask) V, written into `out` if given.
 
-    Returns O and, for the backward pass, the attention weights of each query block as
-    (first query, end query, end key, P) with P (..., end - first, end key).
+    With `group` G > 1, q, `attn_mask` and O are in grouped rows (see `_to_rows`): row
+    t * G + j of q is query t of the group's j-th head. Returns O and, for the backward pass,
+    the attention weights of each block of rows as (first row, end row, end key, P) with
+    P (..., end - first, end key).
     """
-    Tq, Tk = q.shape[-2], k.shape[-2]
+    Tq, Tk = q.shape[-2] // group, k.shape[-2]
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     if out is None:
-        out = np.empty(batch + (Tq, v.shape[-1]), dtype=np.result_type(q, k, v))
+        out = np.empty(batch + (Tq * group, v.shape[-1]), dtype=np.result_type(q, k, v))
     attn_mask = _mask_array(attn_mask)
     if attn_mask is not None:
         try:
-            attn_mask = np.broadcast_to(attn_mask, batch + (Tq, Tk))
+            attn_mask = np.broadcast_to(attn_mask, batch + (Tq * group, Tk))
         except ValueError:
             raise ValueError(f"scaled_dot_product_attention: attn_mask of shape "
                              f"{np.shape(attn_mask)} does not broadcast to the scores' shape "
@@ -139,9 +176,10 @@ def _attention_forward(q, k, v, causal, attn_mask, out=None):
     qs = q * np.asarray(1.0 / math.sqrt(q.shape[-1]), dtype=q.dtype)
     blocks = []
     for a, b, kend in _query_blocks(Tq, Tk, causal):
+        a, b = a * group, b * group  # queries a..b-1 are rows a*G..b*G-1
         p = np.matmul(qs[..., a:b, :], np.swapaxes(k[..., :kend, :], -1, -2))  # S, then P
         mask = None if attn_mask is None else attn_mask[..., a:b, :kend]
-        blocked = _blocked(b - a, kend, causal, mask)  # queries a..b-1 against keys 0..kend-1
+        blocked = _blocked((b - a) // group, kend, causal, mask, group)
         if blocked is not None:
             np.copyto(p, -np.inf, where=np.broadcast_to(blocked, p.shape))
         # Row-wise softmax in place. A fully blocked row has max -inf; shifting it by 0
@@ -163,7 +201,11 @@ def _attention_forward(q, k, v, causal, attn_mask, out=None):
 
 
 def _attention_backward(g, q, k, v, o, blocks, dq=None, dk=None, dv=None):
-    """(dQ, dK, dV) from dO = g; each written into the given array when one is passed."""
+    """(dQ, dK, dV) from dO = g; each written into the given array when one is passed.
+
+    q, g, o and dQ are in the rows of the forward pass (grouped rows for grouped-query
+    attention); dK and dV then sum over every row that read them, the group's heads included.
+    """
     scale = np.asarray(1.0 / math.sqrt(q.shape[-1]), dtype=g.dtype)
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     if dq is None:
@@ -190,23 +232,103 @@ def _attention_backward(g, q, k, v, o, blocks, dq=None, dk=None, dv=None):
     return dq, dk, dv
 
 
+def attention_backward_reference(g, q, k, v, causal: bool = True, attn_mask=None):
+    """(dQ, dK, dV) for upstream gradient dO = g: the module docstring's formulas as written.
+
+    The readable twin of `_attention_backward`: no blocks, nothing in place, P recomputed,
+    rowsum(dP * P) taken literally. q (..., H, Tq, D), k (..., Hkv, Tk, D), v (..., Hkv, Tk, Dv)
+    as for `scaled_dot_product_attention`; returns arrays of the shapes of q, k and v.
+    """
+    q, k, v, g = (np.asarray(a) for a in (q, k, v, g))
+    G = _check(q, k, v)
+    kr, vr = (np.repeat(x, G, axis=-3) for x in (k, v))  # query head h reads K/V head h // G
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    s = q @ np.swapaxes(kr, -1, -2) * scale  # S = Q K^T / sqrt(D)
+    blocked = _blocked(q.shape[-2], k.shape[-2], causal, _mask_array(attn_mask))
+    if blocked is not None:
+        s = np.where(blocked, -np.inf, s)
+    m = s.max(axis=-1, keepdims=True)
+    e = np.exp(s - np.where(np.isneginf(m), 0.0, m))  # a fully blocked row: all zeros
+    p = e / np.maximum(e.sum(axis=-1, keepdims=True), np.finfo(e.dtype).tiny)  # P = softmax(S)
+    dv = np.swapaxes(p, -1, -2) @ g  # dV = P^T dO
+    dp = g @ np.swapaxes(vr, -1, -2)  # dP = dO V^T
+    ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))  # dS = P * (dP - rowsum(dP * P))
+    dq = ds @ kr * scale  # dQ = dS K / sqrt(D)
+    dk = np.swapaxes(ds, -1, -2) @ q * scale  # dK = dS^T Q / sqrt(D)
+    if G > 1:  # the G query heads sharing a K/V head add their gradients into it
+        dk, dv = (x.reshape(x.shape[:-3] + (-1, G) + x.shape[-2:]).sum(axis=-3) for x in (dk, dv))
+    return unbroadcast(dq, q.shape), unbroadcast(dk, k.shape), unbroadcast(dv, v.shape)
+
+
+def _to_rows(x: np.ndarray, G: int) -> np.ndarray:
+    """(..., Hkv * G, T, D) -> (..., Hkv, T * G, D): row t * G + j is head (kv, j) at time t.
+
+    Time-major rows keep each block of queries of the causal kernel contiguous."""
+    *lead, H, T, D = x.shape
+    x = x.reshape(*lead, H // G, G, T, D)
+    return np.swapaxes(x, -3, -2).reshape(*lead, H // G, T * G, D)
+
+
+def _from_rows(x: np.ndarray, G: int) -> np.ndarray:
+    """The inverse of `_to_rows`: (..., Hkv, T * G, D) -> (..., Hkv * G, T, D)."""
+    *lead, Hkv, TG, D = x.shape
+    x = x.reshape(*lead, Hkv, TG // G, G, D)
+    return np.swapaxes(x, -3, -2).reshape(*lead, Hkv * G, TG // G, D)
+
+
+def _grouped_mask(attn_mask, q, k, v, G: int) -> np.ndarray | None:
+    """`attn_mask`, broadcastable to (..., H, Tq, Tk), in the grouped rows of q."""
+    attn_mask = _mask_array(attn_mask)
+    if attn_mask is None:
+        return None
+    H, Tq, Tk = q.shape[-3], q.shape[-2], k.shape[-2]
+    scores = np.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3]) + (H, Tq, Tk)
+    try:
+        fits = np.broadcast_shapes(attn_mask.shape, scores) == scores
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {attn_mask.shape} "
+                         f"does not broadcast to the scores' shape {scores}")
+    m = attn_mask.reshape((1,) * (3 - attn_mask.ndim) + attn_mask.shape)
+    if m.shape[-3] == 1:  # the same mask for every head (a padding mask, say)
+        return m if m.shape[-2] == 1 else np.repeat(m, G, axis=-2)  # row t * G + j is query t
+    return _to_rows(np.broadcast_to(m, m.shape[:-2] + (Tq, Tk)), G)
+
+
 @op
 def scaled_dot_product_attention(q, k, v, causal=True, attn_mask=None):
     """softmax(Q K^T / sqrt(D) + mask) V in one op; see the module docstring for the math.
 
-    q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) -> (..., Tq, Dv). `causal` hides later
-    keys (bottom-right aligned); `attn_mask`, boolean and broadcastable to (..., Tq, Tk),
-    is True where a query may attend to a key.
+    q (..., H, Tq, D), k (..., Hkv, Tk, D), v (..., Hkv, Tk, Dv) -> (..., H, Tq, Dv), where
+    Hkv = H (multi-head), or Hkv divides H (grouped-query attention: query head h reads
+    key-value head h // (H / Hkv); multi-query at Hkv = 1); K and V are never repeated.
+    `causal` hides later keys (bottom-right aligned, so Tq < Tk is a KV cache);
+    `attn_mask`, boolean and broadcastable to (..., H, Tq, Tk), is True where a query may
+    attend to a key.
     """
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
-    _check(q, k, v)
-    o, blocks = _attention_forward(q, k, v, causal, attn_mask)
+    G = _check(q, k, v)
+    if G == 1:
+        o, blocks = _attention_forward(q, k, v, causal, attn_mask)
 
-    def backward(g):
-        dq, dk, dv = _attention_backward(g, q, k, v, o, blocks)
-        return dq, dk, dv, None, None
+        def backward(g):
+            dq, dk, dv = _attention_backward(g, q, k, v, o, blocks)
+            return dq, dk, dv, None, None
 
-    return o, backward
+        return o, backward
+
+    # Grouped-query attention: the G query heads of each K/V head become rows (copies of q,
+    # O and their gradients, which are small; never of K, V or the scores).
+    q_rows = _to_rows(q, G)  # (..., Hkv, Tq * G, D)
+    mask = _grouped_mask(attn_mask, q, k, v, G)
+    o_rows, blocks = _attention_forward(q_rows, k, v, causal, mask, group=G)
+
+    def backward_grouped(g):
+        dq, dk, dv = _attention_backward(_to_rows(g, G), q_rows, k, v, o_rows, blocks)
+        return _from_rows(dq, G), dk, dv, None, None
+
+    return _from_rows(o_rows, G), backward_grouped
 
 
 @op
@@ -240,8 +362,8 @@ def packed_self_attention(qkv, n_head, causal=True, attn_mask=None):
 
 
 @gradcheck_inputs("scaled_dot_product_attention")
-def _sample(rng: np.random.Generator):
-    q = rng.standard_normal((2, 2, 3, 4))
+def _sample(rng: np.random.Generator):  # 4 query heads sharing 2 key-value heads
+    q = rng.standard_normal((2, 4, 3, 4))
     k = rng.standard_normal((2, 2, 5, 4))
     v = rng.standard_normal((2, 2, 5, 3))
     return (lambda q, k, v: scaled_dot_product_attention(q, k, v, causal=True)), (q, k, v)

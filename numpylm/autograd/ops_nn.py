@@ -1,5 +1,5 @@
-"""Fused neural-network ops: softmax, log-softmax, cross-entropy, layer norm, RMS norm and
-dropout, each a single op with a backward derived by hand.
+"""Fused neural-network ops: softmax, log-softmax, cross-entropy, layer norm, RMS norm, SiLU,
+SwiGLU and dropout, each a single op with a backward derived by hand.
 
 Their readable twins, built from primitive ops, are in `numpylm.autograd.composed`; read
 those first. The fused versions exist for two reasons, named at each op: numerical stability
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from numpylm.autograd.gradcheck_inputs import gradcheck_inputs
 from numpylm.autograd.op import op
 
 
@@ -128,16 +129,93 @@ def _sum_rows_of_product(g: np.ndarray, xhat: np.ndarray, weight: np.ndarray) ->
 
 @op
 def rms_norm(x, weight, eps=1e-6):
-    """y = x / sqrt(mean(x^2) + eps) * weight over the last axis (Zhang & Sennrich 2019)."""
-    rstd = 1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)
+    """y = x / sqrt(mean(x^2) + eps) * weight over the last axis (Zhang & Sennrich 2019).
+
+    The definition of HF's LlamaRMSNorm (x * rsqrt(mean(x^2) + eps) * weight): layer norm
+    without the mean subtraction and without a bias. `weight` may be None. Fused for the same
+    reasons as `layer_norm`: the mean square and the row sums of the backward are einsum dot
+    products, and the only full-size arrays kept are x-hat and the output.
+    """
+    x = np.asarray(x)
+    C = x.shape[-1]
+    rstd = 1.0 / np.sqrt(np.einsum("...c,...c->...", x, x)[..., None] / C + eps)
     xhat = x * rstd
     y = xhat if weight is None else xhat * weight
 
     def backward(g):
         # As layer norm without the mean: dL/dx = rstd * (dxhat - xhat * mean(dxhat * xhat))
         dxhat = g if weight is None else g * weight
-        dx = rstd * (dxhat - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
-        return dx, (None if weight is None else (lambda: g * xhat))
+        mean_dxhat_xhat = np.einsum("...c,...c->...", dxhat, xhat)[..., None] / C
+        dx = xhat * mean_dxhat_xhat
+        np.subtract(dxhat, dx, out=dx)
+        dx *= rstd
+        dweight = None if weight is None else (lambda: _sum_rows_of_product(g, xhat, weight))
+        return dx, dweight
+
+    return y, backward
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """sigma(x) = 1 / (1 + e^-x) = (1 + tanh(x/2)) / 2, in one new array: the tanh form
+    never overflows (e^-x does for x < -88 in float32)."""
+    s = np.multiply(x, 0.5)
+    np.tanh(s, out=s)
+    s *= 0.5
+    s += 0.5
+    return s
+
+
+@op
+def silu(x):
+    """silu(x) = x * sigmoid(x) (also called swish), the activation of Llama's MLP."""
+    x = np.asarray(x)
+    s = _sigmoid(x)
+
+    def backward(g):
+        # d/dx x s(x) = s + x s (1 - s) = s (1 + x (1 - s))
+        d = np.subtract(1.0, s)
+        d *= x
+        d += 1.0
+        d *= s
+        d *= g
+        return (d,)
+
+    return x * s, backward
+
+
+@op
+def swiglu(gate, up):
+    """silu(gate) * up, the gated MLP of Llama (Shazeer 2020): down(swiglu(gate(x), up(x))).
+
+    gate and up have the same shape (..., I). Fused because the composed version makes four
+    full-size arrays forward (sigmoid, silu, product, and the tanh inside sigmoid) and more
+    backward; here the forward keeps one (the sigmoid) besides its output, and each
+    gradient is built in place in its own array.
+    """
+    gate, up = np.asarray(gate), np.asarray(up)
+    if gate.shape != up.shape:
+        raise ValueError(f"swiglu: gate and up must have the same shape, got {gate.shape} "
+                         f"and {up.shape}")
+    s = _sigmoid(gate)
+    y = gate * s
+    y *= up
+
+    def backward(g):
+        def d_gate():  # d/dgate silu(gate) up = up s (1 + gate (1 - s))
+            d = np.subtract(1.0, s)
+            d *= gate
+            d += 1.0
+            d *= s
+            d *= up
+            d *= g
+            return d
+
+        def d_up():  # d/dup silu(gate) up = silu(gate) = gate s
+            d = gate * s
+            d *= g
+            return d
+
+        return d_gate, d_up
 
     return y, backward
 
@@ -157,3 +235,9 @@ def dropout(x, p=0.5, training=True, rng=None):
     def backward(g):  # d/dx (x * scale) = scale
         return (g * scale,)
     return x * scale, backward
+
+
+# Gradcheck inputs of the Llama family's ops (the older ones are in op_inputs.py).
+gradcheck_inputs("silu")(lambda rng: (silu, (rng.standard_normal((3, 4)) * 3,)))
+gradcheck_inputs("swiglu")(lambda rng: (swiglu, (rng.standard_normal((2, 3, 4)) * 3,
+                                                 rng.standard_normal((2, 3, 4)))))
