@@ -24,7 +24,7 @@ from typing import Any
 
 import regex
 
-from numpylm.io.config import reject_duplicate_keys
+from numpylm.io.config import parse_json
 from numpylm.io.errors import FileFormatError
 from numpylm.io.text import check_utf8_encodable, read_utf8
 from numpylm.tokenizers.base import Tokenizer
@@ -268,12 +268,7 @@ class HFTokenizer(Tokenizer):
 
     @classmethod
     def from_string(cls, text: str, path: str | None = None, **kwargs: Any) -> HFTokenizer:
-        try:
-            root = json.loads(text, object_pairs_hook=reject_duplicate_keys)
-        except json.JSONDecodeError as err:
-            raise FileFormatError(path, f"not valid JSON: {err}") from None
-        except ValueError as err:  # a key given twice
-            raise FileFormatError(path, str(err)) from None
+        root = parse_json(text, path, reject_duplicates=True)
         if not isinstance(root, dict):
             raise FileFormatError(path, "expected a JSON object", field="(root)")
         return cls(root, path=path, **kwargs)
