@@ -30,8 +30,10 @@ def test_tokenize_default_tokenizer_and_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "trained on the embedded corpus" in out and "vocab_size 1024" in out
     (tmp_path / "junk.txt").write_text("junk\n")
-    assert main(["tokenize", "--tokenizer", str(tmp_path / "junk.txt"), "x"]) == 1
-    assert "not a numpylm tokenizer" in capsys.readouterr().err
+    # Exit code 2 and the "numpylm COMMAND: error:" prefix, as every other command.
+    assert main(["tokenize", "--tokenizer", str(tmp_path / "junk.txt"), "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("numpylm tokenize: error: ") and "not a numpylm tokenizer" in err
     CharTokenizer.from_text("ab").save(tmp_path / "char.txt")
-    assert main(["tokenize", "--tokenizer", str(tmp_path / "char.txt"), "abc"]) == 1
+    assert main(["tokenize", "--tokenizer", str(tmp_path / "char.txt"), "abc"]) == 2
     assert "'c' at position 2" in capsys.readouterr().err

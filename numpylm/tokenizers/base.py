@@ -12,6 +12,7 @@ import abc
 import os
 from typing import ClassVar, TypeVar
 
+from numpylm.io.errors import FileFormatError
 from numpylm.io.text import read_utf8, write_utf8
 
 T = TypeVar("T", bound="Tokenizer")
@@ -60,13 +61,17 @@ class Tokenizer(abc.ABC):
 
 
 def _parse_file(path: str | os.PathLike[str], parse):
-    """`parse` applied to the text of the tokenizer file at `path`; a parse error names the
-    file (reading errors already do)."""
+    """`parse` applied to the text of the tokenizer file at `path`; a parse error is a
+    `FileFormatError` naming the file (reading errors already are)."""
     text = read_utf8(path, "tokenizer file")
     try:
         return parse(text)
+    except FileFormatError:
+        raise
     except ValueError as err:
-        raise ValueError(f"{str(path)!r}: {err}") from None
+        error = FileFormatError(None, f"{str(path)!r}: {err}")
+        error.path = str(path)
+        raise error from None
 
 
 def tokenizer_from_string(text: str) -> Tokenizer:

@@ -11,6 +11,7 @@ with a large vocabulary) is looked up directly; only the rest go through the mer
 """
 from __future__ import annotations
 
+import heapq
 import json
 import numbers
 import operator
@@ -19,12 +20,28 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from itertools import chain
 from typing import Callable, Literal
 
+import numpy as np
+from numpylm.io.text import check_utf8_encodable, find_surrogate
 from numpylm.tokenizers.base import Tokenizer
 from numpylm.tokenizers.bpe_train import merge_pair, train_merges_fast, train_merges_plain
 from numpylm.tokenizers.patterns import GPT2_PATTERN, GPT4_PATTERN, compile_pattern
 
+MAX_ID = 1 << 24  # 16.7M: above any real vocabulary, below what an embedding can hold
 _NO_RANK = 1 << 62  # larger than any rank: "this pair is not a merge"
 _CACHE_LIMIT = 100_000  # distinct chunks kept; the cache is emptied when it is full
+# Chunks longer than this many bytes are merged by `merge_long` (NumPy, O(n log n)); below it
+# the plain loop of `apply_merges` is faster. Longer chunks are not cached either: a 10 MB
+# line of base64 will not come again, and would pin its memory in the cache.
+_LONG_CHUNK = 256
+# A split pattern read from a file runs under the regex module's timeout: this many seconds
+# plus this many per character, far above what an ordinary pattern needs.
+_PATTERN_SECONDS, _PATTERN_SECONDS_PER_CHAR = 1.0, 2e-6
+_BUILTIN_PATTERNS = (GPT2_PATTERN, GPT4_PATTERN)
+# Letters, digits, punctuation, spaces, newlines, tabs, CR, accents, CJK, emoji, a zero-width
+# joiner and long runs: a split pattern must hand every character of it to some chunk.
+_PROBE = ("Hello world, it's 2024!\n\tTabs\r\nand  spaces   x  \n\n"
+          "Ünïcödé café naïve 東京 Ελληνικά русский עברית 🙂👩\u200d💻 ∑x² ½ ' \" `~$\x00\x7f "
+          "I'M WE'LL they've a--b 3.14159 1,000,000 " + "a" * 40 + "!" + "9" * 40 + " " * 20 + "z")
 
 SpecialTokens = Mapping[str, int] | Iterable[str] | None
 
@@ -55,6 +72,108 @@ def apply_merges(
         if i < len(ranks):
             ranks[i] = get((ids[i], ids[i + 1]), _NO_RANK)
     return ids
+
+
+class MergeTable:
+    """The merge list as sorted arrays, for merging a long chunk with NumPy (`merge_long`).
+
+    A pair (left, right) is packed into one int64 key `left * base + right`; `keys` is sorted
+    and `ranks[i]` is the rank of `keys[i]`, so looking up every pair of a chunk is one
+    `searchsorted`. `left`, `right` and `new` are indexed by rank.
+    """
+
+    def __init__(self, pair_rank: Mapping[tuple[int, int], int], merged_id: Sequence[int]) -> None:
+        pairs = sorted(pair_rank.items(), key=lambda item: item[1])
+        ids = [i for (left, right), _ in pairs for i in (left, right)] + list(merged_id)
+        self.base = max(ids, default=0) + 1
+        self.left = np.array([left for (left, _), _ in pairs], dtype=np.int64)
+        self.right = np.array([right for (_, right), _ in pairs], dtype=np.int64)
+        self.new = np.asarray(merged_id, dtype=np.int64)
+        keys = self.left * self.base + self.right
+        order = np.argsort(keys)
+        self.keys = keys[order]
+        self.ranks = np.array([rank for _, rank in pairs], dtype=np.int64)[order]
+
+    def rank_of(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The rank of each pair (left[i], right[i]), `_NO_RANK` where it is not a merge."""
+        if not len(self.keys):
+            return np.full(len(left), _NO_RANK, dtype=np.int64)
+        keys = left * self.base + right
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[at] == keys, self.ranks[at], _NO_RANK)
+
+
+def merge_long(ids: Sequence[int] | np.ndarray, table: MergeTable) -> list[int]:
+    """`apply_merges` for a long chunk, in O(n log n): whole ranks at a time, with NumPy.
+
+    Why a whole rank at once is exact: a merge creates a new id, and every merge that uses
+    that id was learned after it (has a higher rank). So once r is the lowest rank present,
+    it stays the lowest until every occurrence of its pair is merged; merging them all
+    together, left to right, is what merging them one by one would do. Only a pair (x, x) can
+    overlap itself (x x x): in such a run the 1st, 3rd, 5th ... occurrences are merged.
+
+    The chunk stays in place as a linked list (`nxt`, `prv`; merged-away slots are dead). A
+    heap holds the ranks waiting to be merged and `waiting[rank]` the slots where that pair
+    was seen; an entry that a later merge invalidated is dropped when its rank comes up
+    (lazy invalidation), so each slot is touched O(1) times per merge next to it.
+    """
+    ids = np.array(ids, dtype=np.int64)
+    n = len(ids)
+    if n < 2 or not len(table.keys):
+        return ids.tolist()
+    nxt = np.arange(1, n + 1, dtype=np.int64)
+    nxt[-1] = -1
+    prv = np.arange(-1, n - 1, dtype=np.int64)
+    alive = np.ones(n, dtype=bool)
+    waiting: dict[int, list[np.ndarray]] = {}
+    heap: list[int] = []
+
+    def enqueue(slots: np.ndarray, ranks: np.ndarray) -> None:
+        keep = ranks != _NO_RANK
+        slots, ranks = slots[keep], ranks[keep]
+        if not len(slots):
+            return
+        order = np.argsort(ranks, kind="stable")
+        slots, ranks = slots[order], ranks[order]
+        distinct, starts = np.unique(ranks, return_index=True)
+        for rank, part in zip(distinct.tolist(), np.split(slots, starts[1:])):
+            if rank not in waiting:
+                waiting[rank] = []
+                heapq.heappush(heap, rank)
+            waiting[rank].append(part)
+
+    first = np.arange(n - 1, dtype=np.int64)
+    enqueue(first, table.rank_of(ids[:-1], ids[1:]))
+    while heap:
+        rank = heapq.heappop(heap)
+        slots = np.unique(np.concatenate(waiting.pop(rank)))
+        left, right = table.left[rank], table.right[rank]
+        # Lazy invalidation: keep the slots that still hold the pair.
+        slots = slots[alive[slots] & (nxt[slots] >= 0)]
+        slots = slots[(ids[slots] == left) & (ids[nxt[slots]] == right)]
+        if left == right and len(slots) > 1:
+            # Runs of overlapping occurrences: keep every other one, starting at the run's first.
+            starts_run = np.ones(len(slots), dtype=bool)
+            starts_run[1:] = nxt[slots[:-1]] != slots[1:]
+            run_start = np.maximum.accumulate(np.where(starts_run, np.arange(len(slots)), 0))
+            slots = slots[(np.arange(len(slots)) - run_start) % 2 == 0]
+        if not len(slots):
+            continue
+        gone = nxt[slots]  # the right halves, merged into their left neighbours
+        after = nxt[gone]
+        ids[slots] = table.new[rank]
+        alive[gone] = False
+        nxt[slots] = after
+        linked = after >= 0
+        prv[after[linked]] = slots[linked]
+        # The new id forms a new pair with each neighbour; their ranks are all above `rank`.
+        before = prv[slots]
+        has_before = before >= 0
+        lefts = before[has_before]
+        rights = slots[nxt[slots] >= 0]
+        pair_slots = np.concatenate([lefts, rights])
+        enqueue(pair_slots, table.rank_of(ids[pair_slots], ids[nxt[pair_slots]]))
+    return ids[alive].tolist()
 
 
 def replay_merges(ids: list[int], merges: Iterable[tuple[int, int, int]]) -> list[int]:
@@ -97,6 +216,10 @@ class BPETokenizer(Tokenizer):
         where = _where or (lambda rank: f"merge {rank}")
         self.pattern = pattern
         self._regex = compile_pattern(pattern)
+        # A pattern of our own is known to be linear and complete; any other is checked once.
+        self._builtin_pattern = pattern in _BUILTIN_PATTERNS
+        if not self._builtin_pattern:
+            check_split_pattern(pattern)
         self._byte_ids = _check_byte_ids(byte_ids)
         self._identity_bytes = self._byte_ids == list(range(256))
         token_bytes: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(self._byte_ids)}
@@ -109,8 +232,9 @@ class BPETokenizer(Tokenizer):
             for part in (left, right):
                 if part not in token_bytes:
                     raise ValueError(f"{where(rank)}: id {part} is not a byte or an earlier merge")
-            if new < 0 or new in token_bytes:
-                raise ValueError(f"{where(rank)}: new id {new} is negative or already used")
+            if new < 0 or new in token_bytes or new >= MAX_ID:
+                raise ValueError(f"{where(rank)}: new id {new} is negative, already used or "
+                                 f"above {MAX_ID - 1}")
             if (left, right) in self._pair_rank:
                 raise ValueError(f"{where(rank)}: the pair ({left}, {right}) is merged twice")
             data = token_bytes[left] + token_bytes[right]
@@ -130,8 +254,10 @@ class BPETokenizer(Tokenizer):
             if not isinstance(text, str) or not text:
                 raise ValueError(f"special token {text!r} must be a non-empty str")
             token = operator.index(token)
-            if token < 0 or token in token_bytes or token in self._special.values():
-                raise ValueError(f"special token {text!r} has id {token}: negative or used")
+            if (token < 0 or token >= MAX_ID or token in token_bytes
+                    or token in self._special.values()):
+                raise ValueError(f"special token {text!r} has id {token}: negative, used or "
+                                 f"above {MAX_ID - 1}")
             self._special[text] = token
         self._decoder = dict(token_bytes)
         self._decoder.update((i, text.encode("utf-8")) for text, i in self._special.items())
@@ -142,6 +268,7 @@ class BPETokenizer(Tokenizer):
         # guarantees; for tables read from a file it is checked here, token by token.
         self._whole = owner if _trusted else self._whole_tokens()
         self._cache: dict[str, tuple[int, ...]] = {}
+        self._merge_table: MergeTable | None = None  # built on the first long chunk
 
     # ---- construction -------------------------------------------------------------------
 
@@ -283,6 +410,11 @@ class BPETokenizer(Tokenizer):
         token = self._whole.get(data)
         if token is not None:
             ids: tuple[int, ...] = (token,)
+        elif len(data) > _LONG_CHUNK:
+            if self._merge_table is None:
+                self._merge_table = MergeTable(self._pair_rank, self._merged_id)
+            byte_ids = np.asarray(self._byte_ids, dtype=np.int64)
+            return tuple(merge_long(byte_ids[np.frombuffer(data, np.uint8)], self._merge_table))
         else:
             ids = tuple(apply_merges(self._bytes_to_ids(data), self._pair_rank, self._merged_id))
         if len(self._cache) >= _CACHE_LIMIT:
@@ -298,8 +430,18 @@ class BPETokenizer(Tokenizer):
         # answers almost every chunk of real text.
         cached = self._cache.get
         new = self._encode_new_chunk
-        chunks = self._regex.findall(text)
-        return list(chain.from_iterable([cached(chunk) or new(chunk) for chunk in chunks]))
+        chunks = self._split(text)
+        try:
+            return list(chain.from_iterable([cached(chunk) or new(chunk) for chunk in chunks]))
+        except UnicodeEncodeError:
+            check_utf8_encodable(text, "the text to encode")  # names the position in `text`
+            raise
+
+    def _split(self, text: str) -> list[str]:
+        """The chunks of `text`; a pattern from a file runs under a timeout."""
+        if self._builtin_pattern:
+            return self._regex.findall(text)
+        return findall_limited(self._regex, text, self.pattern)
 
     def encode(
         self,
@@ -341,6 +483,8 @@ class BPETokenizer(Tokenizer):
         for i, piece in enumerate(_split_specials(text, allowed, keep=True)):
             if i % 2:
                 ids.append(self._special[piece])
+            elif piece and find_surrogate(piece) is not None:
+                check_utf8_encodable(text, "the text to encode")  # the position in `text`
             elif piece:
                 ids.extend(self.encode_ordinary(piece))
         return ids
@@ -400,8 +544,9 @@ def _check_byte_ids(byte_ids: Sequence[int] | None) -> list[int]:
     if byte_ids is None:
         return list(range(256))
     ids = [int(i) for i in byte_ids]
-    if len(ids) != 256 or len(set(ids)) != 256 or min(ids) < 0:
-        raise ValueError("byte_ids must hold 256 distinct non-negative ids, one per byte value")
+    if len(ids) != 256 or len(set(ids)) != 256 or min(ids) < 0 or max(ids) >= MAX_ID:
+        raise ValueError(f"byte_ids must hold 256 distinct ids in [0, {MAX_ID}), one per byte "
+                         f"value")
     return ids
 
 
@@ -422,3 +567,38 @@ def _split_specials(text: str, names: Iterable[str], keep: bool = False) -> list
 
     alternatives = "|".join(regex.escape(name) for name in sorted(names, key=len, reverse=True))
     return regex.split(f"({alternatives})" if keep else alternatives, text)
+
+
+def findall_limited(compiled, text: str, pattern: str, seconds: float | None = None) -> list[str]:
+    """`compiled.findall(text)` under the regex module's timeout (see `_PATTERN_SECONDS`).
+
+    A pattern such as `(a|aa)+$` backtracks exponentially: on 40 characters it would run for
+    minutes. Patterns from files are not trusted to be linear, so they get a time budget and
+    a clear error when they exceed it.
+    """
+    budget = seconds or _PATTERN_SECONDS + _PATTERN_SECONDS_PER_CHAR * len(text)
+    try:
+        return compiled.findall(text, timeout=budget)
+    except TimeoutError:
+        raise ValueError(f"the split pattern {pattern[:80]!r} took over {budget:.1f} s on "
+                         f"{len(text)} characters (catastrophic backtracking?)") from None
+
+
+def check_split_pattern(pattern: str) -> None:
+    """Refuse a split pattern that is too slow or skips characters, run on `_PROBE`.
+
+    Encoding drops what the pattern does not match, so a pattern that skips a character
+    silently breaks `decode(encode(s)) == s`; a pattern with capture groups makes `findall`
+    return the groups instead of the chunks. Both are caught here, at load, on a probe text.
+    """
+    compiled = compile_pattern(pattern)
+    if compiled.groups:
+        raise ValueError(f"the split pattern {pattern[:80]!r} has capture groups; use (?:...) "
+                         f"so that each match is a whole chunk")
+    covered = "".join(findall_limited(compiled, _PROBE, pattern, seconds=0.2))
+    if covered != _PROBE:
+        at = next((i for i, (a, b) in enumerate(zip(covered, _PROBE)) if a != b),
+                  min(len(covered), len(_PROBE)))
+        raise ValueError(f"the split pattern {pattern[:80]!r} skips characters: on the probe "
+                         f"text it first drops {_PROBE[at]!r} at position {at}, so decoding "
+                         f"would not give the text back")

@@ -11,6 +11,8 @@ import json
 import operator
 from collections.abc import Iterable, Sequence
 
+from numpylm.io.config import parse_json
+from numpylm.io.text import check_utf8_encodable
 from numpylm.tokenizers.base import Tokenizer
 
 
@@ -93,6 +95,9 @@ class CharTokenizer(Tokenizer):
         return "".join(out)
 
     def to_string(self) -> str:
+        check_utf8_encodable("".join(self.chars), "the tokenizer's alphabet")
+        if self.unk is not None:
+            check_utf8_encodable(self.unk, "the tokenizer's unk label")
         # Line 3 is a JSON string so that newlines, tabs and any Unicode stay readable and exact.
         return (
             f"{self.MAGIC} {self.VERSION}\n"
@@ -115,8 +120,8 @@ class CharTokenizer(Tokenizer):
             if not line.startswith(key + " "):
                 raise ValueError(f"line {number}: expected it to start with {key!r}")
             try:
-                values.append(json.loads(line[len(key) + 1 :]))
-            except json.JSONDecodeError as err:
+                values.append(parse_json(line[len(key) + 1 :]))
+            except ValueError as err:
                 raise ValueError(f"line {number}: not a JSON value: {err}") from None
         unk, chars = values
         if not isinstance(chars, str):

@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             tokenizer = load_tokenizer(args.tokenizer)
         except (OSError, ValueError) as err:
-            print(f"numpylm tokenize: {err}", file=sys.stderr)
-            return 1
+            print(f"numpylm tokenize: error: {err}", file=sys.stderr)
+            return 2
         source = f"{type(tokenizer).__name__} from {args.tokenizer}"
     try:
         if isinstance(tokenizer, BPETokenizer):
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             ids = tokenizer.encode(text)
     except ValueError as err:
-        print(f"numpylm tokenize: {err}", file=sys.stderr)
-        return 1
+        print(f"numpylm tokenize: error: {err}", file=sys.stderr)
+        return 2
 
     color = args.color == "always" or (
         args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from numpylm.io.config import reject_duplicate_keys
+from numpylm.io.config import parse_json
+from numpylm.io.errors import FileFormatError
 from numpylm.io.text import read_utf8, write_utf8
 from numpylm.tokenizers.bpe import BPETokenizer, SpecialTokens, apply_merges, show_bytes
 
@@ -49,6 +51,22 @@ def _special_mapping(special_tokens: SpecialTokens, first_free_id: int) -> dict[
     return {name: first_free_id + i for i, name in enumerate(special_tokens)}
 
 
+def _names_file(read):
+    """Make every `ValueError` of a reader a `FileFormatError`: the messages already name the
+    file and line, so only the class changes (and `path` is kept for the caller)."""
+    @functools.wraps(read)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return read(path, *args, **kwargs)
+        except FileFormatError:
+            raise
+        except ValueError as err:
+            error = FileFormatError(None, str(err))
+            error.path = os.fspath(path)
+            raise error from None
+    return wrapper
+
+
 # ---- numpylm's own format ---------------------------------------------------------------
 
 
@@ -69,7 +87,7 @@ def parse_numpylm_bpe(text: str) -> BPETokenizer:
         key, _, rest = line.partition(" ")
         try:
             if key == "pattern" and pattern is None:
-                pattern = json.loads(rest)
+                pattern = parse_json(rest)
                 if not isinstance(pattern, str):
                     raise ValueError("the pattern must be a JSON string")
             elif key == "bytes" and byte_ids is None:
@@ -79,7 +97,7 @@ def parse_numpylm_bpe(text: str) -> BPETokenizer:
                     raise ValueError(f"expected 256 byte ids, got {len(byte_ids)}")
             elif key == "special":
                 token, _, name = rest.partition(" ")
-                name = json.loads(name)
+                name = parse_json(name)
                 if not isinstance(name, str) or name in specials:
                     raise ValueError(f"special token {name!r} is not a string or is repeated")
                 specials[name] = int(token)
@@ -108,6 +126,7 @@ def parse_numpylm_bpe(text: str) -> BPETokenizer:
 # ---- tiktoken ---------------------------------------------------------------------------
 
 
+@_names_file
 def read_tiktoken(
     path: str | os.PathLike[str], pattern: str, special_tokens: SpecialTokens = None
 ) -> BPETokenizer:
@@ -182,17 +201,13 @@ def write_tiktoken(tokenizer: BPETokenizer, path: str | os.PathLike[str]) -> Non
 # ---- GPT-2's vocab.json + merges.txt ----------------------------------------------------
 
 
+@_names_file
 def read_hf(
     vocab_json: str | os.PathLike[str], merges_txt: str | os.PathLike[str], pattern: str
 ) -> BPETokenizer:
     """Read GPT-2's `vocab.json` + `merges.txt`; unmerged extra entries become special tokens."""
     text = read_utf8(vocab_json, "vocab.json")
-    try:
-        vocab = json.loads(text, object_pairs_hook=reject_duplicate_keys)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{vocab_json}: not valid JSON: {err}") from None
-    except ValueError as err:  # a token listed twice
-        raise ValueError(f"{vocab_json}: {err}") from None
+    vocab = parse_json(text, vocab_json, reject_duplicates=True)  # a token listed twice too
     if not isinstance(vocab, dict):
         raise ValueError(f"{vocab_json}: expected a JSON object from token to id")
     owner: dict[int, str] = {}
