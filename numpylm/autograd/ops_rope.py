@@ -62,9 +62,10 @@ def _llama3_inv_freq(inv_freq: np.ndarray, rope_scaling: Mapping[str, Any]) -> n
         raise ValueError(f"rope_scaling.high_freq_factor must differ from low_freq_factor, "
                          f"both are {low}")
     f32 = np.float32
-    wavelen = f32(2 * math.pi) / inv_freq
+    # (a / x is written 1/x * a, as PyTorch computes a number over a tensor: same rounding.)
+    wavelen = np.reciprocal(inv_freq) * f32(2 * math.pi)
     scaled = np.where(wavelen > f32(context / low), inv_freq / f32(factor), inv_freq)
-    smooth = (f32(context) / wavelen - f32(low)) / f32(high - low)
+    smooth = (np.reciprocal(wavelen) * f32(context) - f32(low)) / f32(high - low)
     blended = (f32(1) - smooth) * scaled / f32(factor) + smooth * scaled
     medium = ~(wavelen < f32(context / high)) & ~(wavelen > f32(context / low))
     return np.where(medium, blended, scaled).astype(f32)
