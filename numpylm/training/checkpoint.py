@@ -11,14 +11,22 @@ of files that nothing can execute.
 `config.json`, `model.safetensors` and `tokenizer.txt` are enough to rebuild the model for
 `generate` and `eval`; resuming training also needs the optimiser and trainer state.
 
-Crash safety. A checkpoint is first written in full to a hidden sibling directory
-(`.NAME.incoming`); only then is the old checkpoint moved aside (`.NAME.previous`), the new
-one renamed into place, and the old one deleted. A crash while the files are being written
-leaves the previous checkpoint untouched; a crash between the two renames leaves it under
-`.NAME.previous`, where `load_checkpoint` finds it.
+Crash safety. A save goes through three hidden siblings of the checkpoint directory NAME:
+
+    .NAME.writing    the new checkpoint while its files are written: never loadable
+    .NAME.incoming   the new checkpoint, complete (renamed from .writing once every file is in)
+    .NAME.previous   the old checkpoint, moved aside while the new one is renamed into place
+
+A save first finishes whatever an interrupted save left (`_recover`), then writes `.writing`,
+renames it to `.incoming`, moves NAME to `.previous`, renames `.incoming` to NAME and deletes
+`.previous`. Every step is one rename or the deletion of a copy that is not the last
+loadable one, so a crash (or two, or a second Ctrl-C) at any point leaves a loadable
+checkpoint: `load_checkpoint` takes `.incoming` (complete and newest) if it exists, else
+NAME, else `.previous`. The test enumerates every interleaving of two interrupted saves.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -28,8 +36,11 @@ from typing import Any
 import numpy as np
 
 from numpylm.io import load_json, load_safetensors_with_metadata, save_json, save_safetensors
+from numpylm.io.errors import FileFormatError
+from numpylm.io.safetensors import check_finite
 
-__all__ = ["Checkpoint", "CheckpointError", "FORMAT", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Checkpoint", "CheckpointError", "FORMAT", "MAX_STEP", "check_trainer_state",
+           "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "numpylm-checkpoint"
 CONFIG, MODEL, OPTIMIZER, TRAINER, TOKENIZER = (
@@ -45,8 +56,24 @@ ROLES = {
 }
 
 
-class CheckpointError(ValueError):
-    """A checkpoint directory that is missing, incomplete or corrupt."""
+# A step above this is not a run anyone trained; a file saying 10**30 is refused.
+MAX_STEP = 10**12
+# The numpy bit generators a saved random state may name.
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
+
+
+class CheckpointError(FileFormatError):
+    """A checkpoint directory that is missing, incomplete or corrupt.
+
+    A `FileFormatError` (so a `ValueError`) whose message names the checkpoint and the file;
+    raised as `CheckpointError("message")`, optionally with `path=` and `field=`.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(None, message)
+        self.path = None if path is None else os.fspath(path)
+        self.field = field
 
 
 @dataclass
@@ -68,47 +95,104 @@ def _sibling(directory: Path, tag: str) -> Path:
     return directory.parent / f".{directory.name}.{tag}"
 
 
+def _fs_step(action: str, path: Path) -> None:
+    """Called before every filesystem step of a save. It does nothing; the crash tests
+    replace it to stop a save at each step in turn, as a kill would."""
+
+
+def _rename(source: Path, target: Path) -> None:
+    _fs_step("rename", source)
+    os.rename(source, target)
+
+
+def _remove(directory: Path) -> None:
+    if directory.exists():
+        _fs_step("remove", directory)
+        shutil.rmtree(directory)
+
+
+def _recover(directory: Path) -> None:
+    """Finish what an interrupted save left, so that NAME holds the newest complete checkpoint.
+
+    Never deletes the last loadable copy: `.writing` is never loadable; `.previous` is deleted
+    only while NAME exists; a complete `.incoming` is renamed into place, never deleted.
+    """
+    writing, incoming, previous = (_sibling(directory, tag)
+                                   for tag in ("writing", "incoming", "previous"))
+    _remove(writing)
+    if incoming.is_dir():  # complete and newer than NAME: finish its swap
+        if directory.is_dir():
+            _remove(previous)
+            _rename(directory, previous)
+        _rename(incoming, directory)
+    if not directory.is_dir() and previous.is_dir():  # killed between the two renames
+        _rename(previous, directory)
+    if directory.is_dir():
+        _remove(previous)
+
+
 def save_checkpoint(directory: str | os.PathLike[str], *, model_family: str,
                     model_args: dict[str, Any], model_state: dict[str, np.ndarray], tokenizer,
                     optimizer_state: dict[str, Any] | None = None,
                     trainer_state: dict[str, Any] | None = None,
                     model_metadata: dict[str, str] | None = None) -> Path:
     """Write a checkpoint to `directory`, replacing any checkpoint there only once the new one
-    is complete. Returns the directory's path."""
+    is complete. Returns the directory's path.
+
+    A `trainer_state` whose `val_loss` is NaN or infinite is refused (`CheckpointError`)
+    before anything is written: the checkpoint already there, the last one with a finite
+    validation loss, stays.
+    """
     from numpylm.optim import optimizer_state_to_tensors
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(f"cannot write a checkpoint to {str(directory)!r}: it is a file")
+    if trainer_state is not None and "val_loss" in trainer_state:
+        val_loss = trainer_state["val_loss"]
+        if not isinstance(val_loss, (int, float)) or not math.isfinite(val_loss):
+            raise CheckpointError(
+                f"not saving to {str(directory)!r}: the validation loss is {val_loss!r}; the "
+                f"checkpoint already there (the last with a finite validation loss) is kept")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    incoming, previous = _sibling(directory, "incoming"), _sibling(directory, "previous")
-    if incoming.exists():  # left over from an earlier crash; never a complete checkpoint
-        shutil.rmtree(incoming)
-    incoming.mkdir()
+    _recover(directory)
+    writing, incoming, previous = (_sibling(directory, tag)
+                                   for tag in ("writing", "incoming", "previous"))
+    _fs_step("mkdir", writing)
+    writing.mkdir()
     try:
+        _fs_step("write", writing / CONFIG)
         save_json({"format": FORMAT, "model_family": model_family, "model_args": model_args},
-                  incoming / CONFIG)
-        save_safetensors(model_state, incoming / MODEL, metadata=model_metadata)
+                  writing / CONFIG)
+        _fs_step("write", writing / MODEL)
+        save_safetensors(model_state, writing / MODEL, metadata=model_metadata)
         if optimizer_state is not None:
             tensors, metadata = optimizer_state_to_tensors(optimizer_state)
-            save_safetensors(tensors, incoming / OPTIMIZER, metadata=metadata)
+            _fs_step("write", writing / OPTIMIZER)
+            save_safetensors(tensors, writing / OPTIMIZER, metadata=metadata)
         if trainer_state is not None:
-            save_json({**trainer_state, "tokenizer_file": TOKENIZER}, incoming / TRAINER)
-        tokenizer.save(incoming / TOKENIZER)
-    except BaseException:
-        shutil.rmtree(incoming, ignore_errors=True)
+            _fs_step("write", writing / TRAINER)
+            save_json({**trainer_state, "tokenizer_file": TOKENIZER}, writing / TRAINER)
+        _fs_step("write", writing / TOKENIZER)
+        tokenizer.save(writing / TOKENIZER)
+    except Exception:
+        # An error (not a kill or Ctrl-C, which the next save's _recover cleans up): tidy now.
+        shutil.rmtree(writing, ignore_errors=True)
         raise
-    # The swap: two renames, each atomic; in between, the old checkpoint sits at `previous`.
-    if previous.exists():
-        shutil.rmtree(previous)
-    if directory.exists():
-        os.rename(directory, previous)
-    os.rename(incoming, directory)
-    shutil.rmtree(previous, ignore_errors=True)
+    # Complete: from here on the new checkpoint is loadable under one name or another.
+    _rename(writing, incoming)
+    if directory.is_dir():
+        _rename(directory, previous)
+    _rename(incoming, directory)
+    _remove(previous)
     return directory
 
 
 def _resolve(directory: Path) -> Path:
+    """Where the newest complete checkpoint of `directory` is, whatever step a save died at."""
+    incoming = _sibling(directory, "incoming")
+    if incoming.is_dir():  # complete (renamed from .writing), newer than NAME
+        return incoming
     if directory.is_dir():
         return directory
     previous = _sibling(directory, "previous")
@@ -166,6 +250,7 @@ def load_checkpoint(directory: str | os.PathLike[str], for_resume: bool = False)
         raise corrupt(CONFIG, ValueError("model_family must be a string and model_args an object"))
     try:
         model_state, model_metadata = load_safetensors_with_metadata(path / MODEL)
+        check_finite(model_state, path / MODEL)
     except ValueError as err:
         raise corrupt(MODEL, err) from None
     try:
@@ -176,8 +261,8 @@ def load_checkpoint(directory: str | os.PathLike[str], for_resume: bool = False)
                       model_metadata=model_metadata)
     if for_resume:
         ckpt.trainer_state = read_trainer_state(path)
-        if not isinstance(ckpt.trainer_state, dict) or "step" not in ckpt.trainer_state:
-            raise corrupt(TRAINER, ValueError("expected a JSON object with a 'step'"))
+        check_trainer_state(ckpt.trainer_state, path / TRAINER,
+                            needs_random_states=config["model_family"] != "ngram")
         if (path / OPTIMIZER).is_file():
             try:
                 ckpt.optimizer_state = optimizer_state_from_tensors(
@@ -185,6 +270,52 @@ def load_checkpoint(directory: str | os.PathLike[str], for_resume: bool = False)
             except ValueError as err:
                 raise corrupt(OPTIMIZER, err) from None
     return ckpt
+
+
+def check_trainer_state(state: Any, where: str | os.PathLike[str],
+                        needs_random_states: bool = True) -> None:
+    """Refuse a trainer state that cannot be resumed from, naming the field.
+
+    `step` must be an int in [0, MAX_STEP]; a neural run's `random_states` must hold the
+    `batches` and `nn_default` generator states (and optional per-module `modules`), each one
+    a state numpy accepts; `train_config` and `data`, when present, must be objects.
+    """
+    def bad(field: str, message: str) -> CheckpointError:
+        return CheckpointError(f"{os.fspath(where)}: {field}: {message}", path=where, field=field)
+
+    if not isinstance(state, dict):
+        raise bad("(top level)", f"expected a JSON object, got {type(state).__name__}")
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        raise bad("step", f"must be an integer in [0, {MAX_STEP}], got {str(step)[:40]}")
+    for name in ("train_config", "data"):
+        if name in state and not isinstance(state[name], dict):
+            raise bad(name, f"must be a JSON object, got {type(state[name]).__name__}")
+    if not needs_random_states:
+        return
+    states = state.get("random_states")
+    if not isinstance(states, dict):
+        raise bad("random_states", "missing or not an object; the run cannot continue "
+                                   "exactly without its generators' states")
+    modules = states.get("modules", {})
+    if not isinstance(modules, dict):
+        raise bad("random_states.modules", "must be an object")
+    named = [("batches", states.get("batches")), ("nn_default", states.get("nn_default"))]
+    for field_name, generator_state in named + [(f"modules.{k}", v) for k, v in modules.items()]:
+        if not _valid_generator_state(generator_state):
+            raise bad(f"random_states.{field_name}", "missing or not a numpy generator state")
+
+
+def _valid_generator_state(state: Any) -> bool:
+    """Whether numpy accepts `state` as a bit generator's state (tried on a fresh one)."""
+    if not isinstance(state, dict) or state.get("bit_generator") not in _BIT_GENERATORS:
+        return False
+    generator = getattr(np.random, state["bit_generator"])()
+    try:
+        generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError):
+        return False
+    return True
 
 
 def read_trainer_state(directory: str | os.PathLike[str]) -> Any:
