@@ -1,0 +1,193 @@
+"""A linear layer whose weights stay quantized in memory, decoded a tile at a time.
+
+Part of inference and serving (quantization). Generating one token reads every weight once,
+so at batch 1 the speed of a model is the speed at which its weights stream from memory; a
+Q8_0 weight is 8.5 bits instead of 32. `QuantizedLinear` keeps the codes and scales (Q8_0:
+int8 codes and a float32 scale per 32 weights; Q4_0 / Q4_1: packed nibbles) and computes
+y = x @ W^T + b for NumPy arrays, for inference only (no gradient).
+
+The weight never exists whole in float32: rows are decoded a tile at a time (a few hundred
+rows, about 512 KB, so the tile stays in the core's cache) into one scratch buffer shared by
+every layer, and the tile is multiplied at once. Two named paths do this, chosen by the number
+of input rows:
+
+- `_blockwise` (at most `BLOCKWISE_MAX_ROWS` rows: decoding). The codes are only cast to
+  float; the scales are applied after the product, per block:
+      y_o = sum_b d_ob * sum_j q_obj x_bj  (+ sum_b c_ob * sum_j x_bj)
+  with c = 0 for Q8_0, -8 d for Q4_0 (x = d (q - 8)) and m for Q4_1 (x = d q + m). Scaling
+  the (rows x blocks) partial sums instead of every weight saves a full pass over the tile.
+- `_dequantized` (more rows, e.g. a prompt). The tile is decoded to exactly the weights
+  `quant.dequantize` gives and multiplied by all rows with one matrix product, whose cost
+  then dwarfs the decoding.
+
+Other formats (F16, BF16, Q4_K, Q6_K) keep their GGUF blocks as they are and always take the
+second path, decoded by their vectorised dequantizer.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from numpylm.io.gguf import GGMLType, GGUFFile, RawTensor
+from numpylm.quant.blocks_32 import f16_field
+from numpylm.quant.formats import FORMATS, supported_type
+from numpylm.quant.quantize import quantize_blocks
+
+__all__ = ["QuantizedLinear"]
+
+BLOCK = 32
+TILE_BYTES = 1 << 19
+_UNPACKED = (GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1)
+_scratch = threading.local()
+
+
+def _scratch_buffer(n: int) -> np.ndarray:
+    """A float32 buffer of at least `n` elements, one per thread, reused by every layer."""
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.size < n:
+        buffer = _scratch.buffer = np.empty(n, dtype=np.float32)
+    return buffer[:n]
+
+
+class QuantizedLinear:
+    """y = x @ W^T + b with W (out_features, in_features) kept packed in a ggml block format.
+
+    Build it from float weights (`from_float(w, "q8_0")`), from packed bytes
+    (`QuantizedLinear(RawTensor(...))`) or from a GGUF tensor (`from_gguf(file, name)`).
+    """
+
+    BLOCKWISE_MAX_ROWS = 8
+
+    def __init__(self, weight: RawTensor, bias: np.ndarray | None = None,
+                 tile_rows: int | None = None) -> None:
+        self.ggml_type = supported_type(weight.ggml_type)
+        if len(weight.shape) != 2:
+            raise ValueError(f"a linear weight is (out, in), got shape {tuple(weight.shape)}")
+        self.out_features, self.in_features = (int(d) for d in weight.shape)
+        blocks = np.asarray(weight.data, dtype=np.uint8).reshape(
+            -1, self.ggml_type.type_size)
+        n_blocks = self.out_features * self.in_features // self.ggml_type.block_size
+        if self.in_features % self.ggml_type.block_size or len(blocks) != n_blocks:
+            raise ValueError(f"{self.ggml_type.name} weight of shape {tuple(weight.shape)} "
+                             f"does not match {weight.data.size} bytes of blocks")
+        self.bias = None if bias is None else np.asarray(bias, dtype=np.float32)
+        if self.bias is not None and self.bias.shape != (self.out_features,):
+            raise ValueError(f"bias shape {self.bias.shape} != ({self.out_features},)")
+        self.tile_rows = tile_rows or max(1, TILE_BYTES // (4 * self.in_features))
+        out, nb = self.out_features, self.in_features // BLOCK
+        self.scales = self.mins = self.codes = self.blocks = None
+        if self.ggml_type == GGMLType.Q8_0:
+            self.scales = f16_field(blocks, 0).reshape(out, nb)
+            self.codes = blocks[:, 2:].view(np.int8).reshape(out, self.in_features).copy()
+        elif self.ggml_type == GGMLType.Q4_0:
+            self.scales = f16_field(blocks, 0).reshape(out, nb)
+            self.codes = blocks[:, 2:].reshape(out, nb, 16).copy()
+        elif self.ggml_type == GGMLType.Q4_1:
+            self.scales = f16_field(blocks, 0).reshape(out, nb)
+            self.mins = f16_field(blocks, 2).reshape(out, nb)
+            self.codes = blocks[:, 4:].reshape(out, nb, 16).copy()
+        else:
+            self.blocks = blocks.reshape(out, -1).copy()
+
+    @classmethod
+    def from_float(cls, weight: np.ndarray, ggml_type: str | int | GGMLType = GGMLType.Q8_0,
+                   bias: np.ndarray | None = None) -> QuantizedLinear:
+        """Quantize an (out, in) float weight to `ggml_type` ("q8_0", "q4_0", "q4_1", ...)."""
+        if isinstance(ggml_type, str):
+            ggml_type = GGMLType[ggml_type.upper()]
+        return cls(quantize_blocks(weight, ggml_type), bias)
+
+    @classmethod
+    def from_gguf(cls, gguf_file: GGUFFile, name: str,
+                  bias: np.ndarray | None = None) -> QuantizedLinear:
+        """The weight `name` of a GGUF file (shape (out, in) in NumPy order), kept packed."""
+        info = gguf_file.tensors.get(name)
+        raw = gguf_file.raw(name)
+        return cls(RawTensor(info.ggml_type, raw, info.shape), bias)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the weight and bias (the shared scratch tile is not counted)."""
+        arrays = (self.codes, self.scales, self.mins, self.blocks, self.bias)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def dequantized(self) -> np.ndarray:
+        """The whole (out, in) float32 weight, as `quant.dequantize` decodes it."""
+        out = np.empty((self.out_features, self.in_features), dtype=np.float32)
+        for start in range(0, self.out_features, self.tile_rows):
+            stop = min(start + self.tile_rows, self.out_features)
+            out[start:stop] = self._decode(start, stop, scaled=True)
+        return out
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x (..., in_features) -> (..., out_features), float32."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[-1:] != (self.in_features,):
+            raise ValueError(f"input's last axis is {x.shape[-1:]}, the layer takes "
+                             f"{self.in_features} features")
+        rows = x.reshape(-1, self.in_features)
+        if self.codes is not None and len(rows) <= self.BLOCKWISE_MAX_ROWS:
+            y = self._blockwise(rows)
+        else:
+            y = self._dequantized(rows)
+        if self.bias is not None:
+            y += self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    # ----------------------------------------------------------------------------------------
+
+    def _decode(self, start: int, stop: int, scaled: bool) -> np.ndarray:
+        """Rows start..stop of the weight in the scratch buffer: codes as floats, or (scaled)
+        the weights themselves."""
+        n, nb = stop - start, self.in_features // BLOCK
+        tile = _scratch_buffer(n * self.in_features).reshape(n, self.in_features)
+        if self.blocks is not None:
+            blocks = self.blocks[start:stop].reshape(-1, self.ggml_type.type_size)
+            tile[...] = FORMATS[self.ggml_type].blocks(blocks).reshape(n, self.in_features)
+            return tile
+        by_block = tile.reshape(n, nb, BLOCK)
+        if self.ggml_type == GGMLType.Q8_0:
+            tile[...] = self.codes[start:stop]
+        else:  # byte j of a block: element j in the low nibble, element j + 16 in the high
+            packed = self.codes[start:stop]
+            by_block[:, :, :16] = packed & 0x0F
+            by_block[:, :, 16:] = packed >> 4
+        if scaled:
+            if self.ggml_type == GGMLType.Q4_0:
+                by_block -= np.float32(8)
+            by_block *= self.scales[start:stop, :, None]
+            if self.ggml_type == GGMLType.Q4_1:
+                by_block += self.mins[start:stop, :, None]
+        return tile
+
+    def _blockwise(self, x: np.ndarray) -> np.ndarray:
+        nb = self.in_features // BLOCK
+        x_blocks = np.ascontiguousarray(x.reshape(len(x), nb, BLOCK).transpose(1, 2, 0))
+        x_sums = x_blocks.sum(axis=1)                                    # (nb, B)
+        y = np.empty((len(x), self.out_features), dtype=np.float32)
+        for start in range(0, self.out_features, self.tile_rows):
+            stop = min(start + self.tile_rows, self.out_features)
+            tile = self._decode(start, stop, scaled=False)
+            # partial[b, o, k] = sum_j q[o, b, j] * x[k, b, j]: one small product per block
+            partial = np.matmul(tile.reshape(stop - start, nb, BLOCK).transpose(1, 0, 2), x_blocks)
+            d = self.scales[start:stop]
+            y_tile = np.einsum("bok,ob->ko", partial, d)
+            if self.ggml_type == GGMLType.Q4_0:
+                y_tile -= np.float32(8) * (x_sums.T @ d.T)
+            elif self.ggml_type == GGMLType.Q4_1:
+                y_tile += x_sums.T @ self.mins[start:stop].T
+            y[:, start:stop] = y_tile
+        return y
+
+    def _dequantized(self, x: np.ndarray) -> np.ndarray:
+        y = np.empty((len(x), self.out_features), dtype=np.float32)
+        for start in range(0, self.out_features, self.tile_rows):
+            stop = min(start + self.tile_rows, self.out_features)
+            np.matmul(x, self._decode(start, stop, scaled=True).T, out=y[:, start:stop])
+        return y
+
+    def __repr__(self) -> str:
+        return (f"QuantizedLinear({self.in_features} -> {self.out_features}, "
+                f"{self.ggml_type.name}, {self.nbytes / 2**20:.2f} MB)")
+
