@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from numpylm.corpus import read_text
+from numpylm.inference import generate
 from numpylm.models import NGramLM
 from numpylm.tokenizers import CharTokenizer
 
@@ -102,8 +103,10 @@ def main(argv: list[str] | None = None) -> None:
 
     _, label, order = best
     prompt = "The "
-    sample = models[label, order].generate(120 if args.tiny else 400, tok.encode(prompt),
-                                           rng=args.seed)
+    lm = models[label, order]
+    ids = generate(lm, tok.encode(prompt), 120 if args.tiny else 400, seed=args.seed,
+                   stop_tokens=[lm.eos_id])  # the boundary id ends the text
+    sample = [int(i) for i in ids[len(tok.encode(prompt)):] if i != lm.eos_id]
     print(f"\n4. the best held-out model, {label} of order {order}, continuing {prompt!r} "
           f"(seed {args.seed}):\n")
     print(prompt + tok.decode(sample))

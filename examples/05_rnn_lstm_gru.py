@@ -34,6 +34,7 @@ import numpy as np
 
 from numpylm.autograd.tensor import no_grad
 from numpylm.corpus import read_text
+from numpylm.inference import generate
 from numpylm.models import RNNLM, detach_state, stream_batches
 from numpylm.optim import Adam, clip_grad_norm_
 from numpylm.tokenizers.char import CharTokenizer
@@ -92,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for step in range(args.steps + 1):
         if step in show_at:
-            sample = model.generate(prompt, 120 if not args.tiny else 40, temperature=0.8,
-                                    seed=args.seed)
-            shown = tokenizer.decode(sample[0].tolist()).replace("\n", " ")
+            sample = generate(model, prompt[0], 120 if not args.tiny else 40, temperature=0.8,
+                              seed=args.seed)
+            shown = tokenizer.decode(sample.tolist()).replace("\n", " ")
             loss_text = f"{np.mean(recent):.3f}" if recent else "  -  "
             print(f"step {step:4d}  loss {loss_text}  sample: {shown!r}")
             recent = []

@@ -21,18 +21,29 @@ from typing import Any, Callable
 import numpy as np
 
 from numpylm.io.text import write_utf8
-from numpylm.training.families import NEURAL_FAMILIES
+from numpylm.training.families import FAMILIES, Family
 
 NGRAM_ORDERS = (1, 2, 3, 4, 5)
-NEURAL = NEURAL_FAMILIES
-ALL_MODELS = tuple(f"ngram{n}" for n in NGRAM_ORDERS) + NEURAL
+
+
+def ladder_families() -> tuple[str, ...]:
+    """The neural rungs: every registered family whose record says how the ladder sizes it."""
+    return tuple(name for name, f in FAMILIES.items() if f.ladder is not None)
+
+
+def all_models() -> tuple[str, ...]:
+    """Every rung, in order: the count n-grams, then the registered neural families."""
+    return tuple(f"ngram{n}" for n in NGRAM_ORDERS) + ladder_families()
+
+
+ALL_MODELS = all_models()  # the built-in rungs (all_models() also sees families added later)
 
 
 @dataclass
 class LadderConfig:
     """Settings of one ladder run; the defaults finish in about 3 minutes on two cores."""
 
-    models: tuple[str, ...] = ALL_MODELS  # which rungs to run, in this order
+    models: tuple[str, ...] = field(default_factory=all_models)  # which rungs, in this order
     budget_seconds: float = 30.0   # training time for each neural model
     data: str | None = None        # a UTF-8 text file; None = the embedded corpus
     block_size: int = 64           # T: context window of the neural models
@@ -53,34 +64,6 @@ class Rung:
     steps: int | None = None  # optimiser steps (neural models)
 
 
-@dataclass
-class _Family:
-    """How to build and train one neural rung: constructor arguments and learning rate."""
-
-    name: str
-    args: dict[str, Any]
-    lr: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _families(vocab_size: int, block_size: int, tiny: bool) -> dict[str, _Family]:
-    h = 16 if tiny else 128   # recurrent hidden size
-    e = 8 if tiny else 32     # embedding size
-    return {
-        "bigram": _Family("bigram", {"vocab_size": vocab_size}, lr=3e-2),
-        "mlp": _Family("mlp", {"vocab_size": vocab_size, "context": 8, "n_embd": e,
-                               "n_hidden": 32 if tiny else 256}, lr=3e-3),
-        # Gated cells tolerate a larger step than the plain tanh RNN, whose gradients explode.
-        **{cell: _Family(cell, {"vocab_size": vocab_size, "embedding_dim": e,
-                                "hidden_size": h, "cell": cell}, lr=lr)
-           for cell, lr in (("rnn", 5e-3), ("gru", 1.5e-2), ("lstm", 1.5e-2))},
-        "gpt": _Family("gpt", {"vocab_size": vocab_size, "block_size": block_size,
-                               "n_layer": 1 if tiny else 2, "n_head": 2 if tiny else 4,
-                               "n_embd": 16 if tiny else 64, "dropout": 0.0, "bias": True},
-                       lr=3e-3),
-    }
-
-
 def _printable(text: str) -> str:
     """One table cell: newlines shown as ⏎, other control characters as ·."""
     return "".join("⏎" if c == "\n" else ("·" if not c.isprintable() else c) for c in text)
@@ -88,6 +71,7 @@ def _printable(text: str) -> str:
 
 def _ngram_rung(order: int, data, tokenizer, config: LadderConfig) -> Rung:
     from numpylm.evaluation.evaluate import evaluate_ids
+    from numpylm.inference import generate
     from numpylm.models.ngram import NGramLM
 
     t0 = time.perf_counter()
@@ -95,13 +79,14 @@ def _ngram_rung(order: int, data, tokenizer, config: LadderConfig) -> Rung:
     seconds = time.perf_counter() - t0
     nll, _ = evaluate_ids(model, data.val, config.block_size)
     bpc = data.val_bits_per_char(nll)
-    ids = model.generate(config.sample_chars, rng=config.seed, stop_at_eos=False)
+    ids = generate(model, [], config.sample_chars, seed=config.seed)  # from the start context
+    text = tokenizer.decode([int(i) for i in ids if i != model.eos_id])  # boundaries unshown
     # A count model's "parameters" are its stored counts: one per distinct m-gram.
     params = sum(len(table.keys) for table in model.tables_)
-    return Rung(f"ngram{order} (KN)", params, seconds, bpc, tokenizer.decode(ids))
+    return Rung(f"ngram{order} (KN)", params, seconds, bpc, text)
 
 
-def _neural_rung(family: _Family, data, tokenizer, config: LadderConfig,
+def _neural_rung(family: Family, data, tokenizer, config: LadderConfig,
                  log: Callable[[str], None]) -> Rung:
     from numpylm.evaluation.evaluate import evaluate_ids
     from numpylm.inference import generate
@@ -109,14 +94,17 @@ def _neural_rung(family: _Family, data, tokenizer, config: LadderConfig,
     from numpylm.training import TrainConfig, train
     from numpylm.training.families import build_model
 
+    spec = family.ladder
+    args = spec.args(tokenizer.vocab_size, config.block_size, config.tiny)
+
     def fresh_model():
         manual_seed(config.seed)
-        return build_model(family.name, dict(family.args))
+        return build_model(family.name, dict(args))
 
     def settings(steps: int) -> TrainConfig:
         return TrainConfig(steps=steps, batch_size=config.batch_size, block_size=config.block_size,
-                           lr=family.lr, min_lr=family.lr / 10, warmup_steps=min(20, steps // 5),
-                           weight_decay=0.0 if family.name == "bigram" else 0.1,
+                           lr=spec.lr, min_lr=spec.lr / 10, warmup_steps=min(20, steps // 5),
+                           weight_decay=spec.weight_decay,
                            eval_interval=max(steps, 1), eval_batches=1,
                            log_interval=max(steps // 4, 1), seed=config.seed)
 
@@ -150,9 +138,10 @@ def run_ladder(config: LadderConfig, log: Callable[[str], None] = print) -> list
     from numpylm.tokenizers import CharTokenizer
     from numpylm.training import prepare_data
 
-    unknown = [m for m in config.models if m not in ALL_MODELS]
+    known = all_models()
+    unknown = [m for m in config.models if m not in known]
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(ALL_MODELS)}")
+        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(known)}")
     text = read_text(config.data)
     if config.max_chars is not None:
         text = text[: config.max_chars]
@@ -161,14 +150,13 @@ def run_ladder(config: LadderConfig, log: Callable[[str], None] = print) -> list
     log(f"ladder: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
         f"{len(data.train):,} train / {len(data.val):,} validation tokens, "
         f"{config.budget_seconds:g} s per neural model")
-    families = _families(tokenizer.vocab_size, config.block_size, config.tiny)
     rungs = []
     for name in config.models:
         log(f"  {name} ...")
         if name.startswith("ngram"):
             rung = _ngram_rung(int(name[5:]), data, tokenizer, config)
         else:
-            rung = _neural_rung(families[name], data, tokenizer, config, log)
+            rung = _neural_rung(FAMILIES[name], data, tokenizer, config, log)
         log(f"  {rung.model}: {rung.val_bpc:.3f} bits/char after {rung.train_seconds:.1f} s")
         rungs.append(rung)
     return rungs
@@ -211,7 +199,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "two cores.")
     p.add_argument("--budget-seconds", type=float, default=LadderConfig.budget_seconds,
                    help="training time per neural model (default %(default)s)")
-    p.add_argument("--models", default=",".join(ALL_MODELS),
+    p.add_argument("--models", default=",".join(all_models()),
                    help="comma-separated rungs to run (default: all: %(default)s)")
     p.add_argument("--data", metavar="FILE", help="a UTF-8 text file (default: the embedded "
                    "corpus, Python's reference manual)")

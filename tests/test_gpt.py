@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpylm import gradcheck, no_grad
-from numpylm.models.gpt import GPT, GPTConfig, conv1d
+from numpylm.autograd.ops_linear import conv1d
+from numpylm.models.gpt import GPT, GPTConfig
 from op_coverage import covers_op
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)

@@ -131,13 +131,13 @@ def test_bad_input():
     with pytest.raises(ValueError, match="pad_id"):
         MLPLM(5, pad_id=5)
     m = MLPLM(5, n_embd=2, n_hidden=3, rng=0)
-    with pytest.raises(ValueError, match=r"\(B, T\) integer array"):
+    with pytest.raises(ValueError, match=r"integer token ids of shape \(B, T\)"):
         m(np.array([1, 2]))
     with pytest.raises(ValueError, match="id 7"):
         m(np.array([[1, 7]]))
     with pytest.raises(ValueError, match="same shape"):
         m(np.array([[1, 2]]), np.array([[1, 2, 3]]))
-    with pytest.raises(ValueError, match="targets hold id 9"):
+    with pytest.raises(ValueError, match="target 9 is outside"):
         BigramLM(5)(np.array([[1, 2]]), np.array([[9, -1]]))
 
 

@@ -198,13 +198,19 @@ def test_perplexity_and_bits_agree():
 
 
 def test_generate_is_reproducible():
+    """The n-gram model decodes through the shared `generate` (numpylm.models.base's
+    contract): seeded, stopping at its EOS id, greedy taking the most likely id."""
+    from numpylm.inference import generate
+
     rng = np.random.default_rng(0)
     corpus = [rng.integers(0, 6, size=rng.integers(1, 10)) for _ in range(50)]
     lm = NGramLM(3, 6, "kneser_ney").fit(corpus)
-    a = lm.generate(30, context=[1], rng=7)
-    assert a == lm.generate(30, context=[1], rng=np.random.default_rng(7))
-    assert all(0 <= t < 6 for t in a)
-    greedy = lm.generate(5, temperature=0, stop_at_eos=False)
+    a = generate(lm, [1], 30, seed=7, stop_tokens=[lm.eos_id])
+    np.testing.assert_array_equal(a, generate(lm, [1], 30, seed=np.random.default_rng(7),
+                                              stop_tokens=[lm.eos_id]))
+    assert a[0] == 1 and all(0 <= t < 6 for t in a[1:-1])
+    assert len(a) == 31 or a[-1] == lm.eos_id  # ends at the EOS id, or after 30 tokens
+    greedy = generate(lm, [], 5, temperature=0)
     history = []
     for t in greedy:  # temperature 0 always takes the most likely id
         assert t == int(np.argmax(lm.distribution(history)))
@@ -255,8 +261,9 @@ def test_bad_data():
         lm.distribution([9])
     with pytest.raises(ValueError, match="token id 5 at position 0"):
         lm.perplexity([[5]])
+    from numpylm.inference import generate
     with pytest.raises(ValueError, match="temperature"):
-        lm.generate(3, temperature=-1)
+        generate(lm, [0], 3, temperature=-1)
 
 
 def test_nltk_variant_matches_nltk():

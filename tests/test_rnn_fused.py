@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from numpylm import functional as F
 from numpylm.autograd import Tensor, gradcheck
 from numpylm.nn import GRU, LSTM, RNN
-from numpylm.nn.rnn_fused import gru_fused, lstm_fused, rnn_tanh_fused
+from numpylm.autograd.ops_rnn import gru_fused, lstm_fused, rnn_tanh_fused
 from op_coverage import covers_op
 
 LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}

@@ -6,7 +6,7 @@ from numpylm.autograd.tensor import Tensor, is_grad_enabled, no_grad
 
 # Importing the op modules fills REGISTRY.
 from numpylm.autograd import ops_math, ops_nn, ops_reduce, ops_shape  # noqa: E402,F401
-from numpylm.autograd import ops_attention  # noqa: E402,F401
+from numpylm.autograd import ops_attention, ops_linear, ops_rnn  # noqa: E402,F401
 from numpylm.autograd import ops_rope  # noqa: E402,F401
 from numpylm.autograd import op_inputs  # noqa: E402,F401  (gradcheck inputs of the ops above)
 

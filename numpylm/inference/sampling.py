@@ -13,6 +13,9 @@ softmax. They are applied after the temperature, top-k before top-p, as in HF tr
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
 import numpy as np
 
 
@@ -24,6 +27,57 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to choose each next token and when to stop: one value passed through `generate`,
+    the CLI and the server, instead of the same five arguments everywhere.
+
+    `temperature=0` is greedy; `top_k`/`top_p` filter the distribution; `seed` (an int, a
+    `numpy.random.Generator`, or None for fresh entropy) makes sampling repeatable;
+    a sequence ends after the first of `stop_tokens` it produces (the stop token is kept).
+    Settings outside their range raise a `ValueError` when the object is made.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: Any = None
+    stop_tokens: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        check_sampling_args(self.temperature, self.top_k, self.top_p)
+        stops = tuple(int(t) for t in (self.stop_tokens or ()))
+        if any(t < 0 for t in stops):
+            raise ValueError(f"stop_tokens must be token ids >= 0, got {list(stops)}")
+        object.__setattr__(self, "stop_tokens", stops)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def rng(self) -> np.random.Generator:
+        """The generator to draw from (a Generator given as `seed` passes through as it is)."""
+        return np.random.default_rng(self.seed)
+
+    def sample(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One token id per row of logits (B, V), drawn with these settings."""
+        return sample_next(logits, self.temperature, self.top_k, self.top_p, rng)
+
+
+def as_sampling_params(sampling: SamplingParams | None, temperature: float = 1.0,
+                       top_k: int | None = None, top_p: float | None = None, seed: Any = None,
+                       stop_tokens: Sequence[int] | None = None) -> SamplingParams:
+    """`sampling` if given, else one built from the separate arguments (never both)."""
+    if sampling is None:
+        return SamplingParams(temperature, top_k, top_p, seed, tuple(stop_tokens or ()))
+    if (temperature, top_k, top_p, seed, stop_tokens) != (1.0, None, None, None, None):
+        raise ValueError("give either sampling=SamplingParams(...) or the separate "
+                         "temperature/top_k/top_p/seed/stop_tokens arguments, not both")
+    if not isinstance(sampling, SamplingParams):
+        raise TypeError(f"sampling must be a SamplingParams, got {type(sampling).__name__}")
+    return sampling
 
 
 def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
@@ -89,3 +143,17 @@ def sample_next(logits: np.ndarray, temperature: float = 1.0, top_k: int | None 
     for row in np.flatnonzero(probs[np.arange(len(choice)), choice] == 0):
         choice[row] = np.flatnonzero(probs[row])[-1]
     return choice.astype(np.int64)
+
+
+def add_sampling_arguments(parser: Any, seed_default: int | None = 0) -> None:
+    """The sampling flags of `numpylm generate` (and `chat`, `serve`), in one place."""
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="0 picks the most likely token")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    parser.add_argument("--seed", type=int, default=seed_default, help="makes sampling repeatable")
+
+
+def sampling_from_args(args: Any, stop_tokens: Sequence[int] = ()) -> SamplingParams:
+    """A `SamplingParams` from the flags of `add_sampling_arguments`."""
+    return SamplingParams(args.temperature, args.top_k, args.top_p, args.seed, tuple(stop_tokens))

@@ -26,36 +26,13 @@ import numpy as np
 
 import numpylm.functional as F
 from numpylm.autograd.tensor import Tensor
+from numpylm.models.base import IGNORE_INDEX, check_ids, check_step_ids
+from numpylm.models.decoding import WindowState
 from numpylm.nn import Module, Parameter
-
-IGNORE_INDEX = -1  # targets equal to this are not counted in the loss (padding)
-
 
 @dataclass
 class BigramConfig:
     vocab_size: int  # V: number of token ids
-
-
-def check_ids(model: str, idx: Any, targets: Any, vocab_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validate (B, T) integer ids and optional targets of the same shape (-1 = ignore)."""
-    idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
-    if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"{model}: idx must be a (B, T) integer array, got shape {idx.shape} dtype {idx.dtype}")
-    if idx.size and (idx.min() < 0 or idx.max() >= vocab_size):
-        bad = idx[(idx < 0) | (idx >= vocab_size)].flat[0]
-        raise ValueError(f"{model}: idx holds id {bad}, outside the vocabulary [0, {vocab_size})")
-    if targets is None:
-        return idx, None
-    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
-    if targets.shape != idx.shape or not np.issubdtype(targets.dtype, np.integer):
-        raise ValueError(
-            f"{model}: targets must be integers of the same shape as idx {idx.shape}, "
-            f"got shape {targets.shape} dtype {targets.dtype}"
-        )
-    bad = targets[(targets != IGNORE_INDEX) & ((targets < 0) | (targets >= vocab_size))]
-    if bad.size:
-        raise ValueError(f"{model}: targets hold id {bad.flat[0]}, outside [0, {vocab_size}) and not -1")
-    return idx, targets
 
 
 class BigramLM(Module):
@@ -77,6 +54,18 @@ class BigramLM(Module):
         if targets is None:
             return logits, None
         return logits, F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+
+    def init_state(self, batch_size: int = 1) -> WindowState:
+        """The decoding state: each sequence's last id (the only one the model reads)."""
+        return WindowState(batch_size, 1, fill=0)
+
+    def step(self, state: WindowState, ids: Any, mask: Any = None) -> np.ndarray:
+        """Feed ids (B, T); the logits (B, V) of the next token: the rows of the last ids."""
+        ids, mask = check_step_ids("BigramLM", ids, mask, state.batch_size, self.vocab_size)
+        state.push(ids, mask)
+        if (state.seen == 0).any():
+            raise ValueError("BigramLM: every sequence needs at least one token to predict from")
+        return self.logits.data[state.window[:, -1]].copy()
 
     def extra_repr(self) -> str:
         return f"vocab_size={self.vocab_size}"

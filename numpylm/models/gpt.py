@@ -15,8 +15,10 @@ PyTorch `Linear` stores (out, in)). Attention uses the fused
 `numpylm.functional.scaled_dot_product_attention` kernel by default (in training through
 `packed_self_attention`, which also splits and merges the heads); `fused_attention=False`
 uses its composed twin `numpylm.autograd.ops_attention.attention_composed`, which reads as
-the textbook formula. Under `no_grad()` the forward pass runs as plain numpy
-(`numpylm.models.gpt_inference`), the same arithmetic without the graph. Dropout is
+the textbook formula. Decoding (`init_state`/`step`, the contract of
+`numpylm.models.base`) runs the inference stepper `numpylm.models.gpt_inference`, the same
+arithmetic as `forward` in plain numpy without the graph; `forward` itself always builds the
+graph, so what a reader changes in `Block.forward` is what training computes. Dropout is
 applied to the embeddings and to each residual branch; GPT-2's dropout on the attention
 weights is left out (the fused op has none), which matters only when training with
 dropout > 0.
@@ -27,17 +29,19 @@ Reading and writing GPT-2 checkpoint directories is in `numpylm.models.gpt2_io`
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from numpylm import functional as F
 from numpylm.autograd.ops_attention import attention_composed, packed_self_attention
-from numpylm.autograd.op import op
-from numpylm.autograd.gradcheck_inputs import gradcheck_inputs
-from numpylm.autograd.tensor import Tensor, is_grad_enabled
-from numpylm.models.gpt_inference import forward_logits
+from numpylm.autograd.ops_linear import conv1d
+from numpylm.autograd.tensor import Tensor
+from numpylm.models import gpt_inference
+from numpylm.models.base import IGNORE_INDEX, check_ids, check_step_ids
+from numpylm.models.decoding import TransformerState, transformer_step
+from numpylm.models.kv_cache import KVCache
 from numpylm.nn import Dropout, Embedding, LayerNorm, Module, ModuleList, Parameter, get_rng
 
 
@@ -63,39 +67,6 @@ class GPTConfig:
                              f"n_embd ({self.n_embd})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout}")
-
-
-@op
-def conv1d(x, weight, bias=None):
-    """GPT-2's linear map y = x @ W + b: x (..., in), W (in, out), b (out,) -> (..., out).
-
-    Fused for speed: (B, T) are folded into one axis so that the forward and both gradients
-    are each one 2-D GEMM (numpy runs a stacked (B, T, C) @ (C, N) as B separate, slower
-    products), and the bias is added in place instead of through a second full-size array.
-    """
-    x, weight = np.asarray(x), np.asarray(weight)
-    n_in, n_out = weight.shape
-    if x.shape[-1] != n_in:
-        raise ValueError(f"conv1d: expected input (..., {n_in}), got {x.shape}")
-    x2 = x.reshape(-1, n_in)  # (N, in) with N = B * T
-    y = x2 @ weight
-    if bias is not None:
-        y += bias
-
-    def backward(g):
-        g2 = g.reshape(-1, n_out)
-        dx = lambda: (g2 @ weight.T).reshape(x.shape)  # dL/dx = g W^T
-        dw = lambda: x2.T @ g2  # dL/dW = x^T g, summed over all N rows in one product
-        db = None if bias is None else (lambda: g2.sum(axis=0))  # dL/db = sum of g's rows
-        return dx, dw, db
-
-    return y.reshape(*x.shape[:-1], n_out), backward
-
-
-@gradcheck_inputs("conv1d")
-def _conv1d_sample(rng: np.random.Generator):
-    return conv1d, (rng.standard_normal((2, 3, 4)), rng.standard_normal((4, 5)),
-                    rng.standard_normal(5))
 
 
 class Conv1D(Module):
@@ -128,14 +99,23 @@ class CausalSelfAttention(Module):
         self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor, kv_cache=None, layer: int = 0, attn_mask=None) -> Tensor:
-        B, T, C = x.shape
-        H = self.n_head
         qkv = self.c_attn(x)  # (B, T, 3C): q, k and v side by side
         if self.fused and kv_cache is None:
-            # The same computation as below, with the head split and merge done as views
-            # inside one op (see packed_self_attention).
-            y = packed_self_attention(qkv, H, causal=True, attn_mask=attn_mask)  # (B, T, C)
-            return self.resid_dropout(self.c_proj(y))
+            y = self._attend_packed(qkv, attn_mask)
+        else:
+            y = self._attend_heads(qkv, kv_cache, layer, attn_mask)
+        return self.resid_dropout(self.c_proj(y))
+
+    def _attend_packed(self, qkv: Tensor, attn_mask) -> Tensor:
+        """Training's path: the head split and merge done as views inside one fused op
+        (`packed_self_attention`), the same computation as `_attend_heads`."""
+        return packed_self_attention(qkv, self.n_head, causal=True, attn_mask=attn_mask)
+
+    def _attend_heads(self, qkv: Tensor, kv_cache, layer: int, attn_mask) -> Tensor:
+        """The textbook path, step by step: split q, k, v into heads, join the cached keys
+        and values, attend, merge the heads. (B, T, 3C) -> (B, T, C)."""
+        B, T, C3 = qkv.shape
+        H, C = self.n_head, C3 // 3
         # (B, T, 3, H, D) -> (3, B, H, T, D): one transpose for all three, then split.
         qkv = F.transpose(F.reshape(qkv, shape=(B, T, 3, H, C // H)), axes=(2, 0, 3, 1, 4))
         q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, H, T, D)
@@ -145,8 +125,7 @@ class CausalSelfAttention(Module):
             k, v = Tensor(k_all), Tensor(v_all)
         attend = F.scaled_dot_product_attention if self.fused else attention_composed
         y = attend(q, k, v, causal=True, attn_mask=attn_mask)  # (B, H, T, D)
-        y = F.reshape(F.transpose(y, axes=(0, 2, 1, 3)), shape=(B, T, C))  # heads side by side
-        return self.resid_dropout(self.c_proj(y))
+        return F.reshape(F.transpose(y, axes=(0, 2, 1, 3)), shape=(B, T, C))  # heads side by side
 
 
 class MLP(Module):
@@ -207,21 +186,37 @@ class GPT(Module):
                 position_ids=None, last_only: bool = False) -> tuple[Tensor, Tensor | None]:
         """idx (B, T) token ids -> (logits (B, T, V), mean cross-entropy or None).
 
-        Targets equal to -1 are ignored by the loss. For inference, `kv_cache` (from
-        `init_kv_cache`) holds the keys and values of earlier tokens (inference only: no
-        gradient flows through cached keys and values); `attention_mask`
-        (B, L) is True at real tokens of the whole cached sequence (False at left padding);
-        `position_ids` (B, T) default to the running position; `last_only` computes logits
-        for the last position only, (B, 1, V).
+        Targets equal to -1 are ignored by the loss. The keyword arguments run the graph
+        with a KV cache (no gradient flows through cached keys and values): `kv_cache`
+        (from `init_kv_cache`) holds the keys and values of earlier tokens;
+        `attention_mask` (B, L) is True at real tokens of the whole cached sequence (False
+        at left padding); `position_ids` (B, T) default to the running position;
+        `last_only` computes logits for the last position only, (B, 1, V). Decoding
+        uses `step`, which runs the same arithmetic without the graph.
         """
-        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
-        if idx.ndim == 1:
-            idx = idx[None, :]
-        if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"GPT: idx must be integer token ids of shape (B, T), "
-                             f"got {idx.dtype} of shape {idx.shape}")
-        B, T = idx.shape
+        idx, targets = check_ids("GPT", idx, targets, self.config.vocab_size, allow_1d=True)
         start = 0 if kv_cache is None else kv_cache.length
+        position_ids, attn_mask = self._positions_and_mask(idx.shape, start, position_ids,
+                                                           attention_mask)
+        x = self.wte(idx) + self.wpe(position_ids)  # (B, T, C)
+        x = self.drop(x)
+        for i, block in enumerate(self.h):
+            x = block(x, kv_cache, i, attn_mask)
+        if kv_cache is not None:
+            kv_cache.advance(idx.shape[1])
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C)
+        x = self.ln_f(x)
+        logits = F.matmul(x, F.transpose(self.wte.weight))  # (B, T, V), tied LM head
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+
+    def _positions_and_mask(self, shape: tuple[int, int], start: int, position_ids,
+                            attention_mask) -> tuple[np.ndarray, np.ndarray | None]:
+        """Check the sequence length against block_size; positions (T,) or (B, T) and the
+        attention mask as (B, 1, 1, L) (which keys are real), or None."""
+        B, T = shape
         if start + T > self.config.block_size:
             raise ValueError(f"GPT: a sequence of {start + T} tokens is longer than "
                              f"block_size {self.config.block_size}; crop it to the last "
@@ -229,50 +224,42 @@ class GPT(Module):
         if position_ids is None:
             position_ids = np.arange(start, start + T)  # (T,), broadcast over the batch
         position_ids = np.asarray(position_ids)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
-            bad = idx[(idx < 0) | (idx >= self.config.vocab_size)].flat[0]
-            raise ValueError(f"GPT: token id {bad} is outside the vocabulary "
-                             f"[0, {self.config.vocab_size})")
-        attn_mask = None
-        if attention_mask is not None:
-            attention_mask = np.asarray(attention_mask, dtype=bool)
-            if attention_mask.shape != (B, start + T):
-                raise ValueError(f"GPT: attention_mask must have shape {(B, start + T)} "
-                                 f"(batch, cached + new tokens), got {attention_mask.shape}")
-            attn_mask = attention_mask[:, None, None, :]  # (B, 1, 1, L): which keys are real
-        if not is_grad_enabled() and self.fused_inference_ok():
-            # Nothing to differentiate: the plain-numpy twin of the code below (much less
-            # per-op bookkeeping, which dominates when generating one token at a time).
-            logits = Tensor(forward_logits(self, idx, position_ids, kv_cache, attn_mask,
-                                           last_only))
-        else:
-            x = self.wte(idx) + self.wpe(position_ids)  # (B, T, C)
-            x = self.drop(x)
-            for i, block in enumerate(self.h):
-                x = block(x, kv_cache, i, attn_mask)
-            if kv_cache is not None:
-                kv_cache.advance(T)
-            if last_only:
-                x = x[:, -1:, :]  # (B, 1, C)
-            x = self.ln_f(x)
-            logits = F.matmul(x, F.transpose(self.wte.weight))  # (B, T, V), tied LM head
-        loss = None
-        if targets is not None:
-            targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
-            loss = F.cross_entropy(logits, targets, ignore_index=-1)
-        return logits, loss
+        if attention_mask is None:
+            return position_ids, None
+        attention_mask = np.asarray(attention_mask, dtype=bool)
+        if attention_mask.shape != (B, start + T):
+            raise ValueError(f"GPT: attention_mask must have shape {(B, start + T)} "
+                             f"(batch, cached + new tokens), got {attention_mask.shape}")
+        return position_ids, attention_mask[:, None, None, :]
 
-    def fused_inference_ok(self) -> bool:
-        """Whether the plain-numpy inference path computes what `forward` would: it has
-        no dropout and uses the fused attention kernel."""
-        return self.config.fused_attention and not (self.training and self.config.dropout > 0)
+    # ---- decoding (the contract of numpylm.models.base) ----
 
-    def init_kv_cache(self, batch_size: int = 1, max_length: int | None = None):
+    def init_kv_cache(self, batch_size: int = 1, max_length: int | None = None) -> KVCache:
         """An empty KV cache for `batch_size` sequences of up to `max_length` tokens."""
-        from numpylm.inference.kv_cache import KVCache
         c = self.config
         return KVCache(c.n_layer, batch_size, c.n_head, max_length or c.block_size,
                        c.n_embd // c.n_head, dtype=self.wte.weight.dtype)
+
+    def init_state(self, batch_size: int = 1) -> TransformerState:
+        """An empty decoding state: a KV cache of `block_size` positions per sequence."""
+        return TransformerState(self.init_kv_cache(batch_size), self.config.block_size)
+
+    def step(self, state: TransformerState, ids: Any, mask: Any = None) -> np.ndarray:
+        """Feed ids (B, T) into the decoding state; the logits (B, V) of the next token.
+
+        Runs the inference stepper `numpylm.models.gpt_inference.forward_logits`: `forward`'s
+        arithmetic in plain numpy, without the graph or dropout (the tests prove the two
+        give the same logits).
+        """
+        ids, mask = check_step_ids("GPT", ids, mask, state.batch_size, self.config.vocab_size)
+
+        def run(ids, positions, attention):
+            attn = None if attention is None else attention[:, None, None, :]
+            logits = gpt_inference.forward_logits(self, ids, positions, state.cache, attn,
+                                                  last_only=True)
+            return logits[:, -1, :]
+
+        return transformer_step(state, ids, mask, run)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Number of parameters, the tied LM head counted once. With `exclude_embeddings`,
@@ -293,9 +280,6 @@ class GPT(Module):
         forward = 2 * (12 * c.n_layer * c.n_embd ** 2 + c.vocab_size * c.n_embd)
         forward += 4 * c.n_layer * T * c.n_embd
         return 3 * forward if training else forward
-
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
 
     def extra_repr(self) -> str:
         return f"{self.num_parameters():,} parameters"

@@ -6,8 +6,8 @@ per weight per token), so its time is the time to read the weights from memory p
 whatever else runs per token. Here "whatever else" would be the bookkeeping of some two
 hundred autograd ops per token (wrapping, recording, checking); this twin calls numpy and
 BLAS directly, updates the residual stream in place and reuses one attention kernel with
-`numpylm.autograd.ops_attention`. `GPT.forward` uses it whenever no gradient is recorded
-(`with no_grad():`) and dropout is inactive; tests show both paths give the same logits.
+`numpylm.autograd.ops_attention`. It is the stepper behind `GPT.step` (decoding); it has no
+dropout, and the tests show it gives the same logits as `GPT.forward` in eval mode.
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
                    attn_mask=None, last_only: bool = False) -> np.ndarray:
     """Logits (B, T, V), or (B, 1, V) with `last_only`, for token ids idx (B, T).
 
-    Arguments as in `GPT.forward` (already checked there); the cache is advanced by T.
+    Arguments as in `GPT.forward` (checked by `GPT.step`); the cache is advanced by T.
     """
     c = model.config
     B, T = idx.shape

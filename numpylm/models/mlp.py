@@ -25,7 +25,8 @@ import numpy as np
 
 import numpylm.functional as F
 from numpylm.autograd.tensor import Tensor
-from numpylm.models.bigram import IGNORE_INDEX, check_ids
+from numpylm.models.base import IGNORE_INDEX, check_ids, check_step_ids
+from numpylm.models.decoding import WindowState
 from numpylm.nn import Embedding, Linear, Module, Sequential
 
 
@@ -101,6 +102,18 @@ class MLPLM(Module):
         if targets is None:
             return logits, None
         return logits, F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+
+    def init_state(self, batch_size: int = 1) -> WindowState:
+        """The decoding state: each sequence's last `context` ids, `pad_id` before its start."""
+        return WindowState(batch_size, self.config.context, fill=self.pad_id)
+
+    def step(self, state: WindowState, ids: Any, mask: Any = None) -> np.ndarray:
+        """Feed ids (B, T); the logits (B, V) of the next token, from the last window."""
+        ids, mask = check_step_ids("MLPLM", ids, mask, state.batch_size, self.vocab_size)
+        state.push(ids, mask)
+        if (state.seen == 0).any():
+            raise ValueError("MLPLM: every sequence needs at least one token to predict from")
+        return self.window_logits(state.window[:, ::-1]).data  # most recent id first
 
     def extra_repr(self) -> str:
         c = self.config

@@ -392,45 +392,50 @@ class NGramLM:
         return self.mean_nll(sequences) / math.log(2)
 
     # ------------------------------------------------------------------------------------------
-    # Sampling.
+    # The model contract of numpylm.models.base: forward, and decoding through a window.
 
-    def generate(
-        self,
-        n: int,
-        context: Sequence[int] | np.ndarray = (),
-        rng: np.random.Generator | int | None = None,
-        temperature: float = 1.0,
-        stop_at_eos: bool = True,
-    ) -> list[int]:
-        """Sample up to n new ids after `context` (a seed or Generator makes it reproducible).
+    block_size = None  # any length of context; only the last n-1 ids are read
 
-        Each step samples from distribution(context) ** (1 / temperature), renormalised;
-        temperature 0 takes the most likely id. With stop_at_eos the EOS id ends the sample
-        and is not returned. Stupid-backoff scores are normalised before sampling.
-        """
+    def log_distributions(self, contexts: np.ndarray) -> np.ndarray:
+        """log P(. | h) for contexts (N, n-1) of ids (BOS-padded): (N, vocab_size)."""
         self._check_fitted()
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be an integer >= 0, got {n!r}")
-        if not temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-        rng = np.random.default_rng(rng)  # a Generator passes through as it is
-        history = list(self._context(context))  # the last order - 1 ids, BOS-padded
-        out: list[int] = []
-        for _ in range(n):
-            p = self.distribution(history)
-            if temperature == 0:
-                w = int(np.argmax(p))
-            else:
-                with np.errstate(divide="ignore"):
-                    logits = np.log(p) / temperature
-                q = np.exp(logits - logits.max())
-                w = int(rng.choice(self.vocab_size, p=q / q.sum()))
-            if stop_at_eos and w == self.eos_id:
-                break
-            out.append(w)
-            if history:  # slide the window: only the last order - 1 ids matter
-                history = history[1:] + [w]
-        return out
+        N, V = len(contexts), self.vocab_size
+        tokens = np.tile(np.arange(V, dtype=np.int64), N)
+        with np.errstate(divide="ignore"):  # unseen events under MLE: log 0 = -inf
+            return np.log(self._score_windows(np.repeat(contexts, V, axis=0), tokens)).reshape(N, V)
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) -> (logits (B, T, V) = log P(next | BOS-padded ids up to t), mean NLL
+        of the targets that are not -1, or None), as Tensors without a graph."""
+        from numpylm.autograd.tensor import Tensor
+        from numpylm.models.base import IGNORE_INDEX, check_ids
+
+        idx, targets = check_ids("NGramLM", idx, targets, self.vocab_size)
+        B, T = idx.shape
+        padded = np.concatenate([np.full((B, self.order - 1), self.bos_id, np.int64), idx], 1)
+        contexts = np.lib.stride_tricks.sliding_window_view(padded, self.order - 1, axis=1)
+        logits = self.log_distributions(contexts[:, 1:].reshape(B * T, -1)).reshape(B, T, -1)
+        if targets is None:
+            return Tensor(logits), None
+        keep = targets != IGNORE_INDEX
+        picked = np.take_along_axis(logits, np.where(keep, targets, 0)[..., None], -1)[..., 0]
+        return Tensor(logits), Tensor(np.array(-picked[keep].mean()))
+
+    __call__ = forward
+
+    def init_state(self, batch_size: int = 1):
+        """The decoding state: each sequence's last n-1 ids, BOS before its start."""
+        from numpylm.models.decoding import WindowState
+
+        return WindowState(batch_size, self.order - 1, fill=self.bos_id)
+
+    def step(self, state, ids, mask=None) -> np.ndarray:
+        """Feed ids (B, T) (T may be 0: predict from BOS); log P(next | window), (B, V)."""
+        from numpylm.models.base import check_step_ids
+
+        ids, mask = check_step_ids("NGramLM", ids, mask, state.batch_size, self.vocab_size)
+        state.push(ids, mask)
+        return self.log_distributions(state.window)
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.params.items())

@@ -14,13 +14,13 @@ of one chunk becomes the start of the next, but it is detached, so gradients flo
 T steps while the state still carries information further. `stream_batches` cuts the text
 that way and `detach_state` cuts the graph.
 
-The interface is the shared one, `forward(idx, targets=None) -> (logits, loss)`, so the generic
-training loop and `numpylm.inference.generate` work with it (generate then reruns the whole
-context for every token). The carried state is an extra, optional argument:
+The interface is the shared one (`numpylm.models.base`): `forward(idx, targets=None) ->
+(logits, loss)` for the training loop, and `init_state`/`step` for decoding, where the state is
+the hidden state itself: a new token costs one step of the recurrence, whatever came before.
+The carried state is also an extra, optional argument of the forward pass:
 - `forward(idx, targets=None, state=None)`: `state` is where to start (None: zeros); the final
   state is left in `self.last_state` (still attached to the graph; detach it to carry it);
-- `forward_with_state(idx, targets=None, state=None) -> (logits, loss, final_state)`;
-- `generate(idx, max_new_tokens, ...)` samples with the state carried, one token per step.
+- `forward_with_state(idx, targets=None, state=None) -> (logits, loss, final_state)`.
 A state is a Tensor (num_layers, B, H) for "rnn" and "gru", a pair (h, c) for "lstm".
 """
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from numpylm import functional as F
-from numpylm.autograd.tensor import Tensor
-from numpylm.inference.sampling import sample_next
+from numpylm.autograd.tensor import Tensor, no_grad
+from numpylm.models.base import IGNORE_INDEX, check_ids, check_step_ids
 from numpylm.nn.layers import Embedding, Linear, get_rng
-from numpylm.nn.module import Module, evaluating
+from numpylm.nn.module import Module
 from numpylm.nn.rnn import GRU, LSTM, RNN
 
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -74,28 +74,16 @@ class RNNLM(Module):
         self.head = Linear(hidden_size, vocab_size, dtype=dtype, rng=rng)
         self.last_state: State = None
 
-    def _check_ids(self, idx: Any, what: str) -> np.ndarray:
-        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
-        if idx.ndim != 2:
-            raise ValueError(f"RNNLM: expected {what} of shape (B, T), got {idx.shape}")
-        if not np.issubdtype(idx.dtype, np.integer):
-            raise TypeError(f"RNNLM: {what} must be integer token ids, got dtype {idx.dtype}")
-        return idx
-
     def forward_with_state(self, idx: Any, targets: Any = None,
                            state: State = None) -> tuple[Tensor, Tensor | None, State]:
         """idx (B, T) ints -> (logits (B, T, V), mean cross-entropy or None, final state)."""
-        idx = self._check_ids(idx, "idx")
+        idx, targets = check_ids("RNNLM", idx, targets, self.vocab_size)
         x = self.embedding(idx)                 # (B, T, C)
         h, final = self.rnn(x, state)           # (B, T, H), state of the last step
         logits = self.head(h)                   # (B, T, V)
         loss = None
         if targets is not None:
-            targets = self._check_ids(targets, "targets")
-            if targets.shape != idx.shape:
-                raise ValueError(f"RNNLM: targets of shape {targets.shape} do not match "
-                                 f"idx of shape {idx.shape}")
-            loss = F.cross_entropy(logits, targets)
+            loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
         return logits, loss, final
 
     def forward(self, idx: Any, targets: Any = None,
@@ -104,33 +92,67 @@ class RNNLM(Module):
         logits, loss, self.last_state = self.forward_with_state(idx, targets, state)
         return logits, loss
 
-    def generate(self, idx: Any, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None,
-                 seed: int | np.random.Generator | None = None,
-                 state: State = None) -> np.ndarray:
-        """Continue every row of idx (B, T) by `max_new_tokens` sampled tokens; return
-        (B, T + max_new_tokens). The prompt is read once, then each new token costs one step,
-        because the state carries the whole context. Sampling is `numpylm.inference.sample_next`
-        (`temperature=0` is greedy); `seed` makes it repeatable."""
-        idx = self._check_ids(idx, "idx")
-        if idx.shape[1] == 0:
-            raise ValueError("RNNLM.generate: the prompt must hold at least one token")
-        if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-            raise ValueError(f"RNNLM.generate: max_new_tokens must be an integer >= 0, "
-                             f"got {max_new_tokens!r}")
-        rng = np.random.default_rng(seed)  # a Generator passes through as it is
-        out = [idx]
-        with evaluating(self):
-            logits, _, state = self.forward_with_state(idx, state=state)
-            for _ in range(max_new_tokens):
-                token = sample_next(logits.data[:, -1], temperature, top_k, top_p, rng)
-                out.append(token[:, None])
-                logits, _, state = self.forward_with_state(token[:, None], state=state)
-        self.last_state = state
-        return np.concatenate(out, axis=1)
+    @property
+    def block_size(self) -> None:
+        """No context limit: the state carries everything read so far."""
+        return None
+
+    def init_state(self, batch_size: int = 1) -> "RecurrentState":
+        """The decoding state: no hidden state yet (zeros), for `batch_size` sequences."""
+        return RecurrentState(batch_size)
+
+    def step(self, state: "RecurrentState", ids: Any, mask: Any = None) -> np.ndarray:
+        """Feed ids (B, T) through the recurrence from the carried hidden state; the logits
+        (B, V) of the next token. Left padding (mask False) leaves a row's state untouched."""
+        ids, mask = check_step_ids("RNNLM", ids, mask, state.batch_size, self.vocab_size)
+        if ids.shape[1] == 0:
+            if state.hidden is None:
+                raise ValueError("RNNLM: every sequence needs at least one token to predict from")
+            return state.last_logits
+        with no_grad():
+            if mask is None:
+                logits, _, state.hidden = self.forward_with_state(ids, state=state.hidden)
+                state.last_logits = logits.data[:, -1]
+            else:  # rows of different lengths: each row alone, from its own state
+                rows = [self._step_row(state, r, ids[r][mask[r]]) for r in range(len(ids))]
+                state.last_logits = np.stack([logits for logits, _ in rows])
+                state.hidden = _stack_states([hidden for _, hidden in rows])
+        return state.last_logits
+
+    def _step_row(self, state: "RecurrentState", row: int, ids: np.ndarray):
+        hidden = None if state.hidden is None else _row_of(state.hidden, row)
+        if len(ids) == 0:
+            return state.last_logits[row], hidden
+        logits, _, final = self.forward_with_state(ids[None, :], state=hidden)
+        return logits.data[0, -1], final
 
     def extra_repr(self) -> str:
         return f"cell={self.cell!r}"
+
+
+class RecurrentState:
+    """A recurrent model's decoding state: its hidden state (None until the first token) and
+    the logits it last produced."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.hidden: State = None
+        self.last_logits: np.ndarray | None = None
+
+
+def _row_of(state: State, row: int) -> State:
+    """Sequence `row` of a state, keeping its batch axis: (num_layers, 1, H)."""
+    if isinstance(state, tuple):
+        return tuple(Tensor(s.data[:, row:row + 1]) for s in state)
+    return Tensor(state.data[:, row:row + 1])
+
+
+def _stack_states(rows: list[State]) -> State:
+    """The per-row states (num_layers, 1, H) joined back into one (num_layers, B, H)."""
+    if isinstance(rows[0], tuple):
+        return tuple(Tensor(np.concatenate([r[k].data for r in rows], axis=1))
+                     for k in range(len(rows[0])))
+    return Tensor(np.concatenate([r.data for r in rows], axis=1))
 
 
 def stream_batches(ids: np.ndarray, batch_size: int,

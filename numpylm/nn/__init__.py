@@ -7,5 +7,4 @@ __all__ = ["Module", "Parameter", "Linear", "Embedding", "LayerNorm", "RMSNorm",
            "Sequential", "ModuleList", "manual_seed", "get_rng", "evaluating"]
 from numpylm.nn.rnn import GRU, LSTM, RNN  # noqa: E402
 from numpylm.nn.rnn_cells import GRUCell, LSTMCell, RNNCell  # noqa: E402
-from numpylm.nn.rnn_fused import gru_fused, lstm_fused, rnn_tanh_fused  # noqa: E402,F401
 __all__ += ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]

@@ -2,7 +2,7 @@
 
 Layer k reads the outputs of layer k - 1 (layer 0 reads the input) and carries its own
 state. Each layer can run in one of two ways, which give the same numbers:
-- `fused=True` (the default): one op per layer from `numpylm.nn.rnn_fused`, which runs the
+- `fused=True` (the default): one op per layer from `numpylm.autograd.ops_rnn`, which runs the
   whole sequence in numpy and backpropagates through time by hand;
 - `fused=False`: the readable way, the cell's step function from `numpylm.nn.rnn_cells`
   called once per time step, with autograd doing the backward pass.
@@ -25,7 +25,7 @@ from numpylm.autograd.tensor import Tensor
 from numpylm.nn.layers import get_rng
 from numpylm.nn.module import Module
 from numpylm.nn.rnn_cells import GATES, as_tensor, gru_step, init_uniform, lstm_step, rnn_tanh_step
-from numpylm.nn.rnn_fused import gru_fused, lstm_fused, rnn_tanh_fused
+from numpylm.autograd.ops_rnn import gru_fused, lstm_fused, rnn_tanh_fused
 
 State = Any  # a Tensor (num_layers, B, H), or for the LSTM a pair (h, c) of them
 

@@ -4,7 +4,7 @@ A recurrent network reads a sequence one step at a time and carries a state from
 to the next. The cell is the rule for one step; a layer (`numpylm.nn.rnn`) applies it along
 the sequence. These are the readable versions: each step function below is the equation
 from the paper, and autograd derives its gradient. The fused layer ops in
-`numpylm.nn.rnn_fused` compute the same numbers with backpropagation through time written
+`numpylm.autograd.ops_rnn` compute the same numbers with backpropagation through time written
 out by hand, and the tests show the two agree.
 
 The equations, gate order and parameter names are PyTorch's, so weights interchange

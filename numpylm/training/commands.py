@@ -5,8 +5,8 @@
     numpylm eval --checkpoint checkpoints/gpt
 
 `train` reads the embedded corpus (or `--data FILE`), fits a tokenizer, builds a model of the
-chosen family with CPU-sized defaults and runs `numpylm.training.train` (or, for the count
-n-gram, counts). `generate` streams a continuation of a prompt to the terminal. `eval`
+chosen family (any family in `numpylm.training.families.FAMILIES`) with CPU-sized defaults
+and runs `numpylm.training.train` (or, for the count n-gram, counts). `generate` streams a continuation of a prompt to the terminal. `eval`
 reports loss, perplexity and bits per token, character and byte on held-out text. Both
 `generate` and `eval` also take a GPT-2-format directory.
 """
@@ -20,29 +20,21 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from numpylm.training.families import NEURAL_FAMILIES
-
-FAMILY_NAMES = ("ngram", *NEURAL_FAMILIES)
+from numpylm.training.families import FAMILIES, cli_model_args, get_family
 
 
 # ---------------------------------------------------------------------------------- train
 
 
-def _model_args(args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
-    """The constructor arguments of the chosen family, from the command-line flags."""
-    family = args.model
-    if family == "ngram":
-        return {"order": args.order, "vocab_size": vocab_size, "smoothing": args.smoothing}
-    if family == "bigram":
-        return {"vocab_size": vocab_size}
-    if family == "mlp":
-        return {"vocab_size": vocab_size, "context": args.context,
-                "n_embd": args.embedding_dim, "n_hidden": args.hidden_size}
-    if family in ("rnn", "gru", "lstm"):
-        return {"vocab_size": vocab_size, "embedding_dim": args.embedding_dim,
-                "hidden_size": args.hidden_size, "cell": family}
-    return {"vocab_size": vocab_size, "block_size": args.block_size, "n_layer": args.n_layer,
-            "n_head": args.n_head, "n_embd": args.n_embd, "dropout": args.dropout}
+def _key_value(text: str) -> tuple[str, Any]:
+    """`--model-arg key=value`: the value as JSON (numbers, true/false, lists), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _train_config(args: argparse.Namespace, out_dir: str):
@@ -56,18 +48,20 @@ def _train_config(args: argparse.Namespace, out_dir: str):
                        seed=args.seed, out_dir=out_dir, max_seconds=args.max_seconds)
 
 
-def _train_ngram(args, tokenizer, data, out_dir: str) -> int:
+def _fit_counts(args, family: str, tokenizer, data, out_dir: str) -> int:
+    """A family fitted by counting (the n-gram): one pass over the training ids, then save."""
     from numpylm.evaluation.evaluate import evaluate_tokens
     from numpylm.training.checkpoint import save_checkpoint
     from numpylm.training.families import build_model
 
-    lm = build_model("ngram", _model_args(args, tokenizer.vocab_size)).fit([data.train])
-    model_args = lm.config  # every constructor argument, defaults included
-    print(f"counted the {lm.order}-grams of {len(data.train):,} tokens ({lm.smoothing})")
+    lm = build_model(family, cli_model_args(family, args, tokenizer.vocab_size))
+    lm = lm.fit([data.train])
+    model_args = getattr(lm, "config", None) or cli_model_args(family, args, tokenizer.vocab_size)
+    print(f"fitted {family} on {len(data.train):,} tokens: {lm!r}")
     if len(data.val) > 1:
         report = evaluate_tokens(lm, tokenizer, data.val, args.block_size)
         print(f"validation: {report}")
-    save_checkpoint(out_dir, model_family="ngram", model_args=model_args,
+    save_checkpoint(out_dir, model_family=family, model_args=model_args,
                     model_state=lm.state_dict(), tokenizer=tokenizer,
                     trainer_state={"step": 0, "train_config": {"block_size": args.block_size},
                                    "data": {"source": data.source,
@@ -88,8 +82,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.resume:
         ckpt = load_checkpoint(out_dir, for_resume=True)
         tokenizer, family, model_args = ckpt.tokenizer, ckpt.model_family, ckpt.model_args
-        if family == "ngram":
-            raise ValueError("an n-gram model is fitted in one pass; there is nothing to resume")
+        if not get_family(family).trainable:
+            raise ValueError(f"a {family} model is fitted in one pass; there is nothing to resume")
         saved = dict(ckpt.trainer_state.get("train_config", {}))
         known = {f.name for f in fields(TrainConfig)}
         config = TrainConfig(**{**{k: v for k, v in saved.items() if k in known},
@@ -102,10 +96,10 @@ def _run_train(args: argparse.Namespace) -> int:
     data = prepare_data(tokenizer, args.data, val_fraction=args.val_fraction)
     print(f"data: {data.source}: {len(data.train):,} train + {len(data.val):,} validation "
           f"tokens ({type(tokenizer).__name__}, vocabulary {tokenizer.vocab_size})")
-    if family == "ngram":
-        return _train_ngram(args, tokenizer, data, out_dir)
+    if not get_family(family).trainable:
+        return _fit_counts(args, family, tokenizer, data, out_dir)
     if model_args is None:
-        model_args = _model_args(args, tokenizer.vocab_size)
+        model_args = cli_model_args(family, args, tokenizer.vocab_size)
         config = _train_config(args, out_dir)
     manual_seed(args.seed)  # layers draw their initial weights from this generator
     model = build_model(family, model_args)
@@ -132,13 +126,16 @@ def _run_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- generate
 
 
-def _print_stream(tokenizer, tokens) -> None:
+def _print_stream(tokenizer, tokens, skip: set[int] = frozenset()) -> None:
     """Print the text of `tokens` (an iterable of ids) as they arrive. The whole text is
     decoded each time and only what is new is printed: a BPE token can end in the middle of
-    a UTF-8 character, so decoding tokens one by one would print broken bytes."""
+    a UTF-8 character, so decoding tokens one by one would print broken bytes. Ids in `skip`
+    (an end-of-sequence id outside the tokenizer) are not printed."""
     new_ids: list[int] = []
     printed = ""
     for token in tokens:
+        if int(token) in skip:
+            continue
         new_ids.append(int(token))
         text = tokenizer.decode(new_ids)
         if text.endswith("\ufffd"):
@@ -150,35 +147,23 @@ def _print_stream(tokenizer, tokens) -> None:
     sys.stdout.write(text[len(printed):])
 
 
-def _stream_ngram(loaded, ids: list[int], args) -> None:
-    new = loaded.model.generate(args.max_new_tokens, context=ids, rng=args.seed,
-                                temperature=args.temperature)
-    _print_stream(loaded.tokenizer, new)
-
-
-def _stream_neural(loaded, ids: list[int], args) -> None:
-    from numpylm.inference import context_limit, generate_stream
-
-    limit = context_limit(loaded.model)
-    if limit is not None:
-        ids = ids[-limit:]  # the model sees at most its context; the rest is only printed
-    _print_stream(loaded.tokenizer, generate_stream(
-        loaded.model, ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, seed=args.seed))
-
-
 def _run_generate(args: argparse.Namespace) -> int:
+    from numpylm.inference import context_limit, generate_stream
+    from numpylm.inference.sampling import sampling_from_args
     from numpylm.training.families import load_model
 
     loaded = load_model(args.checkpoint)
     ids = loaded.tokenizer.encode(args.prompt)
-    if not ids and loaded.family != "ngram":
-        raise ValueError("--prompt must give at least one token for a neural model")
+    # A model with its own end-of-sequence id (the n-gram's boundary id) stops there.
+    eos = getattr(loaded.model, "eos_id", None)
+    stops = () if eos is None else (eos,)
+    limit = context_limit(loaded.model)
+    if limit is not None:
+        ids = ids[-limit:]  # the model sees at most its context; the rest is only printed
     sys.stdout.write(args.prompt)
-    if loaded.family == "ngram":
-        _stream_ngram(loaded, ids, args)
-    else:
-        _stream_neural(loaded, ids, args)
+    _print_stream(loaded.tokenizer, generate_stream(
+        loaded.model, ids, max_new_tokens=args.max_new_tokens,
+        sampling=sampling_from_args(args, stops)), skip=set(stops))
     sys.stdout.write("\n")
     return 0
 
@@ -236,6 +221,7 @@ def _guarded(run):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from numpylm.inference.sampling import add_sampling_arguments
     from numpylm.training.loop import TrainConfig
 
     d = TrainConfig()
@@ -244,7 +230,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a model on the embedded corpus (Python's reference manual) or a UTF-8 "
                     "file, saving a checkpoint directory every --eval-interval steps.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", choices=FAMILY_NAMES, default="gpt", help="model family")
+    p.add_argument("--model", choices=tuple(FAMILIES), default="gpt",
+                   help="model family: " + "; ".join(f"{n}: {f.help}" for n, f in FAMILIES.items()
+                                                       if f.help))
     p.add_argument("--data", metavar="FILE", help="UTF-8 text file (default: embedded corpus)")
     p.add_argument("--tokenizer", choices=("char", "bpe"), default="char")
     p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size")
@@ -280,6 +268,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--context", type=int, default=3, help="mlp: tokens of context")
     m.add_argument("--order", type=int, default=3, help="ngram: n")
     m.add_argument("--smoothing", default="kneser_ney", help="ngram: smoothing method")
+    m.add_argument("--model-arg", action="append", type=_key_value, metavar="KEY=VALUE",
+                   help="a constructor argument of the model, overriding the flags above "
+                        "(repeatable; the value is read as JSON, else as a string)")
     p.set_defaults(func=_guarded(_run_train))
 
     p = subparsers.add_parser(
@@ -290,10 +281,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, metavar="DIR")
     p.add_argument("--prompt", default="", metavar="TEXT")
     p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 picks the most likely token")
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_arguments(p)
     p.set_defaults(func=_guarded(_run_generate))
 
     p = subparsers.add_parser(

@@ -1,21 +1,61 @@
-"""The model families `numpylm train` knows, by name, and how each is rebuilt from a checkpoint.
+"""The model families numpylm knows, one record each: how a family is built from the command
+line, how the ladder sizes it, and how a checkpoint of it is saved and loaded.
 
-A checkpoint's `config.json` stores a family name and that family's constructor arguments;
-`build_model(name, args)` turns them back into a model, so `generate` and `eval` work for any
-family without knowing which one they hold. Families are imported lazily: a checkpoint of one
-family never needs the code of another.
+A checkpoint's `config.json` stores a family name and that family's constructor arguments
+(`model_args`); `build_model(name, args)` turns them back into a model, so `generate` and
+`eval` work for any family without knowing which one they hold. `numpylm train --model`,
+`generate`, `eval` and the ladder all read `FAMILIES`, so adding a family is: one model file
+(following `numpylm.models.base`), one `Family` record passed to `register_family`, and its
+tests. A family registered from your own code is reachable from the CLI (`numpylm train
+--model NAME --model-arg key=value`) and the ladder (when its record says how to size it).
 
-The count n-gram is the odd one out: it has no gradients and no parameters. Its "weights"
-are its count tables, saved as integer safetensors arrays (`order{m}.keys`, `order{m}.counts`:
-the packed m-grams and the count used at that order; `discounts` for Kneser-Ney; `n_tokens`)
+Families are imported lazily: a checkpoint of one family never needs the code of another.
+The count n-gram is the one family that is fitted by counting rather than trained
+(`trainable=False`); its "weights" are its count tables, saved as integer safetensors arrays
 and turned back into a fitted model by `NGramLM.load_state_dict`.
 """
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["FAMILIES", "LoadedModel", "NEURAL_FAMILIES", "build_model", "load_model",
-           "register_family"]
+__all__ = ["FAMILIES", "Family", "LadderSpec", "LoadedModel", "build_model", "family_names",
+           "get_family", "load_model", "register_family", "trainable_families"]
+
+
+@dataclass(frozen=True)
+class LadderSpec:
+    """How the ladder sizes a family for a character-level run.
+
+    `args(vocab_size, block_size, tiny)` gives the constructor arguments (tiny: a few
+    hundred parameters, for tests); `lr` is the peak learning rate of its run.
+    """
+
+    args: Callable[[int, int, bool], dict[str, Any]]
+    lr: float
+    weight_decay: float = 0.1
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: its name, constructor, command-line sizing and ladder sizing.
+
+    - `build(**model_args)` returns a fresh model (the checkpoint's `model_args`);
+    - `cli_args(args, vocab_size)` turns `numpylm train`'s flags into `model_args`
+      (None: the family takes only `--model-arg key=value` pairs, plus `vocab_size`);
+    - `ladder`: how the ladder sizes it, or None to leave it out of the ladder;
+    - `trainable`: False for a model fitted by counting (`model.fit([ids])`) instead of the
+      training loop.
+    """
+
+    name: str
+    build: Callable[..., Any]
+    cli_args: Callable[[argparse.Namespace, int], dict[str, Any]] | None = None
+    ladder: LadderSpec | None = None
+    trainable: bool = True
+    help: str = ""
 
 
 def _ngram(**args: Any):
@@ -25,13 +65,13 @@ def _ngram(**args: Any):
 
 
 def _bigram(**args: Any):
-    from numpylm.models import BigramLM
+    from numpylm.models.bigram import BigramLM
 
     return BigramLM(**args)
 
 
 def _mlp(**args: Any):
-    from numpylm.models import MLPLM
+    from numpylm.models.mlp import MLPLM
 
     return MLPLM(**args)
 
@@ -48,35 +88,94 @@ def _gpt(**args: Any):
     return GPT(GPTConfig(**args))
 
 
-# name -> constructor taking the checkpoint's model_args as keywords. rnn, gru and lstm are
-# one class (RNNLM) whose model_args carry `cell`.
-FAMILIES: dict[str, Callable[..., Any]] = {
-    "ngram": _ngram,
-    "bigram": _bigram,
-    "mlp": _mlp,
-    "rnn": _rnn,
-    "gru": _rnn,
-    "lstm": _rnn,
-    "gpt": _gpt,
-}
-NEURAL_FAMILIES = ("bigram", "mlp", "rnn", "gru", "lstm", "gpt")
+def _recurrent(cell: str, lr: float) -> Family:
+    """rnn, gru and lstm are one class (RNNLM) whose model_args carry `cell`."""
+    return Family(
+        cell, _rnn,
+        cli_args=lambda a, V: {"vocab_size": V, "embedding_dim": a.embedding_dim,
+                               "hidden_size": a.hidden_size, "cell": cell},
+        ladder=LadderSpec(lambda V, T, tiny: {"vocab_size": V, "embedding_dim": 8 if tiny else 32,
+                                              "hidden_size": 16 if tiny else 128, "cell": cell},
+                          lr=lr),
+        help=f"{cell.upper()} language model")
 
 
-def register_family(name: str, constructor: Callable[..., Any]) -> None:
-    """Make `build_model(name, args)` call `constructor(**args)` (for models of your own)."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a family name must be a non-empty string, got {name!r}")
-    FAMILIES[name] = constructor
+# name -> record, in the order the CLI and the ladder list them. Gated cells tolerate a larger
+# step than the plain tanh RNN, whose gradients explode.
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("ngram", _ngram,
+           cli_args=lambda a, V: {"order": a.order, "vocab_size": V, "smoothing": a.smoothing},
+           trainable=False, help="count n-gram (--order, --smoothing)"),
+    Family("bigram", _bigram, cli_args=lambda a, V: {"vocab_size": V},
+           ladder=LadderSpec(lambda V, T, tiny: {"vocab_size": V}, lr=3e-2, weight_decay=0.0),
+           help="neural bigram: a table of logits"),
+    Family("mlp", _mlp,
+           cli_args=lambda a, V: {"vocab_size": V, "context": a.context,
+                                  "n_embd": a.embedding_dim, "n_hidden": a.hidden_size},
+           ladder=LadderSpec(lambda V, T, tiny: {"vocab_size": V, "context": 8,
+                                                 "n_embd": 8 if tiny else 32,
+                                                 "n_hidden": 32 if tiny else 256}, lr=3e-3),
+           help="Bengio et al.'s MLP over the last --context tokens"),
+    _recurrent("rnn", 5e-3),
+    _recurrent("gru", 1.5e-2),
+    _recurrent("lstm", 1.5e-2),
+    Family("gpt", _gpt,
+           cli_args=lambda a, V: {"vocab_size": V, "block_size": a.block_size,
+                                  "n_layer": a.n_layer, "n_head": a.n_head, "n_embd": a.n_embd,
+                                  "dropout": a.dropout},
+           ladder=LadderSpec(lambda V, T, tiny: {"vocab_size": V, "block_size": T,
+                                                 "n_layer": 1 if tiny else 2,
+                                                 "n_head": 2 if tiny else 4,
+                                                 "n_embd": 16 if tiny else 64,
+                                                 "dropout": 0.0, "bias": True}, lr=3e-3),
+           help="GPT-2 transformer"),
+)}
+
+
+def register_family(family: Family | str, constructor: Callable[..., Any] | None = None) -> None:
+    """Add (or replace) a family: `register_family(Family(...))`, or for a model that needs
+    nothing but a constructor, `register_family(name, constructor)`."""
+    if isinstance(family, str):
+        if constructor is None:
+            raise TypeError("register_family(name, constructor): the constructor is missing")
+        family = Family(family, constructor)
+    if not isinstance(family, Family) or not isinstance(family.name, str) or not family.name:
+        raise ValueError(f"a family needs a non-empty string name, got {family!r}")
+    FAMILIES[family.name] = family
+
+
+def family_names() -> tuple[str, ...]:
+    return tuple(FAMILIES)
+
+
+def trainable_families() -> tuple[str, ...]:
+    """Families trained by the training loop (the neural ones), in registry order."""
+    return tuple(name for name, f in FAMILIES.items() if f.trainable)
+
+
+def get_family(name: str) -> Family:
+    """The record of family `name`; an unknown name is a `ValueError` listing the known ones."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
 
 
 def build_model(family: str, args: dict[str, Any]):
     """A fresh model of `family` built with `args` (the checkpoint's `model_args`)."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; known: {', '.join(sorted(FAMILIES))}")
+    record = get_family(family)
     try:
-        return FAMILIES[family](**args)
+        return record.build(**args)
     except TypeError as err:
         raise ValueError(f"cannot build a {family!r} model from arguments {args}: {err}") from None
+
+
+def cli_model_args(family: str, args: argparse.Namespace, vocab_size: int) -> dict[str, Any]:
+    """`model_args` of `family` from `numpylm train`'s flags: the family's own sizing flags,
+    then any `--model-arg key=value` pairs on top."""
+    record = get_family(family)
+    model_args = (record.cli_args(args, vocab_size) if record.cli_args is not None
+                  else {"vocab_size": vocab_size})
+    return {**model_args, **dict(getattr(args, "model_arg", None) or {})}
 
 
 class LoadedModel:
@@ -89,7 +188,7 @@ class LoadedModel:
         self.block_size, self.source, self.trainer_state = block_size, source, trainer_state
 
 
-def _is_gpt2_directory(path) -> bool:
+def _is_gpt2_directory(path: Path) -> bool:
     from numpylm.io import load_json
 
     config = path / "config.json"
@@ -102,7 +201,7 @@ def _is_gpt2_directory(path) -> bool:
     return isinstance(data, dict) and data.get("model_type") == "gpt2"
 
 
-def _load_gpt2_directory(path) -> LoadedModel:
+def _load_gpt2_directory(path: Path) -> LoadedModel:
     from numpylm.models.gpt2_io import load_pretrained
 
     missing = [name for name in ("model.safetensors", "vocab.json", "merges.txt")
@@ -118,8 +217,6 @@ def _load_gpt2_directory(path) -> LoadedModel:
 def load_model(directory, default_block_size: int = 64) -> LoadedModel:
     """Load a numpylm checkpoint directory, or a GPT-2-format directory (config.json with
     model_type "gpt2", model.safetensors, vocab.json, merges.txt), for inference."""
-    from pathlib import Path
-
     from numpylm.training.checkpoint import (TRAINER, CheckpointError, load_checkpoint,
                                              read_trainer_state)
 
@@ -128,25 +225,22 @@ def load_model(directory, default_block_size: int = 64) -> LoadedModel:
         return _load_gpt2_directory(path)
     ckpt = load_checkpoint(path)
     trainer_state = read_trainer_state(ckpt.path) if (ckpt.path / TRAINER).is_file() else None
-    if ckpt.model_family == "ngram":
-        try:
-            model = _ngram(**ckpt.model_args).load_state_dict(ckpt.model_state)
-        except ValueError as err:
-            raise CheckpointError(f"checkpoint {str(ckpt.path)!r}: {err}") from None
-    else:
-        model = build_model(ckpt.model_family, ckpt.model_args)
-        try:
-            model.load_state_dict(ckpt.model_state)
-        except ValueError as err:
-            raise CheckpointError(
-                f"checkpoint {str(ckpt.path)!r}: model.safetensors does not fit the "
-                f"{ckpt.model_family!r} model of config.json:\n{err}") from None
+    model = build_model(ckpt.model_family, ckpt.model_args)
+    try:
+        model.load_state_dict(ckpt.model_state)
+    except ValueError as err:
+        raise CheckpointError(
+            f"checkpoint {str(ckpt.path)!r}: model.safetensors does not fit the "
+            f"{ckpt.model_family!r} model of config.json:\n{err}") from None
+    if hasattr(model, "eval"):
         model.eval()
     block_size = default_block_size
     if isinstance(trainer_state, dict):
         block_size = int(trainer_state.get("train_config", {}).get("block_size", block_size))
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "block_size"):
-        block_size = min(block_size, int(config.block_size))
+    # A transformer cannot read more than its positions; the other families read any length
+    # (their block_size, where they have one, says how much of it matters, not a limit).
+    limit = getattr(getattr(model, "config", None), "block_size", None)
+    if limit is not None:
+        block_size = min(block_size, int(limit))
     return LoadedModel(model, ckpt.tokenizer, ckpt.model_family, block_size, str(ckpt.path),
                        trainer_state)

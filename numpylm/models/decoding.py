@@ -1,0 +1,111 @@
+"""Decoding states, part 3 of the guide: what a model must remember between one generated token
+and the next (see the contract in `numpylm.models.base`).
+
+Two kinds of memory cover every family but the recurrent ones (whose state is their hidden
+state, kept by `RNNLM` itself):
+
+- `WindowState`: the last n ids of each sequence. An n-gram model, the bigram (n = 1) and the
+  MLP (n = its context) predict from nothing else, so nothing else is kept.
+- `TransformerState` with `transformer_step`: a KV cache (`numpylm.models.kv_cache`) plus the
+  bookkeeping that makes left padding invisible. Prompts of different lengths are run as one
+  batch by padding them on the left; an attention mask hides the padding from every real
+  token, and positions count real tokens only, so each prompt gets exactly the logits it
+  would get alone. When a sequence fills the model's whole context, the cache is rebuilt from
+  the last `block_size` tokens of each sequence (a sliding window), which is what running the
+  model without a cache on the cropped sequence does.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["TransformerState", "WindowState", "transformer_step"]
+
+
+class WindowState:
+    """The last `n` ids of each of `batch_size` sequences, `fill` where there are fewer."""
+
+    def __init__(self, batch_size: int, n: int, fill: int) -> None:
+        self.window = np.full((batch_size, n), fill, dtype=np.int64)
+        self.seen = np.zeros(batch_size, dtype=np.int64)  # real ids fed so far, per row
+
+    @property
+    def batch_size(self) -> int:
+        return self.window.shape[0]
+
+    def push(self, ids: np.ndarray, mask: np.ndarray | None) -> None:
+        """Append ids (B, T) to every row, leaving out the padding where `mask` is False."""
+        n = self.window.shape[1]
+        if mask is None:
+            self.window = np.concatenate([self.window, ids], axis=1)[:, ids.shape[1]:]
+            self.seen += ids.shape[1]
+            return
+        for row in range(ids.shape[0]):
+            real = ids[row][mask[row]]
+            self.window[row] = np.concatenate([self.window[row], real])[-n:] if n else []
+            self.seen[row] += len(real)
+
+
+class TransformerState:
+    """A KV cache with the bookkeeping of left padding and of the sliding window.
+
+    `cache` is any object with `length`, `reset()` and the append/advance protocol of
+    `KVCache`; `capacity` is the most tokens it holds (the model's block_size).
+    """
+
+    def __init__(self, cache: Any, capacity: int) -> None:
+        B = cache.batch_size
+        self.cache, self.capacity = cache, capacity
+        self.real = np.zeros((B, capacity), dtype=bool)  # True at cached real tokens
+        self.lengths = np.zeros(B, dtype=np.int64)  # real tokens of each row in the cache
+        self.padded = False  # whether any cached column is padding
+        self.history: list[list[int]] = [[] for _ in range(B)]  # every real token, per row
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.history)
+
+
+# run(ids (B, T), positions (B, T), attention_mask (B, L) or None) -> logits (B, V) of the
+# last column, appending the new keys and values to the state's cache.
+Runner = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
+
+
+def transformer_step(state: TransformerState, ids: np.ndarray, mask: np.ndarray | None,
+                     run: Runner) -> np.ndarray:
+    """Feed ids (B, T) (with padding mask, or None) through `run`; logits (B, V) of the last
+    column. Ids and mask are already checked (`numpylm.models.base.check_step_ids`)."""
+    B, T = ids.shape
+    for row in range(B):
+        state.history[row].extend(ids[row][mask[row]] if mask is not None else ids[row])
+    if state.cache.length + T > state.capacity:
+        return _refill(state, run)  # the context is full: slide the window
+    L0 = state.cache.length
+    real = np.ones((B, T), dtype=bool) if mask is None else mask
+    state.real[:, L0:L0 + T] = real
+    state.padded |= mask is not None
+    # Positions count real tokens only; padding gets position 0 (it is never attended to).
+    positions = np.maximum(state.lengths[:, None] + np.cumsum(real, axis=1) - 1, 0)
+    state.lengths += real.sum(axis=1)
+    attention = state.real[:, :L0 + T] if state.padded else None
+    return run(ids, positions, attention)
+
+
+def _refill(state: TransformerState, run: Runner) -> np.ndarray:
+    """Reset the cache and run the last `capacity` real tokens of every row, left-padded."""
+    windows = [h[-state.capacity:] for h in state.history]
+    L = max(map(len, windows))
+    B = len(windows)
+    ids = np.zeros((B, L), dtype=np.int64)
+    mask = np.zeros((B, L), dtype=bool)
+    for i, w in enumerate(windows):
+        ids[i, L - len(w):] = w
+        mask[i, L - len(w):] = True
+    state.cache.reset()
+    state.real[:] = False
+    state.lengths[:] = 0
+    state.padded = False
+    for history, window in zip(state.history, windows):  # transformer_step adds them back
+        del history[len(history) - len(window):]
+    return transformer_step(state, ids, None if mask.all() else mask, run)
