@@ -120,6 +120,8 @@ def _recover(directory: Path) -> None:
     writing, incoming, previous = (_sibling(directory, tag)
                                    for tag in ("writing", "incoming", "previous"))
     _remove(writing)
+    if incoming.is_dir() and check_files(incoming):  # only an older version leaves it partial
+        _remove(incoming)
     if incoming.is_dir():  # complete and newer than NAME: finish its swap
         if directory.is_dir():
             _remove(previous)
@@ -191,7 +193,7 @@ def save_checkpoint(directory: str | os.PathLike[str], *, model_family: str,
 def _resolve(directory: Path) -> Path:
     """Where the newest complete checkpoint of `directory` is, whatever step a save died at."""
     incoming = _sibling(directory, "incoming")
-    if incoming.is_dir():  # complete (renamed from .writing), newer than NAME
+    if incoming.is_dir() and not check_files(incoming):  # complete, newer than NAME
         return incoming
     if directory.is_dir():
         return directory
