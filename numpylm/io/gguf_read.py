@@ -280,7 +280,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
         raise FileFormatError(where, f"starts with {magic!r}, not {GGUF_MAGIC!r}", field="magic")
     version = cursor.scalar("<I", "version")
     if version not in (2, 3):
-        if version.to_bytes(4, "little")[::-1] in (b"\0\0\0\2", b"\0\0\0\3"):
+        if int.from_bytes(version.to_bytes(4, "little"), "big") in (2, 3):
             message = "is a big-endian GGUF file; only little-endian files are supported"
         elif version == 1:
             message = "is GGUF version 1 (32-bit counts); only versions 2 and 3 are supported"
