@@ -1,4 +1,4 @@
-"""The tokenizer inside a GGUF file: the same byte-level BPE as `tokenizer.json`, stored as metadata.
+"""The tokenizer inside a GGUF file: the byte-level BPE of `tokenizer.json`, stored as metadata.
 
 A GGUF file carries its vocabulary in `tokenizer.ggml.*` keys: the tokens by id, the merges as
 "a b" strings, a type per token (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
@@ -18,7 +18,9 @@ from numpylm.io.errors import FileFormatError
 from numpylm.tokenizers.hf_json import HFTokenizer
 from numpylm.tokenizers.patterns import LLAMA3_PATTERN, LLAMA_CPP_DEFAULT_PATTERNS, QWEN2_PATTERN
 
-TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = range(1, 7)
+# The values of tokenizer.ggml.token_type.
+TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = (
+    range(1, 7))
 
 
 def _byte_level(use_regex: bool) -> dict[str, Any]:
@@ -151,7 +153,15 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any],
 
     `bos_id`, `eos_id` and `pad_id` come from `tokenizer.ggml.{bos,eos,padding}_token_id`.
     """
-    tokenizer = HFTokenizer(tokenizer_json_from_gguf_metadata(metadata, path), path=path)
+    tokenizer_json = tokenizer_json_from_gguf_metadata(metadata, path)
+    try:
+        tokenizer = HFTokenizer(tokenizer_json, path=path)
+    except FileFormatError as err:  # name the GGUF key, not the tokenizer.json field
+        field = (err.field or "").replace("model.merges", "tokenizer.ggml.merges")
+        field = field.replace("model.vocab", "tokenizer.ggml.tokens")
+        message = str(err).rsplit(f"{err.field}: ", 1)[-1] if err.field else str(err)
+        message = message.replace("model.vocab", "tokenizer.ggml.tokens")
+        raise FileFormatError(path, message, field=field or None) from None
     n_tokens = len(metadata["tokenizer.ggml.tokens"])
     tokenizer.bos_id = _special_id(metadata, "bos", n_tokens, path)
     tokenizer.eos_id = _special_id(metadata, "eos", n_tokens, path)

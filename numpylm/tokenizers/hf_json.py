@@ -138,7 +138,8 @@ class HFTokenizer(Tokenizer):
             elif isinstance(merge, list) and self._merges_as_pairs:
                 parts = merge
             else:
-                raise _fail(self.path, where, "merges must all be 'a b' strings or all [a, b] pairs")
+                raise _fail(self.path, where,
+                            "merges must all be 'a b' strings or all [a, b] pairs")
             if len(parts) != 2 or not all(isinstance(p, str) and p for p in parts):
                 raise _fail(self.path, where, f"expected two non-empty tokens, got {merge!r}")
             left, right = parts

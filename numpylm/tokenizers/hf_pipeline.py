@@ -199,7 +199,8 @@ def field_of(node: Any, key: str, kind: type | tuple[type, ...], field: str, pat
             raise _fail(path, f"{field}.{key}", "is missing")
         return default
     value = node[key]
-    bad_bool = isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    bad_bool = isinstance(value, bool) and bool not in kinds  # JSON true is no integer
     if not isinstance(value, kind) or bad_bool:
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise _fail(path, f"{field}.{key}", f"expected {names}, got {type(value).__name__}")

@@ -57,7 +57,7 @@ def pretokenize(text: str, pattern: str = GPT4_PATTERN) -> list[str]:
     return compile_pattern(pattern).findall(text)
 
 
-# Llama 3's split pattern (its `tokenizer.json` Split step; GGUF's `tokenizer.ggml.pre` "llama-bpe").
+# Llama 3's split pattern (the Split step of its `tokenizer.json`; GGUF's pre "llama-bpe").
 # GPT-4's pattern without the possessive quantifiers, and `\s*[\r\n]+` takes a whole run of
 # newlines at once. Written as in the file, so ids match the reference exactly.
 LLAMA3_PATTERN = (
