@@ -188,3 +188,44 @@ def test_causal_query_blocks_change_nothing(inputs, block):
         A.QUERY_BLOCK = saved
     for fused, composed in zip(*results):
         np.testing.assert_allclose(fused, composed, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=25)
+@given(attention_inputs(), st.integers(1, 3), st.sampled_from([1, 2, 3]), st.booleans())
+def test_reference_backward_equals_the_blocked_backward(inputs, block, group, per_query_mask):
+    """attention_backward_reference (the docstring's formulas, unblocked) against the fused
+    op's blocked, in-place backward: causal or not, Tq <= Tk (a KV cache), padding masks
+    or per-query masks, grouped-query attention (H = group * Hkv), small query blocks."""
+    import numpylm.autograd.ops_attention as A
+    q, k, v, causal, mask = inputs
+    q = np.concatenate([q] * group, axis=1)  # group query heads per key-value head
+    q = q + np.random.default_rng(0).standard_normal(q.shape)  # ... that differ
+    if per_query_mask:
+        mask = np.random.default_rng(1).random(q.shape[-2:-1] + k.shape[-2:-1]) < 0.6
+        mask[:, 0] = True
+    g = np.random.default_rng(2).standard_normal(q.shape[:-1] + v.shape[-1:])
+    saved, A.QUERY_BLOCK = A.QUERY_BLOCK, block
+    try:
+        tq, tk, tv = (Tensor(a, requires_grad=True) for a in (q, k, v))
+        F.scaled_dot_product_attention(tq, tk, tv, causal=causal, attn_mask=mask).backward(g)
+    finally:
+        A.QUERY_BLOCK = saved
+    reference = A.attention_backward_reference(g, q, k, v, causal=causal, attn_mask=mask)
+    for plain, fused in zip(reference, (tq.grad, tk.grad, tv.grad)):
+        assert plain.shape == fused.shape
+        np.testing.assert_allclose(plain, fused, rtol=1e-10, atol=1e-12)
+
+
+def test_reference_backward_by_hand():
+    """One query, two keys with scores 0 and 0 (q = 0): P = [1/2, 1/2], values [1, 3], so
+    O = 2. With dO = 1: dV = P^T dO = [1/2, 1/2]; dP = dO V^T = [1, 3];
+    rowsum(dP * P) = 2, dS = P * (dP - 2) = [-1/2, 1/2]; with k = [[0], [2]] (D = 1):
+    dQ = dS K = -1/2 * 0 + 1/2 * 2 = 1, dK = dS^T Q = 0."""
+    import numpylm.autograd.ops_attention as A
+    q = np.zeros((1, 1, 1))
+    k = np.array([[[0.0], [2.0]]])
+    v = np.array([[[1.0], [3.0]]])
+    dq, dk, dv = A.attention_backward_reference(np.ones((1, 1, 1)), q, k, v, causal=False)
+    np.testing.assert_allclose(dv.ravel(), [0.5, 0.5])
+    np.testing.assert_allclose(dq.ravel(), [1.0])
+    np.testing.assert_allclose(dk.ravel(), [0.0, 0.0])

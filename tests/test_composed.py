@@ -1,6 +1,9 @@
 """Each fused op equals its readable composition of primitives, in value and gradient."""
+import math
+
 import numpy as np
-from hypothesis import given
+import pytest
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import numpylm.functional as F
@@ -61,3 +64,37 @@ def test_fused_softmax_survives_huge_logits():
     x = Tensor(np.array([1000.0, 0.0, -1000.0], dtype=np.float32))
     np.testing.assert_allclose(F.softmax(x).data, [1.0, 0.0, 0.0])
     assert np.isfinite(F.cross_entropy(x.reshape(1, 3), np.array([2])).item())
+
+
+@given(array(min_dims=1, max_dims=3, low=-5, high=5), st.data(), st.booleans())
+def test_rms_norm_twins(x, data, affine):
+    assume(np.all(np.mean(x * x, axis=-1) > 1e-3))
+    w = data.draw(arrays_for((x.shape[-1],))) if affine else None
+    if affine:
+        _assert_twins(lambda t, s: F.rms_norm(t, s), lambda t, s: composed.rms_norm(t, s), x, w)
+    else:
+        _assert_twins(lambda t: F.rms_norm(t, None), lambda t: composed.rms_norm(t, None), x)
+
+
+def test_rms_norm_by_hand():
+    """x = [3, 4]: mean(x^2) = (9 + 16) / 2 = 12.5, so with eps = 0 the output is
+    x / sqrt(12.5) = [0.84853, 1.13137], times weight [1, 2] -> [0.84853, 2.26274]."""
+    x = np.array([3.0, 4.0], dtype=np.float32)
+    y = F.rms_norm(x, np.array([1.0, 2.0], dtype=np.float32), eps=0.0)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.data, [3 / math.sqrt(12.5), 8 / math.sqrt(12.5)], rtol=1e-6)
+
+
+def test_rms_norm_matches_hf_llama_rms_norm():
+    torch = pytest.importorskip("torch")
+    llama = pytest.importorskip("transformers.models.llama.modeling_llama")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 16)).astype(np.float32) * 3
+    w = rng.standard_normal(16).astype(np.float32)
+    norm = llama.LlamaRMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.from_numpy(w))
+        expected = norm(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(F.rms_norm(x, w, eps=1e-5).data, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(composed.rms_norm(Tensor(x), Tensor(w), eps=1e-5).data, expected,
+                               rtol=1e-5, atol=1e-6)
