@@ -36,7 +36,8 @@ def test_context_ids_by_hand():
     assert m.context_ids(np.array([[5, 6, 7]])).tolist() == [[[5, 0, 0], [6, 5, 0], [7, 6, 5]]]
     m = MLPLM(8, context=2, n_embd=2, n_hidden=3, rng=0)  # default pad: the extra id 8
     assert m.context_ids(np.array([[5, 6]])).tolist() == [[[5, 8], [6, 5]]]
-    assert m.wte.weight.shape == (9, 2) and m.block_size == 2
+    # forward reads any length (block_size None); each position sees `context` ids
+    assert m.wte.weight.shape == (9, 2) and m.block_size is None and m.config.context == 2
 
 
 def test_interface_shapes_and_loss():

@@ -15,7 +15,8 @@ exactly.
 
 The interface shared by every neural model (after makemore): `forward(idx, targets=None)
 -> (logits, loss)`, idx (B, T) int ids, logits (B, T, V), loss the mean cross-entropy over
-targets that are not -1, or None. `block_size` is 1: only the last token matters.
+targets that are not -1, or None. `block_size` is None: `forward` reads any length, and
+only the last token matters.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class BigramLM(Module):
             raise ValueError(f"BigramLM: vocab_size must be an integer >= 1, got {vocab_size!r}")
         self.config = BigramConfig(int(vocab_size))
         self.vocab_size = int(vocab_size)
-        self.block_size = 1
+        self.block_size = None  # any length; only the last id matters
         # Zero logits: every row starts as the uniform distribution (as in makemore).
         self.logits = Parameter(np.zeros((vocab_size, vocab_size)), dtype)
 

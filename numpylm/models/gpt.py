@@ -182,6 +182,10 @@ class GPT(Module):
     def block_size(self) -> int:
         return self.config.block_size
 
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
     def forward(self, idx: Any, targets: Any = None, *, kv_cache=None, attention_mask=None,
                 position_ids=None, last_only: bool = False) -> tuple[Tensor, Tensor | None]:
         """idx (B, T) token ids -> (logits (B, T, V), mean cross-entropy or None).

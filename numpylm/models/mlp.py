@@ -68,7 +68,7 @@ class MLPLM(Module):
             raise ValueError(f"MLPLM: pad_id must be None or an id in [0, {vocab_size}), got {pad_id!r}")
         self.config = MLPConfig(int(vocab_size), int(context), int(n_embd), int(n_hidden), pad_id)
         self.vocab_size = int(vocab_size)
-        self.block_size = int(context)  # a generation loop may crop idx to the last block_size ids
+        self.block_size = None  # forward reads any length; each position sees `context` ids
         self.pad_id = self.vocab_size if pad_id is None else int(pad_id)
         rng = np.random.default_rng(rng)  # a Generator passes through as it is
         n_rows = vocab_size + (pad_id is None)  # the extra <BLANK> row, if padding has its own id
