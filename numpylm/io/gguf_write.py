@@ -106,7 +106,11 @@ def _infer_spec(value: Any, key: str) -> Any:
             return [_int_type([int(v) for v in value], key)]
         if all(isinstance(v, float) or _is_int(v) for v in value):
             return [GGUFValueType.FLOAT32]
-        specs = [_infer_spec(v, key) for v in value]
+        # An empty inner list takes its type from its siblings: [[1, 2], [], [3]].
+        specs = [_infer_spec(v, key) for v in value if not (isinstance(v, list | tuple) and not v)]
+        if not specs:
+            raise ValueError(f"metadata {key!r}: a list of empty lists needs an explicit type "
+                             "(metadata_types)")
         if any(s != specs[0] for s in specs):
             raise ValueError(f"metadata {key!r}: list mixes element types {sorted(set(map(str, specs)))}")
         return [specs[0]]

@@ -94,8 +94,6 @@ class QuantizedLinear:
     def from_float(cls, weight: np.ndarray, ggml_type: str | int | GGMLType = GGMLType.Q8_0,
                    bias: np.ndarray | None = None) -> QuantizedLinear:
         """Quantize an (out, in) float weight to `ggml_type` ("q8_0", "q4_0", "q4_1", ...)."""
-        if isinstance(ggml_type, str):
-            ggml_type = GGMLType[ggml_type.upper()]
         return cls(quantize_blocks(weight, ggml_type), bias)
 
     @classmethod

@@ -129,10 +129,10 @@ def _bf16(x: np.ndarray) -> np.ndarray:
 _BLOCK_QUANTIZERS = {GGMLType.Q8_0: _q8_0, GGMLType.Q4_0: _q4_0, GGMLType.Q4_1: _q4_1}
 
 
-def quantize_blocks(x: np.ndarray, ggml_type: int | GGMLType) -> RawTensor:
+def quantize_blocks(x: np.ndarray, ggml_type: str | int | GGMLType) -> RawTensor:
     """Pack float array `x` (rows along the last axis) as `ggml_type`: F32, F16, BF16, Q8_0,
-    Q4_0 or Q4_1. Returns RawTensor(type, uint8 bytes, shape)."""
-    ggml_type = GGMLType(ggml_type)
+    Q4_0 or Q4_1 (a GGMLType or its name, e.g. "q8_0"). Returns RawTensor(type, bytes, shape)."""
+    ggml_type = GGMLType[ggml_type.upper()] if isinstance(ggml_type, str) else GGMLType(ggml_type)
     x = np.ascontiguousarray(x, dtype=np.float32)
     shape = x.shape
     if ggml_type == GGMLType.F32:
