@@ -1,8 +1,8 @@
 """The readable versions of the composite ops, built only from primitive ops.
 
 Read these first: each is the textbook formula, and autograd derives its gradient from
-the primitives. `numpylm.functional` uses the fused twins in `ops_nn` (faster, one graph
-node each); the tests prove the two give the same values and gradients.
+the primitives. `numpylm.functional` uses the fused twins in `ops_nn` and `ops_rope`
+(faster, one graph node each); the tests prove the two give the same values and gradients.
 """
 from __future__ import annotations
 
