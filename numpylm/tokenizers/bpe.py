@@ -33,6 +33,9 @@ _CACHE_LIMIT = 100_000  # distinct chunks kept; the cache is emptied when it is 
 # the plain loop of `apply_merges` is faster. Longer chunks are not cached either: a 10 MB
 # line of base64 will not come again, and would pin its memory in the cache.
 _LONG_CHUNK = 256
+_SLOT_BITS = 39  # merge_long packs (rank, slot) in one int64: slots below 2^39, ranks 2^24
+_SLOT_MASK = (1 << _SLOT_BITS) - 1
+_DENSE = 256  # MergeTable.rank_of looks pairs of ids below this up in one 256 x 256 table
 # A split pattern read from a file runs under the regex module's timeout: this many seconds
 # plus this many per character, far above what an ordinary pattern needs.
 _PATTERN_SECONDS, _PATTERN_SECONDS_PER_CHAR = 1.0, 2e-6
@@ -93,11 +96,20 @@ class MergeTable:
         order = np.argsort(keys)
         self.keys = keys[order]
         self.ranks = np.array([rank for _, rank in pairs], dtype=np.int64)[order]
+        self._dense: np.ndarray | None = None  # ranks of all pairs of ids below _DENSE
 
     def rank_of(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """The rank of each pair (left[i], right[i]), `_NO_RANK` where it is not a merge."""
         if not len(self.keys):
             return np.full(len(left), _NO_RANK, dtype=np.int64)
+        if len(left) > _DENSE * _DENSE and max(left.max(), right.max()) < _DENSE:
+            # The first look at a long chunk: byte ids only. One table of every pair of
+            # small ids is cheaper than a binary search per pair.
+            if self._dense is None:
+                small = np.arange(_DENSE, dtype=np.int64)
+                grid = self.rank_of(np.repeat(small, _DENSE), np.tile(small, _DENSE))
+                self._dense = grid.reshape(_DENSE, _DENSE)
+            return self._dense[left, right]
         keys = left * self.base + right
         at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
         return np.where(self.keys[at] == keys, self.ranks[at], _NO_RANK)
@@ -121,6 +133,8 @@ def merge_long(ids: Sequence[int] | np.ndarray, table: MergeTable) -> list[int]:
     n = len(ids)
     if n < 2 or not len(table.keys):
         return ids.tolist()
+    if n >= 1 << _SLOT_BITS:
+        raise ValueError(f"a chunk of {n} bytes is too long to merge (at most 2^{_SLOT_BITS})")
     nxt = np.arange(1, n + 1, dtype=np.int64)
     nxt[-1] = -1
     prv = np.arange(-1, n - 1, dtype=np.int64)
@@ -133,10 +147,13 @@ def merge_long(ids: Sequence[int] | np.ndarray, table: MergeTable) -> list[int]:
         slots, ranks = slots[keep], ranks[keep]
         if not len(slots):
             return
-        order = np.argsort(ranks, kind="stable")
-        slots, ranks = slots[order], ranks[order]
-        distinct, starts = np.unique(ranks, return_index=True)
-        for rank, part in zip(distinct.tolist(), np.split(slots, starts[1:])):
+        # One sort of (rank, slot) packed in an int64 groups the slots by rank, each group
+        # in slot order; ranks are below MAX_ID = 2^24 and slots below 2^39.
+        packed = np.sort((ranks << _SLOT_BITS) | slots)
+        packed = packed[np.concatenate([[True], packed[1:] != packed[:-1]])]  # queued twice
+        ranks, slots = packed >> _SLOT_BITS, packed & _SLOT_MASK
+        starts = np.flatnonzero(np.concatenate([[True], ranks[1:] != ranks[:-1]]))
+        for rank, part in zip(ranks[starts].tolist(), np.split(slots, starts[1:])):
             if rank not in waiting:
                 waiting[rank] = []
                 heapq.heappush(heap, rank)
@@ -146,7 +163,8 @@ def merge_long(ids: Sequence[int] | np.ndarray, table: MergeTable) -> list[int]:
     enqueue(first, table.rank_of(ids[:-1], ids[1:]))
     while heap:
         rank = heapq.heappop(heap)
-        slots = np.unique(np.concatenate(waiting.pop(rank)))
+        parts = waiting.pop(rank)
+        slots = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
         left, right = table.left[rank], table.right[rank]
         # Lazy invalidation: keep the slots that still hold the pair.
         slots = slots[alive[slots] & (nxt[slots] >= 0)]
