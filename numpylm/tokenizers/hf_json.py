@@ -409,12 +409,21 @@ class HFTokenizer(Tokenizer):
                 tokens.append(token)
         if self._decoder is None:
             return " ".join(tokens)  # the reference's behaviour with no decoder
-        data = bytearray()
-        for token in tokens:
-            # A token spelled in the byte alphabet is its bytes; any other (an added token
-            # such as "<|im_start|>" with characters outside it) is its own UTF-8.
-            try:
-                data += bytes([CHAR_BYTES[char] for char in token])
-            except KeyError:
-                data += token.encode("utf-8")
+        data = b"".join([_token_text_bytes(token) for token in tokens])
         return data.decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one id stands for in decoded text (an added token's are its UTF-8)."""
+        token = self.id_to_token(token_id)
+        if token is None:
+            raise ValueError(f"id {token_id!r} is not in the vocabulary")
+        return _token_text_bytes(token) if self._decoder is not None else token.encode("utf-8")
+
+
+def _token_text_bytes(token: str) -> bytes:
+    # A token spelled in the byte alphabet is its bytes; any other (an added token with
+    # characters outside the alphabet) is its own UTF-8, as the reference's decoder does.
+    try:
+        return bytes([CHAR_BYTES[char] for char in token])
+    except KeyError:
+        return token.encode("utf-8")
