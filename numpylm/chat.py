@@ -254,7 +254,8 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer.encode(text)
 
 
-def tokens_and_mask(tokenizer: Any, text: str, spans: Sequence[Span]) -> tuple[list[int], list[int]]:
+def tokens_and_mask(tokenizer: Any, text: str,
+                    spans: Sequence[Span]) -> tuple[list[int], list[int]]:
     """The ids of `text` and a mask: 1 on every token that overlaps one of `spans`.
 
     The whole text is encoded at once, as the model will see it; each token's place in the

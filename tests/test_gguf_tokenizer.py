@@ -50,6 +50,9 @@ def test_gpt2_metadata_by_hand():
     assert tok.vocab_size == len(tokens)
     assert tok.decode(tok.encode("<|im_start|> the 1234")) == "<|im_start|> the 1234"
     assert tok.encode("x", add_special_tokens=True) == ids_of(tokens, "x")
+    assert tok.chat_template is None
+    meta["tokenizer.chat_template"] = "{{ messages }}"
+    assert HFTokenizer.from_gguf_metadata(meta).chat_template == "{{ messages }}"
 
 
 def test_add_bos_token_puts_bos_first_on_request():
@@ -61,7 +64,8 @@ def test_add_bos_token_puts_bos_first_on_request():
 def test_smollm_splits_every_digit():
     meta = metadata("smollm")
     tokens = meta["tokenizer.ggml.tokens"]
-    assert HFTokenizer.from_gguf_metadata(meta).encode(" 123") == ids_of(tokens, "Ġ", "1", "2", "3")
+    ids = ids_of(tokens, "Ġ", "1", "2", "3")
+    assert HFTokenizer.from_gguf_metadata(meta).encode(" 123") == ids
 
 
 def test_llama_bpe_groups_three_digits():
@@ -190,6 +194,8 @@ def test_smollm2_ids_equal_the_reference():
     assert tok.vocab_size == 49152
     assert (tok.bos_id, tok.eos_id, tok.pad_id) == (1, 2, 2)
     assert tok.special_tokens["<|im_start|>"] == 1
+    template = (FIXTURES / "chat_smollm2_template.jinja").read_text(encoding="utf-8")
+    assert tok.chat_template == template
     # 21 byte symbols are absent from SmolLM2's vocabulary: such a byte is dropped.
     missing = [b for b, c in enumerate(BYTE_CHARS) if tok.token_to_id(c) is None]
     assert len(missing) == 21 and 0x04 in missing

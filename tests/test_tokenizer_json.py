@@ -348,3 +348,28 @@ def test_ids_equal_the_reference_library(root, text):
     # What numpylm writes, the reference reads as the same tokenizer.
     written = tokenizers.Tokenizer.from_str(ours.to_string())
     assert written.encode(text, add_special_tokens=False).ids == ids
+
+
+# ---- a model directory -----------------------------------------------------------------------
+
+
+def test_model_directory_gives_bos_eos_and_chat_template(tmp_path):
+    from numpylm.tokenizers import load_hf_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tiny_json()), encoding="utf-8")
+    config = {"bos_token": {"__type": "AddedToken", "content": "h"}, "eos_token": "<|im_end|>",
+              "chat_template": [{"name": "default", "template": "{{ 1 }}"}]}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    tok = load_hf_tokenizer(tmp_path)
+    assert (tok.bos_id, tok.eos_id, tok.pad_id) == (0, 9, None)
+    assert tok.chat_template == "{{ 1 }}"
+    (tmp_path / "chat_template.jinja").write_text("{{ 2 }}", encoding="utf-8")
+    assert load_hf_tokenizer(tmp_path).chat_template == "{{ 2 }}"
+    config["eos_token"] = "<|nowhere|>"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(FileFormatError, match="eos_token"):
+        load_hf_tokenizer(tmp_path)
+    config["eos_token"] = 5
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(FileFormatError, match="eos_token"):
+        load_hf_tokenizer(tmp_path)

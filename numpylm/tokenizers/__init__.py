@@ -4,7 +4,8 @@ Read in this order: `base.py` (the interface), `char.py`, `patterns.py` (pre-tok
 `bpe_train.py` (learning merges, plain and fast), `bpe.py` (encoding and decoding),
 `interchange.py` (tiktoken's and GPT-2's file formats), then the files of current models:
 `hf_pipeline.py` and `bpe_merge.py` (a `tokenizer.json`'s pre-tokenizers and merge loop),
-`hf_json.py` (`tokenizer.json` itself) and `gguf_vocab.py` (the same vocabulary in GGUF metadata).
+`hf_json.py` (`tokenizer.json` itself), `hf_directory.py` (with `tokenizer_config.json`) and
+`gguf_vocab.py` (the same vocabulary in GGUF metadata).
 """
 from numpylm.tokenizers.base import Tokenizer, load_tokenizer, tokenizer_from_string
 from numpylm.tokenizers.bpe import BPETokenizer
@@ -15,6 +16,7 @@ from numpylm.tokenizers.gguf_vocab import (
     tokenizer_from_gguf_metadata,
     tokenizer_json_from_gguf_metadata,
 )
+from numpylm.tokenizers.hf_directory import load_hf_tokenizer
 from numpylm.tokenizers.hf_json import AddedToken, HFTokenizer
 from numpylm.tokenizers.interchange import bytes_to_unicode
 from numpylm.tokenizers.patterns import (
@@ -36,6 +38,7 @@ __all__ = [
     "QWEN2_PATTERN",
     "Tokenizer",
     "bytes_to_unicode",
+    "load_hf_tokenizer",
     "load_tokenizer",
     "merge_heap",
     "merge_pair",

@@ -151,7 +151,8 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any],
                                  path: str | None = None) -> HFTokenizer:
     """The tokenizer of a GGUF file from its metadata dict (key -> value, arrays as lists).
 
-    `bos_id`, `eos_id` and `pad_id` come from `tokenizer.ggml.{bos,eos,padding}_token_id`.
+    `bos_id`, `eos_id` and `pad_id` come from `tokenizer.ggml.{bos,eos,padding}_token_id`,
+    `chat_template` from `tokenizer.chat_template`.
     """
     tokenizer_json = tokenizer_json_from_gguf_metadata(metadata, path)
     try:
@@ -166,4 +167,5 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any],
     tokenizer.bos_id = _special_id(metadata, "bos", n_tokens, path)
     tokenizer.eos_id = _special_id(metadata, "eos", n_tokens, path)
     tokenizer.pad_id = _special_id(metadata, "padding", n_tokens, path)
+    tokenizer.chat_template = _get(metadata, "tokenizer.chat_template", str, path, default=None)
     return tokenizer

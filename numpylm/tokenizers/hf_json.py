@@ -89,6 +89,8 @@ class HFTokenizer(Tokenizer):
         self.pad_id = self._token_id_or_none(pad_token, "pad_token")
         if self.bos_id is None and self._prefix:
             self.bos_id = self._prefix[0]  # the template's leading token is the BOS token
+        # The model's chat template (Jinja), when its files give one; `numpylm.chat` renders it.
+        self.chat_template: str | None = None
         self._cache: dict[str, tuple[int, ...]] = {}
 
     # ---- reading the sections --------------------------------------------------------------
