@@ -7,16 +7,19 @@ int8 codes and a float32 scale per 32 weights; Q4_0 / Q4_1: packed nibbles) and 
 y = x @ W^T + b for NumPy arrays, for inference only (no gradient).
 
 The weight never exists whole in float32: rows are decoded a tile at a time (a few hundred
-rows, about 512 KB, so the tile stays in the core's cache) into one scratch buffer shared by
+rows, about 1 MB, so the tile stays in the core's cache) into one scratch buffer shared by
 every layer, and the tile is multiplied at once. Two named paths do this, chosen by the number
 of input rows:
 
-- `_blockwise` (at most `BLOCKWISE_MAX_ROWS` rows: decoding). The codes are only cast to
-  float; the scales are applied after the product, per block:
+- `_matvec` (one input row: decoding one token, where speed matters most). The codes are
+  cast to float and multiplied by x elementwise; summing each block of 32 products is a
+  matrix-vector product with a vector of ones, and the scales are applied to those
+  (rows x blocks) partial sums instead of to every weight:
       y_o = sum_b d_ob * sum_j q_obj x_bj  (+ sum_b c_ob * sum_j x_bj)
-  with c = 0 for Q8_0, -8 d for Q4_0 (x = d (q - 8)) and m for Q4_1 (x = d q + m). Scaling
-  the (rows x blocks) partial sums instead of every weight saves a full pass over the tile.
-- `_dequantized` (more rows, e.g. a prompt). The tile is decoded to exactly the weights
+  with c = 0 for Q8_0, -8 d for Q4_0 (x = d (q - 8)) and m for Q4_1 (x = d q + m). For the
+  4-bit formats the low and the high nibbles (the two halves of each block) are handled as
+  two separate contiguous arrays, so no pass interleaves them.
+- `_dequantized` (several rows, e.g. a prompt). The tile is decoded to exactly the weights
   `quant.dequantize` gives and multiplied by all rows with one matrix product, whose cost
   then dwarfs the decoding.
 
@@ -37,7 +40,7 @@ from numpylm.quant.quantize import quantize_blocks
 __all__ = ["QuantizedLinear"]
 
 BLOCK = 32
-TILE_BYTES = 1 << 19
+TILE_BYTES = 1 << 20
 _UNPACKED = (GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1)
 _scratch = threading.local()
 
@@ -56,8 +59,6 @@ class QuantizedLinear:
     Build it from float weights (`from_float(w, "q8_0")`), from packed bytes
     (`QuantizedLinear(RawTensor(...))`) or from a GGUF tensor (`from_gguf(file, name)`).
     """
-
-    BLOCKWISE_MAX_ROWS = 8
 
     def __init__(self, weight: RawTensor, bias: np.ndarray | None = None,
                  tile_rows: int | None = None) -> None:
@@ -125,8 +126,8 @@ class QuantizedLinear:
             raise ValueError(f"input's last axis is {x.shape[-1:]}, the layer takes "
                              f"{self.in_features} features")
         rows = x.reshape(-1, self.in_features)
-        if self.codes is not None and len(rows) <= self.BLOCKWISE_MAX_ROWS:
-            y = self._blockwise(rows)
+        if self.codes is not None and len(rows) == 1:
+            y = self._matvec(rows[0])[None]
         else:
             y = self._dequantized(rows)
         if self.bias is not None:
@@ -159,23 +160,39 @@ class QuantizedLinear:
                 by_block += self.mins[start:stop, :, None]
         return tile
 
-    def _blockwise(self, x: np.ndarray) -> np.ndarray:
-        nb = self.in_features // BLOCK
-        x_blocks = np.ascontiguousarray(x.reshape(len(x), nb, BLOCK).transpose(1, 2, 0))
-        x_sums = x_blocks.sum(axis=1)                                    # (nb, B)
-        y = np.empty((len(x), self.out_features), dtype=np.float32)
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        nb, in_features = self.in_features // BLOCK, self.in_features
+        by_block = x.reshape(nb, BLOCK)
+        x_sums = by_block.sum(axis=1)                                  # sum_j x_bj, (nb,)
+        x_low, x_high = (np.ascontiguousarray(by_block[:, :16]),
+                         np.ascontiguousarray(by_block[:, 16:]))
+        ones = np.ones(BLOCK, dtype=np.float32)
+        y = np.empty(self.out_features, dtype=np.float32)
         for start in range(0, self.out_features, self.tile_rows):
             stop = min(start + self.tile_rows, self.out_features)
-            tile = self._decode(start, stop, scaled=False)
-            # partial[b, o, k] = sum_j q[o, b, j] * x[k, b, j]: one small product per block
-            partial = np.matmul(tile.reshape(stop - start, nb, BLOCK).transpose(1, 0, 2), x_blocks)
+            n = stop - start
+            buffer = _scratch_buffer(n * in_features)
+            if self.ggml_type == GGMLType.Q8_0:
+                products = buffer.reshape(n, in_features)
+                products[...] = self.codes[start:stop]
+                products *= x
+                partial = (products.reshape(-1, BLOCK) @ ones).reshape(n, nb)
+            else:
+                packed = self.codes[start:stop]                            # (n, nb, 16)
+                low = buffer[:n * in_features // 2].reshape(n, nb, 16)
+                high = buffer[n * in_features // 2:].reshape(n, nb, 16)
+                low[...] = packed & 0x0F
+                high[...] = packed >> 4
+                low *= x_low
+                high *= x_high
+                partial = ((low.reshape(-1, 16) @ ones[:16]) +
+                           (high.reshape(-1, 16) @ ones[:16])).reshape(n, nb)
             d = self.scales[start:stop]
-            y_tile = np.einsum("bok,ob->ko", partial, d)
+            y[start:stop] = np.einsum("ob,ob->o", partial, d)
             if self.ggml_type == GGMLType.Q4_0:
-                y_tile -= np.float32(8) * (x_sums.T @ d.T)
+                y[start:stop] -= np.float32(8) * (d @ x_sums)
             elif self.ggml_type == GGMLType.Q4_1:
-                y_tile += x_sums.T @ self.mins[start:stop].T
-            y[:, start:stop] = y_tile
+                y[start:stop] += self.mins[start:stop] @ x_sums
         return y
 
     def _dequantized(self, x: np.ndarray) -> np.ndarray:
