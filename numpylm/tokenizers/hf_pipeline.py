@@ -32,9 +32,13 @@ BYTE_CHARS: list[str] = list(bytes_to_unicode().values())  # byte value -> its c
 CHAR_BYTES: dict[str, int] = {char: b for b, char in enumerate(BYTE_CHARS)}
 
 
+# Latin-1 decodes each byte to the character of the same number; this table then renames it.
+_LATIN1_TO_BYTE_CHAR = {b: char for b, char in enumerate(BYTE_CHARS)}
+
+
 def to_byte_chars(text: str) -> str:
     """`text` as GPT-2's byte-level alphabet: one character per UTF-8 byte (space -> 'Ġ')."""
-    return "".join([BYTE_CHARS[b] for b in text.encode("utf-8")])
+    return text.encode("utf-8").decode("latin-1").translate(_LATIN1_TO_BYTE_CHAR)
 
 
 # ---- splitting at the matches of a pattern ------------------------------------------------
@@ -49,6 +53,15 @@ def split_at_matches(piece: str, pattern: regex.Pattern[str], behavior: str,
     glues a match to the gap before it, MergedWithNext to the gap after it; Contiguous joins
     runs of adjacent matches. Empty pieces are dropped.
     """
+    if behavior == "Isolated" and not invert and pattern.groups == 0:
+        # The common case, in C: when the matches cover the piece there are no gaps, and
+        # Isolated keeps every match as it is.
+        try:
+            parts = pattern.findall(piece, timeout=PATTERN_TIMEOUT)
+        except TimeoutError:
+            raise _timeout(pattern, piece) from None
+        if sum(map(len, parts)) == len(piece):
+            return [part for part in parts if part]
     segments: list[tuple[int, int, bool]] = []
     previous = 0
     try:
@@ -59,15 +72,18 @@ def split_at_matches(piece: str, pattern: regex.Pattern[str], behavior: str,
             segments.append((start, end, True))
             previous = end
     except TimeoutError:
-        raise ValueError(
-            f"the split pattern {pattern.pattern[:80]!r} ran longer than {PATTERN_TIMEOUT} s on "
-            f"a piece of {len(piece)} characters") from None
+        raise _timeout(pattern, piece) from None
     if previous != len(piece):
         segments.append((previous, len(piece), False))
     if invert:
         segments = [(start, end, not match) for start, end, match in segments]
     spans = _merge_segments(segments, behavior)
     return [piece[start:end] for start, end in spans if end > start]
+
+
+def _timeout(pattern: regex.Pattern[str], piece: str) -> ValueError:
+    return ValueError(f"the split pattern {pattern.pattern[:80]!r} ran longer than "
+                      f"{PATTERN_TIMEOUT} s on a piece of {len(piece)} characters")
 
 
 def _merge_segments(segments: list[tuple[int, int, bool]], behavior: str) -> list[tuple[int, int]]:
@@ -128,9 +144,14 @@ class DigitsStep:
     individual_digits: bool = False
 
     def apply(self, pieces: list[str]) -> list[str]:
-        behavior = "Isolated" if self.individual_digits else "Contiguous"
-        digit = compile_pattern(r"\p{N}")  # one numeric character per match, as in the reference
-        return [part for piece in pieces for part in split_at_matches(piece, digit, behavior)]
+        # The reference cuts around each numeric character (Isolated) or each run (Contiguous);
+        # a pattern that also matches the runs between them gives the same pieces, and every
+        # character is matched, which is the fast path of `split_at_matches`.
+        if self.individual_digits:
+            cover = compile_pattern(r"\p{N}|[^\p{N}]+")
+        else:
+            cover = compile_pattern(r"\p{N}+|[^\p{N}]+")
+        return [part for piece in pieces for part in split_at_matches(piece, cover, "Isolated")]
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "Digits", "individual_digits": self.individual_digits}
