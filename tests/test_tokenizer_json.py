@@ -373,3 +373,22 @@ def test_model_directory_gives_bos_eos_and_chat_template(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
     with pytest.raises(FileFormatError, match="eos_token"):
         load_hf_tokenizer(tmp_path)
+
+
+def test_llama3_style_post_processor_equals_the_reference():
+    tokenizers = pytest.importorskip("tokenizers")
+    template = {"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<|im_end|>", "type_id": 0}},
+                           {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {"<|im_end|>": {"id": "<|im_end|>", "ids": [9],
+                                                   "tokens": ["<|im_end|>"]}}}
+    root = tiny_json(post_processor={"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+         "use_regex": True}, template]})
+    reference = tokenizers.Tokenizer.from_str(json.dumps(root))
+    ours = HFTokenizer.from_json(root)
+    for text in ("hello", "", " hel lo<|im_end|>"):
+        assert ours.encode(text, add_special_tokens=True) == reference.encode(text).ids
+    assert ours.to_json()["post_processor"] == root["post_processor"]
