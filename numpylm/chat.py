@@ -285,14 +285,17 @@ def tokens_and_mask(tokenizer: Any, text: str,
 
 
 def render_chat(messages: Sequence[Mapping[str, Any]], tokenizer: Any,
-                template: str = "chatml", *, add_generation_prompt: bool = False,
+                template: str | None = None, *, add_generation_prompt: bool = False,
                 **variables: Any) -> RenderedChat:
     """Render `messages` with a built-in format or a Jinja template string, and tokenize.
 
     `template` is "chatml", "smollm2" (ChatML with SmolLM2's default system prompt),
-    "llama3", or the text of a model's `chat_template`. For a Jinja template, `bos_token` and
-    `eos_token` default to the tokenizer's, as the reference passes them.
+    "llama3", or the text of a model's `chat_template`; None takes the tokenizer's own
+    `chat_template` (from its GGUF or `tokenizer_config.json`), else ChatML. For a Jinja
+    template, `bos_token` and `eos_token` default to the tokenizer's, as the reference passes.
     """
+    if template is None:
+        template = getattr(tokenizer, "chat_template", None) or "chatml"
     if template == "chatml":
         text, spans = render_chatml(messages, add_generation_prompt)
     elif template == "smollm2":

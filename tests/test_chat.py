@@ -129,6 +129,14 @@ def test_bad_messages_raise_value_error(tok, messages):
         render_chat(messages, tok, "chatml")
 
 
+def test_default_template_is_the_tokenizers_own_else_chatml(tok):
+    assert render_chat(CONVERSATION, tok).text == render_chatml(CONVERSATION)[0]
+    own = HFTokenizer.from_json(byte_tokenizer_json())
+    own.chat_template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
+    if importlib.util.find_spec("jinja2"):
+        assert render_chat(CONVERSATION[:2], own).text == "[S][hi]"
+
+
 def test_unknown_template_name_raises(tok):
     with pytest.raises(ValueError, match="template"):
         render_chat(CONVERSATION, tok, "vicuna")
@@ -237,6 +245,7 @@ def test_real_smollm2_template_and_tokenizer():
                        add_generation_prompt=True)
     builtin = render_chat(messages, smollm2, "smollm2", add_generation_prompt=True)
     assert ours == builtin
+    assert render_chat(messages, smollm2, add_generation_prompt=True) == builtin  # its own
     assert ours.ids[0] == 1 and ours.ids.count(2) == 4 + 1  # system, 4 turns: <|im_end|> x 5
     assert smollm2.decode([i for i, m in zip(ours.ids, ours.assistant_mask) if m]) == (
         "yo<|im_end|>no<|im_end|>")
