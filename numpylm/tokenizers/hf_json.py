@@ -64,6 +64,8 @@ class HFTokenizer(Tokenizer):
     Built by `from_file`, `from_json` or `from_gguf_metadata`; `to_json`/`save` write the file
     back. `encode(text)` gives the ids of `text` alone; `add_special_tokens=True` also applies
     the post-processor's template (Llama 3's BOS), as the reference's default does.
+    The file's `truncation` and `padding` settings are kept for writing back but not applied:
+    numpylm's batching pads and crops on its own.
     """
 
     MAGIC = "{"  # a tokenizer.json is a JSON object
