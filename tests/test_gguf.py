@@ -129,6 +129,16 @@ def test_plain_tensors_round_trip_and_reverse_their_shape(tmp_path):
     assert struct.unpack_from("<I2Q", raw, at) == (2, 5, 3)
 
 
+def test_packed_tensors_may_be_plain_triples_of_bytes(tmp_path):
+    """A Q8_0 block given as (type, bytes, shape): d = 1.0 (float16 0x3C00), codes 0..31."""
+    block = b"\x00\x3c" + bytes(range(32))
+    path = tmp_path / "triple.gguf"
+    write_gguf(path, {}, {"q": (GGMLType.Q8_0, block, (1, 32))})
+    f = read_gguf(path)
+    assert f.raw("q").tobytes() == block
+    assert load_tensor(f, "q").tolist() == [list(map(float, range(32)))]
+
+
 def test_raw_is_a_read_only_view_of_the_file(tmp_path):
     path = tmp_path / "view.gguf"
     write_gguf(path, {}, {"w": np.arange(8, dtype=np.float32)})

@@ -115,7 +115,7 @@ def test_q6_k_by_hand():
     assert both(block, GGMLType.Q6_K, 256).tolist() == expected
 
 
-# --------------------------------------------------------------------------- twins and the gguf package
+# ------------------------------------------------------------------ twins and the gguf package
 
 
 @settings(max_examples=30)

@@ -16,7 +16,8 @@ rule, or given explicitly:
   file read by `read_gguf` is written back with the types it had.
 
 Tensors are NumPy arrays (F32, F16, F64, I8..I64 from their dtype) or `RawTensor(ggml_type,
-data, shape)` holding already-packed blocks (what `numpylm.quant` produces).
+data, shape)` (or a plain `(ggml_type, data, shape)` triple) holding already-packed blocks as
+uint8 or bytes, which is what `numpylm.quant.quantize_blocks` produces.
 """
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ def _infer_spec(value: Any, key: str) -> Any:
             raise ValueError(f"metadata {key!r}: a list of empty lists needs an explicit type "
                              "(metadata_types)")
         if any(s != specs[0] for s in specs):
-            raise ValueError(f"metadata {key!r}: list mixes element types {sorted(set(map(str, specs)))}")
+            kinds = sorted(set(map(str, specs)))
+            raise ValueError(f"metadata {key!r}: list mixes element types {kinds}")
         return [specs[0]]
     raise ValueError(f"metadata {key!r}: cannot store a {type(value).__name__} in GGUF")
 
@@ -129,7 +131,8 @@ def _encode(value: Any, spec: Any, key: str) -> bytes:
         if isinstance(value, np.ndarray):
             value = value.tolist()
         if not isinstance(value, list | tuple):
-            raise ValueError(f"metadata {key!r}: type {spec} needs a list, got {type(value).__name__}")
+            raise ValueError(f"metadata {key!r}: type {spec} needs a list, "
+                             f"got {type(value).__name__}")
         etype = GGUFValueType.ARRAY if isinstance(inner, list) else GGUFValueType(inner)
         head = struct.pack("<IQ", etype, len(value))
         if etype in SCALAR_FORMATS and etype != GGUFValueType.BOOL and value:
@@ -157,9 +160,14 @@ def _encode(value: Any, spec: Any, key: str) -> bytes:
 
 
 def _tensor_bytes(name: str, tensor: Any) -> tuple[GGMLType, tuple[int, ...], np.ndarray]:
+    if isinstance(tensor, tuple) and len(tensor) == 3:  # a plain (type, bytes, shape) triple
+        tensor = RawTensor(*tensor)
     if isinstance(tensor, RawTensor):
         ggml_type, shape = GGMLType(tensor.ggml_type), tuple(int(d) for d in tensor.shape)
-        data = np.ascontiguousarray(tensor.data).reshape(-1)
+        data = tensor.data
+        if isinstance(data, bytes | bytearray | memoryview):
+            data = np.frombuffer(data, dtype=np.uint8)
+        data = np.ascontiguousarray(data).reshape(-1)
         if data.dtype != np.uint8:
             raise ValueError(f"tensor {name!r}: RawTensor data must be uint8, not {data.dtype}")
         expected = ggml_nbytes(ggml_type, shape) if shape else -1
@@ -170,12 +178,14 @@ def _tensor_bytes(name: str, tensor: Any) -> tuple[GGMLType, tuple[int, ...], np
         ggml_type = _TYPE_OF_DTYPE.get(tensor.dtype.newbyteorder("="))
         if ggml_type is None:
             raise ValueError(f"tensor {name!r}: dtype {tensor.dtype} has no GGUF type "
-                             f"(use one of {sorted(str(d) for d in _TYPE_OF_DTYPE)}, or a RawTensor)")
+                             f"(use one of {sorted(str(d) for d in _TYPE_OF_DTYPE)}, "
+                             "or a RawTensor)")
         shape = tensor.shape
         little = tensor.astype(tensor.dtype.newbyteorder("<"), copy=False)
         data = np.ascontiguousarray(little).reshape(-1).view(np.uint8)
     else:
-        raise TypeError(f"tensor {name!r} is a {type(tensor).__name__}, not a numpy array or RawTensor")
+        raise TypeError(f"tensor {name!r} is a {type(tensor).__name__}, "
+                        "not a numpy array or RawTensor")
     if not 1 <= len(shape) <= 4:
         raise ValueError(f"tensor {name!r}: GGUF tensors have 1 to 4 dimensions, not shape {shape}")
     return ggml_type, shape, data

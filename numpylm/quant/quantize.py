@@ -55,9 +55,18 @@ def round_half_away(v: np.ndarray) -> np.ndarray:
 
 
 def _reciprocal(d: np.ndarray) -> np.ndarray:
-    # A block (or channel) of zeros has d = 0: its codes are 0 whatever the reciprocal is.
-    with np.errstate(divide="ignore"):
-        return np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    """1 / d as the block quantizers use it, 0 where d is 0 (a block of zeros gets codes 0) or
+    so small that 1 / d overflows (d is then 0 in float16 too, and so is every weight)."""
+    with np.errstate(divide="ignore", over="ignore"):
+        r = np.float32(1) / d.astype(np.float32)
+    return np.where(np.isfinite(r), r, np.float32(0)).astype(np.float32)
+
+
+def _divide(w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """w / scale, 0 where the scale is 0. Divided, not multiplied by 1 / scale: an int8 scale is
+    kept in float32 and may be subnormal, where 1 / scale would overflow."""
+    return np.divide(w, scale, out=np.zeros(np.broadcast_shapes(w.shape, scale.shape),
+                                            np.float32), where=scale != 0)
 
 
 def quantize_absmax_int8(w: np.ndarray, axis: int = -1) -> Int8Weights:
@@ -65,7 +74,7 @@ def quantize_absmax_int8(w: np.ndarray, axis: int = -1) -> Int8Weights:
     (-1 for an (out, in) weight, 0 for GPT-2's (in, out) layout)."""
     w = np.asarray(w, dtype=np.float32)
     scale = np.max(np.abs(w), axis=axis, keepdims=True) / np.float32(127)
-    codes = np.clip(round_half_away(w * _reciprocal(scale)), -127, 127).astype(np.int8)
+    codes = np.clip(round_half_away(_divide(w, scale)), -127, 127).astype(np.int8)
     scale = np.squeeze(scale, axis)
     return Int8Weights(codes, scale, np.zeros(scale.shape, np.int32), axis)
 
@@ -76,10 +85,9 @@ def quantize_zero_point_int8(w: np.ndarray, axis: int = -1) -> Int8Weights:
     low = np.minimum(np.min(w, axis=axis, keepdims=True), 0)   # keep 0 representable exactly
     high = np.maximum(np.max(w, axis=axis, keepdims=True), 0)
     scale = (high - low) / np.float32(255)
-    inverse = _reciprocal(scale)
     # z is the code of 0.0: min maps to -128, so z = -128 - round(min / s).
-    zero_point = (np.int32(-128) - round_half_away(low * inverse).astype(np.int32))
-    codes = np.clip(round_half_away(w * inverse) + zero_point, -128, 127).astype(np.int8)
+    zero_point = (np.int32(-128) - round_half_away(_divide(low, scale)).astype(np.int32))
+    codes = np.clip(round_half_away(_divide(w, scale)) + zero_point, -128, 127).astype(np.int8)
     return Int8Weights(codes, np.squeeze(scale, axis), np.squeeze(zero_point, axis), axis)
 
 
