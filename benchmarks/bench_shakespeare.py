@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from numpylm.corpus import embedded_corpus
-from numpylm.evaluation import estimate_loss
+from numpylm.training import estimate_loss
 from numpylm.models.gpt import GPT, GPTConfig
 from numpylm.tokenizers.char import CharTokenizer
 from numpylm.training import TrainConfig, prepare_data, train

@@ -117,10 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     prompt = tok.encode("The ")
     n_new = 80 if args.tiny else 200
     for name, model in (("bigram", bigram), ("MLP", mlp)):
-        # Each model reads only its last block_size characters; give it just those.
-        keep = len(prompt) - model.block_size
-        sample = generate(model, prompt[keep:], n_new, seed=args.seed)
-        written = tok.decode(prompt[:keep] + sample.tolist())
+        # Each model reads only the last character (bigram) or last `context` characters.
+        sample = generate(model, prompt, n_new, seed=args.seed)
+        written = tok.decode(sample.tolist())
         print(f"\n{name} sample (seed {args.seed}):\n{written}")
 
 

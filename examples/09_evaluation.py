@@ -30,11 +30,11 @@ from __future__ import annotations
 import argparse
 
 from numpylm.corpus import embedded_corpus
-from numpylm.evaluation import estimate_loss, evaluate_tokens
+from numpylm.evaluation import evaluate_tokens
 from numpylm.models import BigramLM, NGramLM
 from numpylm.tokenizers.bpe import BPETokenizer
 from numpylm.tokenizers.char import CharTokenizer
-from numpylm.training import TrainConfig, prepare_data, train
+from numpylm.training import TrainConfig, estimate_loss, prepare_data, train
 
 HEADER = (f"{'tokenizer':<9} {'model':<16} {'loss':>6} {'perplexity':>10} {'bits/token':>10} "
           f"{'bits/char':>9} {'bits/byte':>9}")

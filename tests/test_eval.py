@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from numpylm import functional as F
 from numpylm import nn
-from numpylm.evaluation import (bits_per_byte, bits_per_char, bits_per_token, estimate_loss,
-                                evaluate_ids, evaluate_text, perplexity, report_from_nll)
+from numpylm.evaluation import (bits_per_byte, bits_per_char, bits_per_token, evaluate_ids,
+                                evaluate_text, perplexity, report_from_nll)
 from numpylm.models.ngram import NGramLM
 from numpylm.tokenizers.char import CharTokenizer
+from numpylm.training import estimate_loss
 
 
 # ---------------------------------------------------------------------------------- metrics

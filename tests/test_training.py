@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from numpylm import functional as F
 from numpylm import nn
 from numpylm.corpus import embedded_corpus
-from numpylm.evaluation import estimate_loss
+from numpylm.training import estimate_loss
 from numpylm.tokenizers.char import CharTokenizer
 from numpylm.training import (TrainConfig, get_batch, load_checkpoint, make_optimizer,
                               prepare_data, train, train_val_split)

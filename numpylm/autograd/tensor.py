@@ -240,9 +240,15 @@ class Tensor:
 
 @functools.lru_cache(maxsize=None)
 def _ops():
-    # Imported late: the op modules import Tensor from here.
-    from numpylm import functional
-    return functional
+    """The ops behind Tensor's operators and methods, by name. Imported late: the op
+    modules import Tensor from here."""
+    import types
+
+    from numpylm.autograd import ops_math, ops_nn, ops_reduce, ops_shape
+    names = {}
+    for module in (ops_math, ops_nn, ops_reduce, ops_shape):
+        names.update({k: v for k, v in vars(module).items() if not k.startswith("_")})
+    return types.SimpleNamespace(**names)
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:

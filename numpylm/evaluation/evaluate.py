@@ -1,8 +1,9 @@
 """Running a model over held-out text, part 4 of the guide: the mean negative log-likelihood
 behind every metric in `metrics.py`, computed two ways.
 
-- `estimate_loss` averages the loss of a fixed number of *random* (B, T) windows. It is quick
-  and is what training logs print (and what nanoGPT reports), but it is an estimate.
+- `numpylm.training.estimate_loss` averages the loss of a fixed number of *random* (B, T)
+  windows. It is quick and is what training logs print (and what nanoGPT reports), but it
+  is an estimate.
 - `evaluate_ids` scores *every* token of the text exactly once: the ids are cut into
   consecutive windows of T + 1 tokens overlapping by one, so each window predicts T new tokens.
   The first token of each window is predicted from a short context, which makes this a slightly
@@ -22,33 +23,13 @@ import numpy as np
 from numpylm.evaluation.metrics import bits_per_byte, bits_per_char, bits_per_token, perplexity
 from numpylm.nn.module import evaluating
 
-__all__ = ["EvalReport", "estimate_loss", "evaluate_ids", "evaluate_text", "evaluate_tokens",
+__all__ = ["EvalReport", "evaluate_ids", "evaluate_text", "evaluate_tokens",
            "report_from_nll"]
 
 
 def _loss_value(model, x: np.ndarray, y: np.ndarray) -> float:
     _, loss = model(x, y)
     return float(loss.item())
-
-
-def estimate_loss(model, ids: np.ndarray, batch_size: int, block_size: int, n_batches: int,
-                  seed: int = 0) -> float:
-    """Mean loss over `n_batches` random (batch_size, block_size) windows of `ids`.
-
-    The windows come from a fresh generator seeded with `seed`, so two calls see the same
-    windows and never disturb the training run's own random stream.
-    """
-    from numpylm.training.data import get_batch
-
-    if n_batches < 1:
-        raise ValueError(f"n_batches must be >= 1, got {n_batches}")
-    rng = np.random.default_rng(seed)
-    total = 0.0
-    with evaluating(model):
-        for _ in range(n_batches):
-            x, y = get_batch(ids, batch_size, block_size, rng)
-            total += _loss_value(model, x, y)
-    return total / n_batches
 
 
 def evaluate_ids(model, ids: np.ndarray, block_size: int,

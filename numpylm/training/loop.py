@@ -34,15 +34,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from numpylm.evaluation.evaluate import estimate_loss
 from numpylm.nn.layers import get_rng
-from numpylm.nn.module import Module
+from numpylm.nn.module import Module, evaluating
 from numpylm.optim import AdamW, clip_grad_norm_, grad_norm, set_lr, warmup_cosine_lr
 from numpylm.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from numpylm.tokenizers.base import Tokenizer
 from numpylm.training.data import TokenData, get_batch
 
-__all__ = ["TrainConfig", "TrainResult", "make_optimizer", "train"]
+__all__ = ["TrainConfig", "TrainResult", "estimate_loss", "make_optimizer", "train"]
 
 
 @dataclass
@@ -142,6 +141,25 @@ def _duration(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def estimate_loss(model, ids: np.ndarray, batch_size: int, block_size: int, n_batches: int,
+                  seed: int = 0) -> float:
+    """Mean loss over `n_batches` random (batch_size, block_size) windows of `ids`.
+
+    The windows come from a fresh generator seeded with `seed`, so two calls see the same
+    windows and never disturb the training run's own random stream.
+    """
+    if n_batches < 1:
+        raise ValueError(f"n_batches must be >= 1, got {n_batches}")
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    with evaluating(model):
+        for _ in range(n_batches):
+            x, y = get_batch(ids, batch_size, block_size, rng)
+            total += float(model(x, y)[1].item())
+    return total / n_batches
+
+
+
 def train(model: Module, data: TokenData, config: TrainConfig, *,
           tokenizer: Tokenizer | None = None,
           model_family: str = "custom", model_args: dict[str, Any] | None = None,
@@ -151,111 +169,147 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
 
     `tokenizer`, `model_family` and `model_args` go into checkpoints (needed when
     `config.out_dir` is set). `resume_from` is a checkpoint directory to continue from (or
-that checkpoint already loaded with `load_checkpoint(..., for_resume=True)`).
+    that checkpoint already loaded with `load_checkpoint(..., for_resume=True)`).
     """
     if config.out_dir is not None and tokenizer is None:
         raise ValueError("train: saving checkpoints (config.out_dir) needs the tokenizer")
-    params = list(model.parameters())
-    optimizer = make_optimizer(model, config)
-    batch_rng = np.random.default_rng(config.seed)
-    step = 0
-    result = TrainResult(step=0)
-
+    run = _Run(model, data, config, tokenizer, model_family, model_args or {}, log)
     if resume_from is not None:
+        run.resume(resume_from)
+    model.train()
+    while run.step < config.steps:
+        loss, norm = run.train_step()            # lr, k micro-batches, clip: one update
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            run.stop_nonfinite(f"loss {loss}, gradient norm {norm}: not finite")
+            break
+        run.optimizer.step()
+        run.step += 1
+        run.result.step = run.step
+        run.result.losses.append(loss)
+        run.log_progress(loss)
+        out_of_time = run.out_of_time()
+        if run.step % config.eval_interval == 0 or run.step == config.steps or out_of_time:
+            run.estimate_validation_loss()
+            if config.out_dir is not None and not run.save_checkpoint():
+                break
+        if out_of_time:
+            run.stop("time", f"the time limit of {config.max_seconds:g} s is reached")
+            break
+    return run.result
+
+
+class _Run:
+    """The state of one training run and the steps `train` reads as a sketch."""
+
+    def __init__(self, model: Module, data: TokenData, config: TrainConfig, tokenizer,
+                 model_family: str, model_args: dict[str, Any],
+                 log: Callable[[str], None]) -> None:
+        self.model, self.data, self.config, self.log = model, data, config, log
+        self.tokenizer, self.model_family, self.model_args = tokenizer, model_family, model_args
+        self.params = list(model.parameters())
+        self.optimizer = make_optimizer(model, config)
+        self.batch_rng = np.random.default_rng(config.seed)
+        self.step = 0
+        self.result = TrainResult(step=0)
+        self.t_start = time.perf_counter()
+        self.first_step = 0
+
+    def resume(self, resume_from: str | Checkpoint) -> None:
+        """Restore weights, optimiser moments, the step and every random generator."""
         ckpt = (resume_from if isinstance(resume_from, Checkpoint)
                 else load_checkpoint(resume_from, for_resume=True))
-        model.load_state_dict(ckpt.model_state)
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        _restore_random_states(model, batch_rng, ckpt.trainer_state["random_states"])
-        step = result.step = int(ckpt.trainer_state["step"])
-        result.checkpoint = str(ckpt.path)
-        log(f"resumed from {ckpt.path} at step {step}")
+        self.model.load_state_dict(ckpt.model_state)
+        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        _restore_random_states(self.model, self.batch_rng, ckpt.trainer_state["random_states"])
+        self.step = self.first_step = self.result.step = int(ckpt.trainer_state["step"])
+        self.result.checkpoint = str(ckpt.path)
+        self.log(f"resumed from {ckpt.path} at step {self.step}")
         saved = ckpt.trainer_state.get("train_config", {})
-        changed = sorted(k for k, v in asdict(config).items()
-                         if k in saved and saved[k] != v and k not in ("steps", "out_dir", "max_seconds"))
+        changed = sorted(k for k, v in asdict(self.config).items()
+                         if k in saved and saved[k] != v
+                         and k not in ("steps", "out_dir", "max_seconds"))
         if changed:
-            log(f"note: {', '.join(changed)} differ from the checkpoint's settings, so this is "
-                f"not the run the checkpoint came from")
+            self.log(f"note: {', '.join(changed)} differ from the checkpoint's settings, so "
+                     f"this is not the run the checkpoint came from")
 
-    def save(step: int) -> None:
-        trainer_state = {"step": step, "random_states": _random_states(model, batch_rng),
-                         "data": {"source": data.source, "val_fraction": data.val_fraction,
+    def train_step(self) -> tuple[float, float]:
+        """Set the learning rate, accumulate the gradients of k micro-batches, clip them;
+        return (mean loss, gradient norm before clipping). The update itself is left to
+        the caller, who first checks that both are finite."""
+        config, k = self.config, self.config.grad_accum
+        self.lr = set_lr(self.optimizer, config.lr_at(self.step))
+        # One batch of k*B windows, split into k micro-batches: the same windows whatever k is.
+        x, y = get_batch(self.data.train, k * config.batch_size, config.block_size,
+                         self.batch_rng)
+        self.optimizer.zero_grad()
+        loss_sum = 0.0
+        for xm, ym in zip(np.split(x, k), np.split(y, k)):
+            _, loss = self.model(xm, ym)
+            (loss * (1.0 / k)).backward()
+            loss_sum += loss.item()
+        if config.grad_clip > 0:
+            norm = clip_grad_norm_(self.params, config.grad_clip)  # the norm before clipping
+        else:
+            norm = grad_norm(self.params)
+        return loss_sum / k, norm
+
+    def log_progress(self, loss: float) -> None:
+        config, step = self.config, self.step
+        if step % config.log_interval and step != config.steps:
+            return
+        now = time.perf_counter()
+        steps_here = step - self.first_step
+        tokens_per_step = config.grad_accum * config.batch_size * config.block_size
+        rate = tokens_per_step * steps_here / max(now - self.t_start, 1e-9)
+        eta = (config.steps - step) * (now - self.t_start) / steps_here
+        self.log(f"step {step}/{config.steps} | loss {loss:.4f} | lr {self.lr:.2e} | "
+                 f"{rate:,.0f} tok/s | ETA {_duration(eta)}")
+
+    def out_of_time(self) -> bool:
+        config = self.config
+        return (config.max_seconds is not None and self.step < config.steps
+                and time.perf_counter() - self.t_start >= config.max_seconds)
+
+    def estimate_validation_loss(self) -> None:
+        config, data = self.config, self.data
+        if len(data.val) <= config.block_size:
+            return
+        # A generator of its own, seeded the same each time: the same windows at every
+        # evaluation, and the training batches never depend on when we evaluated.
+        val = estimate_loss(self.model, data.val, config.batch_size, config.block_size,
+                            config.eval_batches, seed=config.seed + 1)
+        self.result.val_losses.append((self.step, val))
+        self.log(f"step {self.step}: val loss {val:.4f} | {data.val_bits_per_char(val):.4f} "
+                 f"bits/char | {data.val_bits_per_byte(val):.4f} bits/byte")
+
+    def save_checkpoint(self) -> bool:
+        """Save the run (False, and stop, if the parameters are no longer finite)."""
+        if not _all_finite(self.model):
+            self.stop_nonfinite("the parameters are no longer finite; not saving")
+            return False
+        config, step = self.config, self.step
+        trainer_state = {"step": step, "random_states": _random_states(self.model, self.batch_rng),
+                         "data": {"source": self.data.source,
+                                  "val_fraction": self.data.val_fraction,
                                   # Windows are drawn at random, so the position in the data
                                   # is the state of the "batches" generator above.
                                   "windows_drawn": step * config.grad_accum * config.batch_size},
                          "train_config": asdict(config)}
-        save_checkpoint(config.out_dir, model_family=model_family, model_args=model_args or {},
-                        model_state=model.state_dict(), tokenizer=tokenizer,
-                        optimizer_state=optimizer.state_dict(), trainer_state=trainer_state)
-        result.checkpoint = config.out_dir
+        save_checkpoint(config.out_dir, model_family=self.model_family,
+                        model_args=self.model_args, model_state=self.model.state_dict(),
+                        tokenizer=self.tokenizer, optimizer_state=self.optimizer.state_dict(),
+                        trainer_state=trainer_state)
+        self.result.checkpoint = config.out_dir
+        return True
 
-    model.train()
-    k, B, T = config.grad_accum, config.batch_size, config.block_size
-    tokens_per_step = k * B * T
-    t_start = time.perf_counter()
-    first_step = step
-    while step < config.steps:
-        lr = set_lr(optimizer, config.lr_at(step))
+    def stop_nonfinite(self, what: str) -> None:
+        kept = (f"the last good checkpoint is {self.result.checkpoint}" if self.result.checkpoint
+                else "no checkpoint was written")
+        self.stop("nonfinite", f"{what}; stopping ({kept}). Try a lower learning rate or "
+                               f"grad_clip.")
 
-        # One batch of k*B windows, split into k micro-batches: the same windows whatever k is.
-        x, y = get_batch(data.train, k * B, T, batch_rng)
-        optimizer.zero_grad()
-        loss_sum = 0.0
-        for xm, ym in zip(np.split(x, k), np.split(y, k)):
-            _, loss = model(xm, ym)
-            (loss * (1.0 / k)).backward()
-            loss_sum += loss.item()
-        loss_value = loss_sum / k
-
-        if config.grad_clip > 0:
-            norm = clip_grad_norm_(params, config.grad_clip)  # the norm before clipping
-        else:
-            norm = grad_norm(params)
-        if not (math.isfinite(loss_value) and math.isfinite(norm)):
-            kept = f"the last good checkpoint is {result.checkpoint}" if result.checkpoint \
-                else "no checkpoint was written"
-            result.stopped = "nonfinite"
-            result.message = (f"step {step}: loss {loss_value}, gradient norm {norm}: not finite; "
-                              f"stopping ({kept}). Try a lower learning rate or grad_clip.")
-            log(result.message)
-            break
-        optimizer.step()
-        step += 1
-        result.step = step
-        result.losses.append(loss_value)
-
-        if step % config.log_interval == 0 or step == config.steps:
-            now = time.perf_counter()
-            steps_here = step - first_step
-            rate = tokens_per_step * steps_here / max(now - t_start, 1e-9)
-            eta = (config.steps - step) * (now - t_start) / steps_here
-            log(f"step {step}/{config.steps} | loss {loss_value:.4f} | lr {lr:.2e} | "
-                f"{rate:,.0f} tok/s | ETA {_duration(eta)}")
-
-        out_of_time = (config.max_seconds is not None and step < config.steps
-                       and time.perf_counter() - t_start >= config.max_seconds)
-        if step % config.eval_interval == 0 or step == config.steps or out_of_time:
-            if len(data.val) > T:
-                # A generator of its own, seeded the same each time: the same windows at every
-                # evaluation, and the training batches never depend on when we evaluated.
-                val = estimate_loss(model, data.val, B, T, config.eval_batches,
-                                    seed=config.seed + 1)
-                result.val_losses.append((step, val))
-                log(f"step {step}: val loss {val:.4f} | {data.val_bits_per_char(val):.4f} "
-                    f"bits/char | {data.val_bits_per_byte(val):.4f} bits/byte")
-            if config.out_dir is not None:
-                if not _all_finite(model):
-                    result.stopped = "nonfinite"
-                    result.message = (f"step {step}: the parameters are no longer finite; "
-                                      f"not saving, stopping (last good checkpoint: "
-                                      f"{result.checkpoint})")
-                    log(result.message)
-                    break
-                save(step)
-        if out_of_time:
-            result.stopped = "time"
-            result.message = (f"step {step}/{config.steps}: the time limit of "
-                              f"{config.max_seconds:g} s is reached; stopping")
-            log(result.message)
-            break
-    return result
+    def stop(self, why: str, message: str) -> None:
+        self.result.stopped = why
+        self.result.message = (f"step {self.step}/{self.config.steps}: {message}"
+                               if why == "time" else f"step {self.step}: {message}")
+        self.log(self.result.message)
