@@ -12,9 +12,9 @@ every layer, and the tile is multiplied at once. Two named paths do this, chosen
 of input rows:
 
 - `_matvec` (one input row: decoding one token, where speed matters most). The codes are
-  cast to float and multiplied by x elementwise; summing each block of 32 products is a
-  matrix-vector product with a vector of ones, and the scales are applied to those
-  (rows x blocks) partial sums instead of to every weight:
+  only cast to float; each block b of 32 columns is multiplied by its 32 entries of x (one
+  batched product over the blocks), and the scales are applied to those (rows x blocks)
+  partial sums instead of to every weight, which saves a full pass over the tile:
       y_o = sum_b d_ob * sum_j q_obj x_bj  (+ sum_b c_ob * sum_j x_bj)
   with c = 0 for Q8_0, -8 d for Q4_0 (x = d (q - 8)) and m for Q4_1 (x = d q + m). For the
   4-bit formats the low and the high nibbles (the two halves of each block) are handled as
@@ -162,33 +162,30 @@ class QuantizedLinear:
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         nb, in_features = self.in_features // BLOCK, self.in_features
-        by_block = x.reshape(nb, BLOCK)
-        x_sums = by_block.sum(axis=1)                                  # sum_j x_bj, (nb,)
-        x_low, x_high = (np.ascontiguousarray(by_block[:, :16]),
-                         np.ascontiguousarray(by_block[:, 16:]))
-        ones = np.ones(BLOCK, dtype=np.float32)
+        by_block = x.reshape(nb, BLOCK, 1)
+        x_sums = by_block.sum(axis=(1, 2))                             # sum_j x_bj, (nb,)
+        x_low = np.ascontiguousarray(by_block[:, :16])                # (nb, 16, 1)
+        x_high = np.ascontiguousarray(by_block[:, 16:])
         y = np.empty(self.out_features, dtype=np.float32)
         for start in range(0, self.out_features, self.tile_rows):
             stop = min(start + self.tile_rows, self.out_features)
             n = stop - start
             buffer = _scratch_buffer(n * in_features)
+            # partial[b, o] = sum_j q_obj x_bj: one small matrix-vector product per block b
             if self.ggml_type == GGMLType.Q8_0:
-                products = buffer.reshape(n, in_features)
-                products[...] = self.codes[start:stop]
-                products *= x
-                partial = (products.reshape(-1, BLOCK) @ ones).reshape(n, nb)
+                codes = buffer.reshape(n, nb, BLOCK)
+                codes[...] = self.codes[start:stop].reshape(n, nb, BLOCK)
+                partial = np.matmul(codes.transpose(1, 0, 2), by_block)
             else:
                 packed = self.codes[start:stop]                            # (n, nb, 16)
                 low = buffer[:n * in_features // 2].reshape(n, nb, 16)
                 high = buffer[n * in_features // 2:].reshape(n, nb, 16)
                 low[...] = packed & 0x0F
                 high[...] = packed >> 4
-                low *= x_low
-                high *= x_high
-                partial = ((low.reshape(-1, 16) @ ones[:16]) +
-                           (high.reshape(-1, 16) @ ones[:16])).reshape(n, nb)
+                partial = (np.matmul(low.transpose(1, 0, 2), x_low)
+                           + np.matmul(high.transpose(1, 0, 2), x_high))
             d = self.scales[start:stop]
-            y[start:stop] = np.einsum("ob,ob->o", partial, d)
+            y[start:stop] = np.einsum("bo,ob->o", partial[:, :, 0], d)
             if self.ggml_type == GGMLType.Q4_0:
                 y[start:stop] -= np.float32(8) * (d @ x_sums)
             elif self.ggml_type == GGMLType.Q4_1:
