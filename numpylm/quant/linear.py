@@ -45,11 +45,14 @@ _UNPACKED = (GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1)
 _scratch = threading.local()
 
 
-def _scratch_buffer(n: int) -> np.ndarray:
-    """A float32 buffer of at least `n` elements, one per thread, reused by every layer."""
-    buffer = getattr(_scratch, "buffer", None)
+def _scratch_buffer(n: int, dtype: type = np.float32) -> np.ndarray:
+    """A buffer of `n` elements of `dtype`, one per thread and dtype, reused by every layer
+    (also sparing the allocator: a fresh array this size is mapped and unmapped each time)."""
+    name = f"buffer_{np.dtype(dtype).name}"
+    buffer = getattr(_scratch, name, None)
     if buffer is None or buffer.size < n:
-        buffer = _scratch.buffer = np.empty(n, dtype=np.float32)
+        buffer = np.empty(n, dtype=dtype)
+        setattr(_scratch, name, buffer)
     return buffer[:n]
 
 
@@ -180,8 +183,9 @@ class QuantizedLinear:
                 packed = self.codes[start:stop]                            # (n, nb, 16)
                 low = buffer[:n * in_features // 2].reshape(n, nb, 16)
                 high = buffer[n * in_features // 2:].reshape(n, nb, 16)
-                low[...] = packed & 0x0F
-                high[...] = packed >> 4
+                nibble = _scratch_buffer(packed.size, np.uint8).reshape(packed.shape)
+                low[...] = np.bitwise_and(packed, 0x0F, out=nibble)
+                high[...] = np.right_shift(packed, 4, out=nibble)
                 partial = (np.matmul(low.transpose(1, 0, 2), x_low)
                            + np.matmul(high.transpose(1, 0, 2), x_high))
             d = self.scales[start:stop]
