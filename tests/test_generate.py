@@ -163,3 +163,17 @@ def test_between_streamed_tokens_the_caller_keeps_its_modes():
     next(stream)
     assert is_grad_enabled() and m.training  # nothing leaks out of the generator
     assert len([*stream]) == 2
+
+
+def test_broken_logits_and_out_of_range_stop_tokens_are_refused():
+    with pytest.raises(ValueError, match="row 1 are NaN"):
+        sample_next(np.array([[0.0, 1.0], [np.nan, 1.0]]), temperature=0)
+    with pytest.raises(ValueError, match="row 0 are NaN, \\+inf or all -inf"):
+        sample_next(np.full((1, 3), -np.inf))
+    model = GPT(GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=1, n_embd=4), rng=0)
+    with pytest.raises(ValueError, match="stop token 9 is outside the model's vocabulary"):
+        generate(model, [1, 2], 3, stop_tokens=[9])
+    with pytest.raises(ValueError, match="position_ids must be integers in"):
+        model(np.array([[1, 2]]), position_ids=np.array([[-1, 0]]))
+    with pytest.raises(ValueError, match="position_ids must be integers in"):
+        model(np.array([[1, 2]]), position_ids=np.array([[7, 8]]))

@@ -125,6 +125,10 @@ def _steps(model, prompts: list[np.ndarray], max_new_tokens: int, params: Sampli
                          f"got {max_new_tokens!r}")
     rng = params.rng()
     stops = np.asarray(params.stop_tokens, dtype=np.int64)
+    vocab = getattr(model, "vocab_size", None)
+    if vocab is not None and (stops >= vocab).any():
+        raise ValueError(f"generate: stop token {int(stops[stops >= vocab][0])} is outside the "
+                         f"model's vocabulary [0, {vocab})")
     limit = context_limit(model)
     prompts = _crop(prompts, limit)
     with evaluating(model):  # the stepper runs the prompt here

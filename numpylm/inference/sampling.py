@@ -113,6 +113,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _check_logits(logits: np.ndarray) -> None:
+    """Refuse rows a model cannot have meant: NaN anywhere, +inf, or every token at -inf
+    (argmax would silently pick token 0)."""
+    bad = np.isnan(logits).any(axis=-1) | np.isposinf(logits).any(axis=-1)
+    bad |= np.isneginf(logits).all(axis=-1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"sample_next: the logits of row {row} are NaN, +inf or all -inf; the "
+                         f"model's output is broken (diverged weights?), nothing to sample from")
+
+
 def sample_next(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None,
                 rng: np.random.Generator | None = None) -> np.ndarray:
@@ -125,6 +136,7 @@ def sample_next(logits: np.ndarray, temperature: float = 1.0, top_k: int | None 
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2:
         raise ValueError(f"sample_next: logits must have shape (B, V), got {logits.shape}")
+    _check_logits(logits)
     if temperature == 0:
         return logits.argmax(axis=-1).astype(np.int64)
     logits = logits / temperature

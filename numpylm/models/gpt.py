@@ -228,6 +228,12 @@ class GPT(Module):
         if position_ids is None:
             position_ids = np.arange(start, start + T)  # (T,), broadcast over the batch
         position_ids = np.asarray(position_ids)
+        if position_ids.size and (not np.issubdtype(position_ids.dtype, np.integer)
+                                  or position_ids.min() < 0
+                                  or position_ids.max() >= self.config.block_size):
+            raise ValueError(f"GPT: position_ids must be integers in [0, block_size "
+                             f"{self.config.block_size}), got dtype {position_ids.dtype} with "
+                             f"values {position_ids.min()}..{position_ids.max()}")
         if attention_mask is None:
             return position_ids, None
         attention_mask = np.asarray(attention_mask, dtype=bool)
