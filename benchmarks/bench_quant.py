@@ -102,7 +102,8 @@ def bench_smollm2() -> None:
     t_q8 = best_of(lambda: [layer(x[layer.in_features]) for layer in q8], 3)
     mb = lambda layers: sum(layer.nbytes for layer in layers) / 2**20  # noqa: E731
     dense_mb = sum(w.nbytes for w in dense) / 2**20
-    print(f"all {len(names)} matrices, one row each: float32 {dense_mb:.0f} MB {t_dense * 1e3:.1f} ms; as shipped {mb(shipped):.0f} MB, {t_dense / t_shipped:.2f} "
+    print(f"all {len(names)} matrices, one row each: float32 {dense_mb:.0f} MB "
+          f"{t_dense * 1e3:.1f} ms; as shipped {mb(shipped):.0f} MB, {t_dense / t_shipped:.2f} "
           f"of float32's speed; Q8_0 {mb(q8):.0f} MB, {t_dense / t_q8:.2f} of float32's speed")
 
 
