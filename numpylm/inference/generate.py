@@ -35,6 +35,18 @@ def context_limit(model: Any) -> int | None:
     return None if limit is None else int(limit)
 
 
+def end_of_text_ids(model: Any, tokenizer: Any = None) -> tuple[int, ...]:
+    """The ids that end a text for this model and tokenizer: the model's own end-of-sequence
+    id (an n-gram's boundary id), the tokenizer's `eos_id`, or GPT-2's `<|endoftext|>`."""
+    ids = [getattr(model, "eos_id", None), getattr(tokenizer, "eos_id", None)]
+    special = getattr(tokenizer, "special_tokens", None)
+    if isinstance(special, dict):
+        ids.append(special.get("<|endoftext|>"))
+    vocab = getattr(model, "vocab_size", None)
+    return tuple(sorted({int(i) for i in ids
+                         if i is not None and (vocab is None or 0 <= int(i) < vocab)}))
+
+
 def _as_prompts(idx: Any, allow_empty: bool) -> tuple[list[np.ndarray], bool]:
     """(list of 1-D int64 prompts, whether the input was a single prompt)."""
     if isinstance(idx, Tensor):

@@ -70,6 +70,14 @@ def _fit_counts(args, family: str, tokenizer, data, out_dir: str) -> int:
     return 0
 
 
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from numpylm.corpus import read_text
     from numpylm.nn import manual_seed
@@ -79,6 +87,10 @@ def _run_train(args: argparse.Namespace) -> int:
     from numpylm.training.loop import TrainConfig, train
 
     out_dir = args.out or f"checkpoints/{args.model}"
+    if args.plot_loss and not _have_matplotlib():
+        print("note: --plot-loss needs matplotlib (pip install 'numpylm[plot]'); training "
+              "without the picture", file=sys.stderr)
+        args.plot_loss = None
     if args.resume:
         ckpt = load_checkpoint(out_dir, for_resume=True)
         tokenizer, family, model_args = ckpt.tokenizer, ckpt.model_family, ckpt.model_args
@@ -148,18 +160,18 @@ def _print_stream(tokenizer, tokens, skip: set[int] = frozenset()) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from numpylm.inference import context_limit, generate_stream
+    from numpylm.inference import context_limit, end_of_text_ids, generate_stream
     from numpylm.inference.sampling import sampling_from_args
     from numpylm.training.families import load_model
 
     loaded = load_model(args.checkpoint)
     ids = loaded.tokenizer.encode(args.prompt)
-    # A model with its own end-of-sequence id (the n-gram's boundary id) stops there.
-    eos = getattr(loaded.model, "eos_id", None)
-    stops = () if eos is None else (eos,)
+    stops = () if args.ignore_eos else end_of_text_ids(loaded.model, loaded.tokenizer)
     limit = context_limit(loaded.model)
-    if limit is not None:
-        ids = ids[-limit:]  # the model sees at most its context; the rest is only printed
+    if limit is not None and len(ids) > limit:
+        print(f"note: the prompt has {len(ids)} tokens, more than the model's context of "
+              f"{limit}; it sees the last {limit}", file=sys.stderr)
+        ids = ids[-limit:]  # the rest is only printed
     sys.stdout.write(args.prompt)
     _print_stream(loaded.tokenizer, generate_stream(
         loaded.model, ids, max_new_tokens=args.max_new_tokens,
@@ -221,7 +233,9 @@ def _guarded(run):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from numpylm.cli import HelpFormatter
     from numpylm.inference.sampling import add_sampling_arguments
+    from numpylm.models.ngram import SMOOTHINGS
     from numpylm.training.loop import TrainConfig
 
     d = TrainConfig()
@@ -229,7 +243,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train a language model and save a checkpoint",
         description="Train a model on the embedded corpus (Python's reference manual) or a UTF-8 "
                     "file, saving a checkpoint directory every --eval-interval steps.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--model", choices=tuple(FAMILIES), default="gpt",
                    help="model family: " + "; ".join(f"{n}: {f.help}" for n, f in FAMILIES.items()
                                                        if f.help))
@@ -267,7 +281,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--hidden-size", type=int, default=128, help="mlp, rnn, gru, lstm")
     m.add_argument("--context", type=int, default=3, help="mlp: tokens of context")
     m.add_argument("--order", type=int, default=3, help="ngram: n")
-    m.add_argument("--smoothing", default="kneser_ney", help="ngram: smoothing method")
+    m.add_argument("--smoothing", default="kneser_ney", choices=tuple(SMOOTHINGS),
+                   help="ngram: smoothing method")
     m.add_argument("--model-arg", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="a constructor argument of the model, overriding the flags above "
                         "(repeatable; the value is read as JSON, else as a string)")
@@ -277,9 +292,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "generate", help="continue a prompt with a trained model, streaming to the terminal",
         description="Sample a continuation of --prompt from a numpylm checkpoint or a GPT-2-format "
                     "directory (config.json, model.safetensors, vocab.json, merges.txt).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, metavar="DIR")
-    p.add_argument("--prompt", default="", metavar="TEXT")
+    p.add_argument("--prompt", required=True, metavar="TEXT",
+                   help="the text to continue (an n-gram model also takes \"\")")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="keep going past the end-of-text token instead of stopping there")
     p.add_argument("--max-new-tokens", type=int, default=200)
     add_sampling_arguments(p)
     p.set_defaults(func=_guarded(_run_generate))
@@ -288,7 +306,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="loss, perplexity and bits per token/char/byte on held-out text",
         description="Score a numpylm checkpoint or a GPT-2-format directory on the validation tail "
                     "of its training text, or on all of --data FILE.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, metavar="DIR")
     p.add_argument("--data", metavar="FILE", help="score this whole file instead")
     p.add_argument("--val-fraction", type=float, default=0.1,

@@ -1,0 +1,82 @@
+"""`numpylm generate` stops at the end of the text, says when it crops a prompt, and `--help`
+shows each default once; a registered family is reachable from `train --model`."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from numpylm.cli import build_parser, main
+from numpylm.corpus import embedded_corpus
+from numpylm.inference import end_of_text_ids
+from numpylm.models.ngram import NGramLM
+from numpylm.tokenizers import BPETokenizer
+from numpylm.training.families import FAMILIES, Family, register_family
+
+TINY = ["--steps", "2", "--batch-size", "2", "--block-size", "8", "--warmup-steps", "1",
+        "--eval-interval", "2", "--eval-batches", "1", "--log-interval", "1"]
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text(embedded_corpus()[:2000], encoding="utf-8")
+    return path
+
+
+def test_end_of_text_ids_come_from_the_model_and_the_tokenizer():
+    tok = BPETokenizer.train("abc abd abe " * 20, 260, special_tokens={"<|endoftext|>": 260})
+    lm = NGramLM(2, 261).fit([[1, 2, 3]])
+    assert end_of_text_ids(lm, tok) == (260, 261)  # the tokenizer's <|endoftext|>, the model's EOS
+    assert end_of_text_ids(NGramLM(2, 100).fit([[1]]), tok) == (100,)  # 260 is outside V = 101
+
+
+def test_generate_crops_with_a_note_and_the_ngram_stops_at_its_boundary(capsys, tmp_path,
+                                                                        text_file):
+    out = tmp_path / "gpt"
+    assert main(["train", "--model", "gpt", "--data", str(text_file), "--out", str(out),
+                 "--n-layer", "1", "--n-head", "1", "--n-embd", "8", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "x" * 20,
+                 "--max-new-tokens", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "the prompt has 20 tokens, more than the model's context of 8" in err
+    ngram = tmp_path / "ngram"
+    assert main(["train", "--model", "ngram", "--order", "2", "--data", str(text_file),
+                 "--out", str(ngram)]) == 0
+    capsys.readouterr()
+    # Greedy from "" on a 2-gram model: the boundary id ends the text long before 500 tokens.
+    assert main(["generate", "--checkpoint", str(ngram), "--prompt", "", "--temperature", "0",
+                 "--max-new-tokens", "500"]) == 0
+    text = capsys.readouterr().out
+    assert 0 < len(text.strip()) < 500
+
+
+def test_help_shows_each_default_once():
+    parser = build_parser()
+    for command in ("train", "generate", "eval"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        text = sub.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, command
+        assert not re.search(r"\(default: [^)]*\)\s*\(default:", text), command
+    train_help = parser._subparsers._group_actions[0].choices["train"].format_help()
+    assert "kneser_ney" in train_help and "stupid_backoff" in train_help  # --smoothing choices
+
+
+def test_a_registered_family_is_reachable_from_train(capsys, tmp_path, text_file):
+    from numpylm.models.bigram import BigramLM
+
+    register_family(Family("bigram2", build=BigramLM))
+    try:
+        out = tmp_path / "b2"
+        assert main(["train", "--model", "bigram2", "--data", str(text_file), "--out", str(out),
+                     *TINY]) == 0
+        assert "model: bigram2" in capsys.readouterr().out
+        assert main(["train", "--model", "bigram2", "--model-arg", "nonsense=3",
+                     "--data", str(text_file), "--out", str(tmp_path / "b3"), *TINY]) == 2
+        assert "cannot build a 'bigram2' model" in capsys.readouterr().err
+    finally:
+        FAMILIES.pop("bigram2")
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "bigram2"])  # gone from the choices once unregistered
