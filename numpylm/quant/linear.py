@@ -41,13 +41,12 @@ __all__ = ["QuantizedLinear"]
 
 BLOCK = 32
 TILE_BYTES = 1 << 20
-_UNPACKED = (GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1)
 _scratch = threading.local()
 
 
 def _scratch_buffer(n: int, dtype: type = np.float32) -> np.ndarray:
-    """A buffer of `n` elements of `dtype`, one per thread and dtype, reused by every layer
-    (also sparing the allocator: a fresh array this size is mapped and unmapped each time)."""
+    """A buffer of `n` elements of `dtype`, one per thread and dtype, reused by every layer:
+    the tiles of all layers together cost one tile of memory."""
     name = f"buffer_{np.dtype(dtype).name}"
     buffer = getattr(_scratch, name, None)
     if buffer is None or buffer.size < n:
