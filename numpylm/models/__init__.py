@@ -5,6 +5,7 @@ from numpylm.models.mlp import MLPLM
 from numpylm.models.rnn_lm import RNNLM, detach_state, stream_batches
 from numpylm.models.gpt import GPT, GPTConfig
 from numpylm.models.gpt2_io import load_pretrained
+from numpylm.models.llama import Llama, LlamaConfig
 
 __all__ = ["NGramLM", "BigramLM", "MLPLM", "RNNLM", "detach_state", "stream_batches", "GPT",
-           "GPTConfig", "load_pretrained"]
+           "GPTConfig", "load_pretrained", "Llama", "LlamaConfig"]

@@ -1,0 +1,117 @@
+"""Llama's forward pass for inference, in plain numpy: the same arithmetic as `Llama.forward`,
+without the autograd graph (part 3 of the guide: what serving a model costs).
+
+Decoding one token reads every weight once and does one multiply-add with it, so its time
+is the time to stream the weights from memory (540 MB a token for SmolLM2-135M in float32)
+plus whatever else runs per token. This twin keeps the rest small: numpy and BLAS called
+directly, the residual stream updated in place, the SwiGLU product and the RMSNorm scaling
+done in place, and grouped-query attention for the one newest token done as G query rows
+per key-value head, so the cache of Hkv heads is read once and never repeated. It is the
+stepper behind `Llama.step`; the tests prove it gives `Llama.forward`'s logits.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numpylm.autograd.ops_attention import (_attention_forward, _from_rows, _grouped_mask,
+                                            _to_rows)
+from numpylm.autograd.ops_rope import apply_rope
+
+
+def _rms_norm(x: np.ndarray, norm) -> np.ndarray:
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis, as `F.rms_norm`, (N, C)."""
+    ms = np.einsum("nc,nc->n", x, x)[:, None]  # sum of squares, then the mean in place
+    ms *= 1.0 / x.shape[-1]
+    ms += norm.eps
+    np.sqrt(ms, out=ms)
+    y = x / ms
+    y *= norm.weight.data
+    return y
+
+
+def _linear(x: np.ndarray, linear) -> np.ndarray:
+    """x W^T + b for x (N, in), W stored (out, in): BLAS reads W's rows in order."""
+    y = x @ linear.weight.data.T
+    if linear.bias is not None:
+        y += linear.bias.data
+    return y
+
+
+def _swiglu_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """silu(gate) * up into gate: gate * sigmoid(gate) * up, sigmoid as (1 + tanh(x/2)) / 2
+    (`F.swiglu`'s form, which never overflows)."""
+    s = np.multiply(gate, 0.5)
+    np.tanh(s, out=s)
+    s *= 0.5
+    s += 0.5
+    gate *= s
+    gate *= up
+    return gate
+
+
+def _attend_newest(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """softmax(q K^T / sqrt(D)) V for one new token, q (B, H, D), k and v (B, Hkv, L, D).
+
+    The G query heads of each key-value head are stacked as G rows, (B, Hkv, G, D), so one
+    (G x D) by (D x L) product per key-value head scores them all against the unrepeated
+    cache. The newest token may see every cached key: no mask."""
+    B, H, D = q.shape
+    Hkv = k.shape[1]
+    qg = q.reshape(B, Hkv, H // Hkv, D) * (1.0 / math.sqrt(D))
+    s = np.matmul(qg, np.swapaxes(k, -1, -2))  # (B, Hkv, G, L)
+    s -= s.max(axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    s /= np.add.reduce(s, axis=-1, keepdims=True)
+    return np.matmul(s, v).reshape(B, H * D)  # (B, Hkv, G, D) -> (B, H D)
+
+
+def _attention(q, k, v, kv_cache, layer: int, attn_mask) -> np.ndarray:
+    """q (B, T, H, D), k and v (B, T, Hkv, D) of the new tokens -> (B * T, H * D)."""
+    B, T, H, D = q.shape
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, Hkv, T, D)
+    if kv_cache is not None:
+        k, v = kv_cache.append(layer, k, v)  # (B, Hkv, L, D): cached keys, then the new ones
+        if T == 1 and attn_mask is None:
+            return _attend_newest(q[:, 0], k, v)
+    q = q.transpose(0, 2, 1, 3)  # (B, H, T, D)
+    G = H // k.shape[1]
+    if G == 1:
+        out, _ = _attention_forward(q, k, v, True, attn_mask)
+    else:  # the fused op's grouped rows: G query heads per key-value head, K/V not repeated
+        mask = _grouped_mask(attn_mask, q, k, v, G)
+        out = _from_rows(_attention_forward(_to_rows(q, G), k, v, True, mask, group=G)[0], G)
+    return out.transpose(0, 2, 1, 3).reshape(B * T, H * D)
+
+
+def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=None,
+                   attn_mask=None, last_only: bool = False) -> np.ndarray:
+    """Logits (B, T, V), or (B, 1, V) with `last_only`, for token ids idx (B, T) at
+    `position_ids` (T,) or (B, T); `attn_mask` (B, 1, 1, L) is False at padding. The cache
+    (Hkv heads) is advanced by T."""
+    c = model.config
+    B, T = idx.shape
+    C, H, Hkv, D = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    cos, sin = model.rope_tables(np.broadcast_to(position_ids, (B, T)))  # (B, T, D/2)
+    cos, sin = cos[:, :, None], sin[:, :, None]  # (B, T, 1, D/2): every head alike
+    x = model.model.embed_tokens.weight.data[idx].reshape(B * T, C)  # a fresh array
+    for i, layer in enumerate(model.model.layers):
+        a = layer.self_attn
+        h = _rms_norm(x, layer.input_layernorm)
+        q = apply_rope(_linear(h, a.q_proj).reshape(B, T, H, D), cos, sin)
+        k = apply_rope(_linear(h, a.k_proj).reshape(B, T, Hkv, D), cos, sin)
+        v = _linear(h, a.v_proj).reshape(B, T, Hkv, D)
+        x += _attention(q, k, v, kv_cache, i, attn_mask) @ a.o_proj.weight.data.T
+        h = _rms_norm(x, layer.post_attention_layernorm)
+        m = layer.mlp
+        g = _swiglu_(h @ m.gate_proj.weight.data.T, h @ m.up_proj.weight.data.T)  # (B T, I)
+        x += g @ m.down_proj.weight.data.T  # the residual stream, updated in place
+    if kv_cache is not None:
+        kv_cache.advance(T)
+    x = x.reshape(B, T, C)
+    if last_only:
+        x = x[:, -1:]
+    x = _rms_norm(x.reshape(-1, C), model.model.norm)
+    # The LM head: (N, C) @ (C, V), one pass over a (V, C) matrix for one token.
+    return (x @ model.head_weight().T).reshape(B, -1, c.vocab_size)
