@@ -13,6 +13,7 @@ reports loss, perplexity and bits per token, character and byte on held-out text
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -64,7 +65,7 @@ def _fit_counts(args, family: str, tokenizer, data, out_dir: str) -> int:
     save_checkpoint(out_dir, model_family=family, model_args=model_args,
                     model_state=lm.state_dict(), tokenizer=tokenizer,
                     trainer_state={"step": 0, "train_config": {"block_size": args.block_size},
-                                   "data": {"source": data.source,
+                                   "data": {"source": data.source, **_data_record(args.data),
                                             "val_fraction": data.val_fraction}})
     print(f"saved {out_dir}")
     return 0
@@ -78,13 +79,97 @@ def _have_matplotlib() -> bool:
     return True
 
 
+def _data_record(path: str | None) -> dict[str, Any]:
+    """What identifies the training text: its absolute path (None: the embedded corpus) and
+    the SHA-256 of its text, stored in the checkpoint so that resume and eval can check it."""
+    from numpylm.corpus import read_text
+
+    text = read_text(path)
+    return {"path": None if path is None else str(Path(path).resolve()),
+            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+
+
+def _recorded_text(recorded: dict[str, Any], given: str | None, allow_different: bool,
+                   what: str) -> str | None:
+    """The text file to use for a checkpoint whose trainer state recorded `recorded`: the
+    one given, else the recorded one; refuse (unless allowed) a text whose hash differs."""
+    path = given if given is not None else recorded.get("path")
+    if given is None and "sha256" not in recorded and recorded.get("source") not in (
+            None, "embedded corpus"):
+        path = recorded["source"]  # a checkpoint from before the hash was recorded
+    if path is not None and not Path(path).is_file():
+        raise ValueError(f"the checkpoint was trained on {path}, which is not there; give "
+                         f"the text with --data")
+    expected = recorded.get("sha256")
+    if expected is not None and not allow_different:
+        actual = _data_record(path)["sha256"]
+        if actual != expected:
+            raise ValueError(
+                f"the text of {path or 'the embedded corpus'} is not the text the checkpoint "
+                f"was trained on (SHA-256 {actual[:12]}... instead of {expected[:12]}...); "
+                f"{what} it anyway with --allow-different-data")
+    return path
+
+
+def _given(args: argparse.Namespace) -> set[str]:
+    """The flags set to something other than their default (what the user asked for)."""
+    defaults = getattr(args, "_defaults", {})
+    return {k for k, v in vars(args).items() if k in defaults and v != defaults[k]}
+
+
+def _resume_conflicts(args: argparse.Namespace, ckpt, vocab_size: int) -> list[str]:
+    """Flags that ask for something other than the run saved in the checkpoint."""
+    from numpylm.training.loop import TrainConfig
+
+    given, conflicts = _given(args), []
+    if "model" in given and args.model != ckpt.model_family:
+        conflicts.append(f"--model {args.model} (checkpoint: {ckpt.model_family})")
+    for flag in ("tokenizer", "vocab_size", "val_fraction"):
+        if flag in given:
+            conflicts.append(f"--{flag.replace('_', '-')} (the checkpoint has its own)")
+    saved = ckpt.trainer_state.get("train_config", {})
+    for f in fields(TrainConfig):
+        if f.name in given and f.name not in ("steps", "max_seconds", "out_dir") \
+                and f.name in saved and saved[f.name] != getattr(args, f.name):
+            conflicts.append(f"--{f.name.replace('_', '-')} {getattr(args, f.name)} "
+                             f"(checkpoint: {saved[f.name]})")
+    size_flags = {"n_layer", "n_head", "n_embd", "dropout", "embedding_dim", "hidden_size",
+                  "context", "order", "smoothing", "model_arg"}
+    if given & size_flags and get_family(ckpt.model_family).cli_args is not None:
+        wanted = cli_model_args(ckpt.model_family, args, vocab_size)
+        differ = sorted(k for k, v in wanted.items()
+                        if k in ckpt.model_args and ckpt.model_args[k] != v)
+        conflicts += [f"model size {k}={wanted[k]} (checkpoint: {ckpt.model_args[k]})"
+                      for k in differ]
+    return conflicts
+
+
+def _resume_config(args: argparse.Namespace, ckpt, out_dir: str):
+    """The saved run's settings with the new total `--steps`; the learning-rate schedule of
+    the saved run is kept (its cosine decay, then min_lr)."""
+    from numpylm.training.loop import TrainConfig
+
+    saved = dict(ckpt.trainer_state.get("train_config", {}))
+    known = {f.name for f in fields(TrainConfig)}
+    settings = {k: v for k, v in saved.items() if k in known}
+    if settings.get("decay_steps") is None and "steps" in settings:
+        settings["decay_steps"] = max(settings["steps"] - settings.get("warmup_steps", 0), 0)
+    config = TrainConfig(**{**settings, "steps": args.steps, "out_dir": out_dir,
+                            "max_seconds": args.max_seconds})
+    if args.steps != saved.get("steps"):
+        end = config.warmup_steps + config.decay_steps
+        print(f"note: the first run was planned for {saved.get('steps')} steps; its learning-rate "
+              f"schedule is kept (cosine decay until step {end}, then min_lr {config.min_lr:g})")
+    return config
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from numpylm.corpus import read_text
     from numpylm.nn import manual_seed
     from numpylm.training.checkpoint import load_checkpoint
     from numpylm.training.data import build_tokenizer, prepare_data
     from numpylm.training.families import build_model
-    from numpylm.training.loop import TrainConfig, train
+    from numpylm.training.loop import train
 
     out_dir = args.out or f"checkpoints/{args.model}"
     if args.plot_loss and not _have_matplotlib():
@@ -96,16 +181,30 @@ def _run_train(args: argparse.Namespace) -> int:
         tokenizer, family, model_args = ckpt.tokenizer, ckpt.model_family, ckpt.model_args
         if not get_family(family).trainable:
             raise ValueError(f"a {family} model is fitted in one pass; there is nothing to resume")
-        saved = dict(ckpt.trainer_state.get("train_config", {}))
-        known = {f.name for f in fields(TrainConfig)}
-        config = TrainConfig(**{**{k: v for k, v in saved.items() if k in known},
-                                "steps": args.steps, "out_dir": out_dir,
-                                "max_seconds": args.max_seconds})
+        conflicts = _resume_conflicts(args, ckpt, tokenizer.vocab_size)
+        if conflicts:
+            raise ValueError(f"--resume continues the run saved in {out_dir} as it was, but "
+                             f"these flags ask for something else: {'; '.join(conflicts)}. "
+                             f"Leave them out, or train a new run in another --out")
+        step = int(ckpt.trainer_state["step"])
+        if args.steps <= step:
+            print(f"nothing to train: the checkpoint in {out_dir} is at step {step} and "
+                  f"--steps is {args.steps}; give a larger --steps to continue")
+            return 0
+        data_path = _recorded_text(ckpt.trainer_state.get("data", {}), args.data,
+                                   args.allow_different_data, "train on")
+        config = _resume_config(args, ckpt, out_dir)
     else:
-        tokenizer = build_tokenizer(args.tokenizer, read_text(args.data), args.vocab_size)
+        if Path(out_dir, "config.json").exists() and not args.overwrite:
+            raise ValueError(f"{out_dir} already holds a checkpoint; continue it with --resume, "
+                             f"replace it with --overwrite, or choose another --out")
+        data_path = args.data
+        tokenizer = build_tokenizer(args.tokenizer, read_text(data_path), args.vocab_size)
         family, model_args = args.model, None
         config = ckpt = None
-    data = prepare_data(tokenizer, args.data, val_fraction=args.val_fraction)
+    data = prepare_data(tokenizer, data_path, val_fraction=args.val_fraction
+                        if ckpt is None else ckpt.trainer_state.get("data", {}).get(
+                            "val_fraction", args.val_fraction))
     print(f"data: {data.source}: {len(data.train):,} train + {len(data.val):,} validation "
           f"tokens ({type(tokenizer).__name__}, vocabulary {tokenizer.vocab_size})")
     if not get_family(family).trainable:
@@ -119,16 +218,15 @@ def _run_train(args: argparse.Namespace) -> int:
           f"{config.steps} steps of {config.grad_accum} x {config.batch_size} x "
           f"{config.block_size} tokens")
     result = train(model, data, config, tokenizer=tokenizer, model_family=family,
-                   model_args=model_args, resume_from=ckpt)
+                   model_args=model_args, resume_from=ckpt, data_record=_data_record(data_path))
     if args.plot_loss and result.losses:
         from numpylm.plots import plot_loss_curves
         first = result.step - len(result.losses)  # after a resume, losses start mid-run
-        try:
-            plot_loss_curves(result.losses, args.plot_loss, start_step=first + 1,
-                             val_losses=result.val_losses, title=f"{family}: training loss")
-            print(f"loss curves written to {args.plot_loss}")
-        except ImportError as err:  # the run itself is saved; only the picture is missing
-            print(f"no loss curves: {err}")
+        plot_loss_curves(result.losses, args.plot_loss, start_step=first + 1,
+                         val_losses=result.val_losses, title=f"{family}: training loss")
+        print(f"loss curves written to {args.plot_loss}")
+    if result.stopped == "interrupted":
+        return 130  # the shell's code for a command ended by Ctrl-C
     if result.stopped not in ("completed", "time"):
         return 1
     print(f"saved {out_dir}")
@@ -196,8 +294,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     else:
         # The held-out tail of the text the model was trained on, split as training split it.
         recorded = (loaded.trainer_state or {}).get("data", {})
-        source = recorded.get("source")
-        path = source if source and Path(source).is_file() else None
+        path = _recorded_text(recorded, None, args.allow_different_data, "score")
         fraction = float(recorded.get("val_fraction", args.val_fraction))
         full = read_text(path)
         _, val = train_val_split(loaded.tokenizer.encode(full), fraction)
@@ -253,7 +350,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of the text")
     p.add_argument("--out", metavar="DIR", help="checkpoint directory (default: checkpoints/MODEL)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run saved in --out (its settings; --steps is the new total)")
+                   help="continue the run saved in --out (its settings and text; --steps is the "
+                        "new total)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a checkpoint already in --out instead of refusing")
+    p.add_argument("--allow-different-data", action="store_true",
+                   help="with --resume: train on a text other than the recorded one")
     p.add_argument("--plot-loss", metavar="PNG", help="write the loss curves as a PNG "
                    "(needs matplotlib: pip install 'numpylm[plot]')")
     g = p.add_argument_group("training")
@@ -286,7 +388,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--model-arg", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="a constructor argument of the model, overriding the flags above "
                         "(repeatable; the value is read as JSON, else as a string)")
-    p.set_defaults(func=_guarded(_run_train))
+    p.set_defaults(func=_guarded(_run_train),
+                   _defaults={a.dest: a.default for a in p._actions if a.dest != "help"})
 
     p = subparsers.add_parser(
         "generate", help="continue a prompt with a trained model, streaming to the terminal",
@@ -315,4 +418,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="context length (default: the training context)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--allow-different-data", action="store_true",
+                   help="score the recorded training file even if its text has changed")
     p.set_defaults(func=_guarded(_run_eval))

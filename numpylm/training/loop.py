@@ -21,13 +21,21 @@ overfitting, and a LayerNorm gain pulled to zero would switch its layer off.
 
 Every `eval_interval` steps the loop estimates the validation loss (also in bits per
 character or byte, so char and BPE models compare) and, given `out_dir`, saves a checkpoint.
-A NaN or infinite loss or gradient stops training at once, without saving, so the last
-checkpoint on disk is the last good one. Resuming restores weights, optimiser moments, the
-step and every random generator, so N steps + resume + M steps is bit-identical to N + M.
+A NaN or infinite loss, gradient or validation loss stops training at once, without saving,
+so the last checkpoint on disk is the last good one. Ctrl-C (SIGINT) finishes the current
+step, saves a checkpoint there and stops ("interrupted"); a second Ctrl-C during that save
+is ignored, so the save completes. Resuming restores weights, optimiser moments, the step and
+every random generator, so N steps + resume + M steps is bit-identical to N + M. The
+learning-rate schedule is part of the run: resuming with a larger `steps` keeps the cosine
+decay of the first run (`decay_steps`) and continues at `min_lr` after its end (the command
+line says so when it happens).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -98,7 +106,7 @@ class TrainResult:
     step: int
     losses: list[float] = field(default_factory=list)            # training loss per step
     val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, val loss)
-    stopped: str = "completed"                           # or "nonfinite" or "time"
+    stopped: str = "completed"               # or "nonfinite", "time" or "interrupted"
     message: str = ""
     checkpoint: str | None = None                                  # last checkpoint written
 
@@ -164,20 +172,38 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
           tokenizer: Tokenizer | None = None,
           model_family: str = "custom", model_args: dict[str, Any] | None = None,
           resume_from: str | Checkpoint | None = None,
-          log: Callable[[str], None] = print) -> TrainResult:
+          log: Callable[[str], None] = print,
+          data_record: dict[str, Any] | None = None) -> TrainResult:
     """Train `model` on `data.train` for `config.steps` updates; see the module docstring.
 
     `tokenizer`, `model_family` and `model_args` go into checkpoints (needed when
     `config.out_dir` is set). `resume_from` is a checkpoint directory to continue from (or
     that checkpoint already loaded with `load_checkpoint(..., for_resume=True)`).
+    `data_record` (e.g. the text's absolute path and content hash) is stored with the data
+    source in the trainer state, so that resuming and evaluating can check the text.
     """
     if config.out_dir is not None and tokenizer is None:
         raise ValueError("train: saving checkpoints (config.out_dir) needs the tokenizer")
-    run = _Run(model, data, config, tokenizer, model_family, model_args or {}, log)
+    run = _Run(model, data, config, tokenizer, model_family, model_args or {}, log,
+               data_record or {})
     if resume_from is not None:
         run.resume(resume_from)
     model.train()
+    with _sigint_sets_flag() as interrupted:
+        _loop(run, interrupted)
+    return run.result
+
+
+def _loop(run: "_Run", interrupted: threading.Event) -> None:
+    config = run.config
     while run.step < config.steps:
+        if interrupted.is_set():
+            if config.out_dir is not None and run.step > run.first_step:
+                run.save_checkpoint()
+            run.stop("interrupted", "interrupted" + (
+                f"; saved at step {run.step}, continue with --resume" if config.out_dir
+                and run.result.checkpoint else ""))
+            return
         loss, norm = run.train_step()            # lr, k micro-batches, clip: one update
         if not (math.isfinite(loss) and math.isfinite(norm)):
             run.stop_nonfinite(f"loss {loss}, gradient norm {norm}: not finite")
@@ -189,22 +215,41 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
         run.log_progress(loss)
         out_of_time = run.out_of_time()
         if run.step % config.eval_interval == 0 or run.step == config.steps or out_of_time:
-            run.estimate_validation_loss()
+            if not run.estimate_validation_loss():
+                break
             if config.out_dir is not None and not run.save_checkpoint():
                 break
         if out_of_time:
             run.stop("time", f"the time limit of {config.max_seconds:g} s is reached")
             break
-    return run.result
 
+
+@contextlib.contextmanager
+def _sigint_sets_flag():
+    """While training, Ctrl-C sets a flag that the loop reads between steps (so no step
+    is left half done and the checkpoint is written whole) instead of raising at once."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted  # signal handlers belong to the main thread; leave them alone
+        return
+
+    def handler(signum, frame):
+        interrupted.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 class _Run:
     """The state of one training run and the steps `train` reads as a sketch."""
 
     def __init__(self, model: Module, data: TokenData, config: TrainConfig, tokenizer,
                  model_family: str, model_args: dict[str, Any],
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], data_record: dict[str, Any]) -> None:
         self.model, self.data, self.config, self.log = model, data, config, log
+        self.data_record = data_record
         self.tokenizer, self.model_family, self.model_args = tokenizer, model_family, model_args
         self.params = list(model.parameters())
         self.optimizer = make_optimizer(model, config)
@@ -270,26 +315,35 @@ class _Run:
         return (config.max_seconds is not None and self.step < config.steps
                 and time.perf_counter() - self.t_start >= config.max_seconds)
 
-    def estimate_validation_loss(self) -> None:
+    def estimate_validation_loss(self) -> bool:
+        """Log the validation loss; False (and stop) if it or the parameters are not finite."""
         config, data = self.config, self.data
+        if not _all_finite(self.model):
+            self.stop_nonfinite("the parameters are no longer finite; not saving")
+            return False
         if len(data.val) <= config.block_size:
-            return
+            return True
         # A generator of its own, seeded the same each time: the same windows at every
         # evaluation, and the training batches never depend on when we evaluated.
         val = estimate_loss(self.model, data.val, config.batch_size, config.block_size,
                             config.eval_batches, seed=config.seed + 1)
+        if not math.isfinite(val):
+            self.stop_nonfinite(f"validation loss {val}: not finite; not saving")
+            return False
         self.result.val_losses.append((self.step, val))
         self.log(f"step {self.step}: val loss {val:.4f} | {data.val_bits_per_char(val):.4f} "
                  f"bits/char | {data.val_bits_per_byte(val):.4f} bits/byte")
+        return True
 
     def save_checkpoint(self) -> bool:
-        """Save the run (False, and stop, if the parameters are no longer finite)."""
+        """Save the run (False, and stop, if the parameters are no longer finite). Ctrl-C
+        during the save only sets the flag the loop reads: the save itself completes."""
         if not _all_finite(self.model):
             self.stop_nonfinite("the parameters are no longer finite; not saving")
             return False
         config, step = self.config, self.step
         trainer_state = {"step": step, "random_states": _random_states(self.model, self.batch_rng),
-                         "data": {"source": self.data.source,
+                         "data": {"source": self.data.source, **self.data_record,
                                   "val_fraction": self.data.val_fraction,
                                   # Windows are drawn at random, so the position in the data
                                   # is the state of the "batches" generator above.
