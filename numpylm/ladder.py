@@ -62,6 +62,7 @@ class Rung:
     val_bpc: float
     sample: str
     steps: int | None = None  # optimiser steps (neural models)
+    cut_short: bool = False   # stopped by the time cap before its schedule ended
 
 
 def _printable(text: str) -> str:
@@ -122,14 +123,18 @@ def _neural_rung(family: Family, data, tokenizer, config: LadderConfig,
     run = settings(steps)
     run.max_seconds = config.budget_seconds * 1.05  # a hard stop, should the estimate be off
     t0 = time.perf_counter()
-    result = train(model, data, run, log=lambda line: log(f"    {family.name}: {line}"))
+    # The loop's own validation estimate is left out of the log: the table's number is the
+    # exact one below, and one model should show one validation figure.
+    result = train(model, data, run, log=lambda line: None if ": val loss" in line
+                   else log(f"    {family.name}: {line}"))
     seconds = time.perf_counter() - t0
     nll, _ = evaluate_ids(model, data.val, config.block_size)
     bpc = data.val_bits_per_char(nll)
     prompt = [int(data.val[0])]  # one token of context to start from
     ids = generate(model, prompt, config.sample_chars - 1, temperature=0.8, seed=config.seed)
     sample = tokenizer.decode([int(i) for i in ids])
-    return Rung(family.name, model.num_parameters(), seconds, bpc, sample, result.step)
+    return Rung(family.name, model.num_parameters(), seconds, bpc, sample, result.step,
+                cut_short=result.stopped == "time")
 
 
 def run_ladder(config: LadderConfig, log: Callable[[str], None] = print) -> list[Rung]:
@@ -165,8 +170,11 @@ def run_ladder(config: LadderConfig, log: Callable[[str], None] = print) -> list
 COLUMNS = ("model", "parameters", "training seconds", "validation bits/char", "sample")
 
 
+CUT_SHORT = "†"  # marks a run the time cap stopped before the end of its schedule
+
+
 def _row(r: Rung) -> list[str]:
-    return [r.model, f"{r.parameters:,}", f"{r.train_seconds:.2f}", f"{r.val_bpc:.3f}",
+    return [r.model + (f" {CUT_SHORT}" if r.cut_short else ""), f"{r.parameters:,}", f"{r.train_seconds:.2f}", f"{r.val_bpc:.3f}",
             _printable(r.sample)]
 
 
@@ -176,16 +184,19 @@ def format_markdown(rungs: list[Rung]) -> str:
         cells = [c.replace("|", "\\|") for c in _row(r)]
         cells[-1] = f"`{cells[-1]}`"
         lines.append("| " + " | ".join(cells) + " |")
+    if any(r.cut_short for r in rungs):
+        lines.append(f"\n{CUT_SHORT} stopped by the time cap before its learning-rate schedule "
+                     f"ended (the step-time estimate was too low)")
     return "\n".join(lines) + "\n"
 
 
 def format_csv(rungs: list[Rung]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(COLUMNS)
+    writer.writerow(COLUMNS + ("cut short",))
     for r in rungs:
         writer.writerow([r.model, r.parameters, f"{r.train_seconds:.2f}", f"{r.val_bpc:.4f}",
-                         r.sample])
+                         r.sample, int(r.cut_short)])
     return buf.getvalue()
 
 

@@ -35,7 +35,7 @@ def test_neural_rungs_train_for_whole_steps(rungs):
 
 def test_markdown_table(rungs):
     table = format_markdown(rungs)
-    lines = table.strip().splitlines()
+    lines = [line for line in table.strip().splitlines() if line.startswith("|")]  # not the note
     assert lines[0] == ("| model | parameters | training seconds | validation bits/char "
                         "| sample |")
     assert len(lines) == 2 + len(rungs)
@@ -65,3 +65,36 @@ def test_command_plot(tmp_path):
 def test_unknown_model_is_refused(capsys):
     assert main(["ladder", "--models", "ngram1,transformer-xl"]) == 2
     assert "transformer-xl" in capsys.readouterr().out
+
+
+def test_one_validation_number_per_model_and_cut_short_runs_are_marked():
+    lines = []
+    run_ladder(LadderConfig(models=("bigram",), budget_seconds=0.3, tiny=True, max_chars=6000,
+                            sample_chars=10), log=lines.append)
+    assert not any("val loss" in line for line in lines)  # only the table's exact figure
+    from numpylm.ladder import Rung, format_csv
+    rungs = [Rung("gru", 10, 1.0, 2.0, "ab", 5, cut_short=True), Rung("gpt", 10, 1.0, 2.1, "cd", 9)]
+    table = format_markdown(rungs)
+    assert "| gru † |" in table and "| gpt |" in table and "stopped by the time cap" in table
+    assert "stopped by the time cap" not in format_markdown(rungs[1:])
+    rows = list(csv.reader(io.StringIO(format_csv(rungs))))
+    assert rows[0][-1] == "cut short" and [r[-1] for r in rows[1:]] == ["1", "0"]
+
+
+def test_the_eta_counts_the_time_cap():
+    """With a time cap far shorter than the planned steps, the ETA is the cap's, not the
+    schedule's."""
+    import numpy as np
+
+    from numpylm.models.bigram import BigramLM
+    from numpylm.tokenizers import CharTokenizer
+    from numpylm.training import TrainConfig, prepare_data, train
+
+    text = "abcabcabd" * 200
+    tok = CharTokenizer.from_text(text)
+    lines = []
+    train(BigramLM(tok.vocab_size), prepare_data(tok, text=text),
+          TrainConfig(steps=10**6, batch_size=2, block_size=4, log_interval=50,
+                      eval_interval=10**6, max_seconds=0.5), log=lines.append)
+    etas = [line.split("ETA ")[1] for line in lines if "ETA" in line]
+    assert etas and all(eta.startswith("0m0") for eta in etas), etas

@@ -307,6 +307,8 @@ class _Run:
         tokens_per_step = config.grad_accum * config.batch_size * config.block_size
         rate = tokens_per_step * steps_here / max(now - self.t_start, 1e-9)
         eta = (config.steps - step) * (now - self.t_start) / steps_here
+        if config.max_seconds is not None:  # the time cap may come first
+            eta = min(eta, max(config.max_seconds - (now - self.t_start), 0.0))
         self.log(f"step {step}/{config.steps} | loss {loss:.4f} | lr {self.lr:.2e} | "
                  f"{rate:,.0f} tok/s | ETA {_duration(eta)}")
 
