@@ -45,6 +45,14 @@ def nll(model, ids: np.ndarray) -> float:
     return evaluate_ids(model, ids, block_size=64)[0]
 
 
+def _progress(name: str):
+    """Print the training loop's progress lines (so a long run is never silent)."""
+    def log(line: str) -> None:
+        if "ETA" in line:
+            print(f"   ({name} {line.split(' | ')[0]}, {line.split(' | ')[-1]})", flush=True)
+    return log
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="A neural bigram against the count bigram, then "
                                              "an MLP language model (Bengio et al. 2003).")
@@ -79,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     # A large learning rate is safe: the loss is convex in the logits.
     config = TrainConfig(steps=args.steps, batch_size=B, block_size=T, lr=0.3, min_lr=0.03,
                          warmup_steps=5, weight_decay=0.0, eval_interval=args.steps,
-                         eval_batches=2, log_interval=args.steps, seed=args.seed)
-    result = train(bigram, data, config, log=lambda line: None)
+                         eval_batches=2, log_interval=max(args.steps // 4, 1), seed=args.seed)
+    result = train(bigram, data, config, log=_progress("neural bigram"))
     shown = sorted({1, max(args.steps // 10, 1), max(args.steps // 3, 1), args.steps})
     print("   training batch loss: " + ", ".join(f"step {s}: {result.losses[s - 1]:.3f}"
                                                  for s in shown))
@@ -103,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig(steps=args.mlp_steps, batch_size=B, block_size=T, lr=1e-2,
                          min_lr=1e-3, warmup_steps=20, weight_decay=0.0,
                          eval_interval=args.mlp_steps, eval_batches=2,
-                         log_interval=args.mlp_steps, seed=args.seed)
-    result = train(mlp, data, config, log=lambda line: None)
+                         log_interval=max(args.mlp_steps // 4, 1), seed=args.seed)
+    result = train(mlp, data, config, log=_progress("MLP"))
     mlp_val = nll(mlp, data.val)
     print(f"3. MLP ({mlp.num_parameters():,} parameters), {args.mlp_steps} steps: training "
           f"batch loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}; held-out "
