@@ -53,10 +53,6 @@ class SamplingParams:
             raise ValueError(f"stop_tokens must be token ids >= 0, got {list(stops)}")
         object.__setattr__(self, "stop_tokens", stops)
 
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
     def rng(self) -> np.random.Generator:
         """The generator to draw from (a Generator given as `seed` passes through as it is)."""
         return np.random.default_rng(self.seed)
