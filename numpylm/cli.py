@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "numpylm.autograd.commands",
     "numpylm.tokenizers.commands",
     "numpylm.training.commands",
+    "numpylm.inference.commands",
 )
 
 
