@@ -17,7 +17,6 @@ import numpy as np
 
 from numpylm.autograd.ops_attention import (_attention_forward, _from_rows, _grouped_mask,
                                             _to_rows)
-from numpylm.autograd.ops_rope import apply_rope
 
 
 def _rms_norm(x: np.ndarray, norm) -> np.ndarray:
@@ -51,6 +50,20 @@ def _swiglu_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return gate
 
 
+def _rope_(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate-half RoPE in place, the arithmetic of `F.rope`: x (B, T, n, D) with cos and
+    sin (B, T, 1, D/2); pairs (i, i + D/2) become (x1 cos - x2 sin, x2 cos + x1 sin).
+    (`apply_rope` checks its shapes each call, which costs more than this rotation.)"""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    x2_sin, x1_sin = x2 * sin, x1 * sin
+    x1 *= cos
+    x1 -= x2_sin
+    x2 *= cos
+    x2 += x1_sin
+    return x
+
+
 def _attend_newest(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     """softmax(q K^T / sqrt(D)) V for one new token, q (B, H, D), k and v (B, Hkv, L, D).
 
@@ -72,7 +85,12 @@ def _attention(q, k, v, kv_cache, layer: int, attn_mask) -> np.ndarray:
     B, T, H, D = q.shape
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, Hkv, T, D)
     if kv_cache is not None:
-        k, v = kv_cache.append(layer, k, v)  # (B, Hkv, L, D): cached keys, then the new ones
+        # KVCache.append's work without its checks (the shapes are ours): copy the new keys
+        # and values into place, then view the cached ones and the new ones together.
+        end = kv_cache.length + T
+        kv_cache.k[layer, :, :, kv_cache.length:end] = k
+        kv_cache.v[layer, :, :, kv_cache.length:end] = v
+        k, v = kv_cache.k[layer, :, :, :end], kv_cache.v[layer, :, :, :end]  # (B, Hkv, L, D)
         if T == 1 and attn_mask is None:
             return _attend_newest(q[:, 0], k, v)
     q = q.transpose(0, 2, 1, 3)  # (B, H, T, D)
@@ -99,8 +117,8 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
     for i, layer in enumerate(model.model.layers):
         a = layer.self_attn
         h = _rms_norm(x, layer.input_layernorm)
-        q = apply_rope(_linear(h, a.q_proj).reshape(B, T, H, D), cos, sin)
-        k = apply_rope(_linear(h, a.k_proj).reshape(B, T, Hkv, D), cos, sin)
+        q = _rope_(_linear(h, a.q_proj).reshape(B, T, H, D), cos, sin)
+        k = _rope_(_linear(h, a.k_proj).reshape(B, T, Hkv, D), cos, sin)
         v = _linear(h, a.v_proj).reshape(B, T, Hkv, D)
         x += _attention(q, k, v, kv_cache, i, attn_mask) @ a.o_proj.weight.data.T
         h = _rms_norm(x, layer.post_attention_layernorm)
