@@ -142,13 +142,18 @@ def _steps(model, prompts: list[np.ndarray], max_new_tokens: int, params: Sampli
         raise ValueError(f"generate: stop token {int(stops[stops >= vocab][0])} is outside the "
                          f"model's vocabulary [0, {vocab})")
     limit = context_limit(model)
+    # The processors (penalties, bans) see each whole sequence so far, prompt uncropped.
+    contexts = [list(p) for p in prompts] if params.processes else None
     prompts = _crop(prompts, limit)
     with evaluating(model):  # the stepper runs the prompt here
         stepper = (_StateStepper(model, prompts) if stepping
                    else _PlainStepper(model, prompts, limit))
     active = np.ones(len(prompts), dtype=bool)
     for step in range(max_new_tokens):
-        tokens = params.sample(stepper.logits, rng)  # (B,)
+        tokens = params.sample(stepper.logits, rng, contexts, step)  # (B,)
+        if contexts is not None:
+            for context, token in zip(contexts, tokens):
+                context.append(int(token))
         # Yield outside evaluating(): a streaming caller runs its own code between tokens,
         # with its own grad mode and the model in its own train/eval mode.
         yield tokens, active.copy()

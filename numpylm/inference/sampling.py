@@ -8,15 +8,21 @@ softmax(z / temperature)_i (Ackley et al. 1985's Boltzmann distribution):
 - top-k keeps only the k most likely tokens (Fan et al. 2018);
 - top-p keeps the smallest set of most likely tokens whose probabilities add up to at least
   p (Holtzman et al. 2020, "nucleus sampling").
-Both filters set the logits of dropped tokens to -inf and the rest are renormalised by the
-softmax. They are applied after the temperature, top-k before top-p, as in HF transformers.
+- min-p keeps the tokens at least min_p times as likely as the most likely one (Nguyen et al.
+  2024).
+The filters set the logits of dropped tokens to -inf and the rest are renormalised by the
+softmax. They are applied after the temperature, top-k, then top-p, then min-p, as in HF
+transformers. Before all of them, the logit processors of `numpylm.inference.processors`
+(penalties, biases, bans) reshape the scores from what the sequence has produced so far.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from numpylm.inference.processors import apply_processors, check_processor_args, min_p_filter
 
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -37,6 +43,11 @@ class SamplingParams:
     `temperature=0` is greedy; `top_k`/`top_p` filter the distribution; `seed` (an int, a
     `numpy.random.Generator`, or None for fresh entropy) makes sampling repeatable;
     a sequence ends after the first of `stop_tokens` it produces (the stop token is kept).
+    The logit processors (`numpylm.inference.processors`, applied in the order listed there)
+    default to values that change nothing: `repetition_penalty` (HF/CTRL), `presence_penalty`
+    and `frequency_penalty` (OpenAI), `min_p`, `logit_bias` ({id: bias}, stored as sorted
+    pairs), `no_repeat_ngram_size`, `min_new_tokens` (stop tokens banned until then) and
+    `bad_words` (id sequences never produced).
     Settings outside their range raise a `ValueError` when the object is made.
     """
 
@@ -45,6 +56,14 @@ class SamplingParams:
     top_p: float | None = None
     seed: Any = None
     stop_tokens: tuple[int, ...] = field(default=())
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    min_p: float | None = None
+    logit_bias: Any = field(default=())
+    no_repeat_ngram_size: int = 0
+    min_new_tokens: int = 0
+    bad_words: tuple[tuple[int, ...], ...] = field(default=())
 
     def __post_init__(self) -> None:
         check_sampling_args(self.temperature, self.top_k, self.top_p)
@@ -52,14 +71,57 @@ class SamplingParams:
         if any(t < 0 for t in stops):
             raise ValueError(f"stop_tokens must be token ids >= 0, got {list(stops)}")
         object.__setattr__(self, "stop_tokens", stops)
+        bias = self.logit_bias or ()
+        bias = dict(bias.items() if isinstance(bias, Mapping) else bias)
+        bad = tuple(tuple(w) for w in (self.bad_words or ()))
+        check_processor_args(self.repetition_penalty, self.presence_penalty,
+                             self.frequency_penalty, self.min_p, bias,
+                             self.no_repeat_ngram_size, self.min_new_tokens, bad)
+        object.__setattr__(self, "logit_bias",
+                           tuple(sorted((int(t), float(b)) for t, b in bias.items())))
+        object.__setattr__(self, "bad_words", tuple(tuple(int(t) for t in w) for w in bad))
+
+    @property
+    def processes(self) -> bool:
+        """Whether any logit processor is on (else the logits are sampled as they are)."""
+        return bool(self.repetition_penalty != 1.0 or self.presence_penalty
+                    or self.frequency_penalty or self.logit_bias or self.no_repeat_ngram_size
+                    or self.min_new_tokens or self.bad_words)
+
+    def process(self, logits: np.ndarray, contexts: Sequence[Sequence[int]] | None = None,
+                n_new: Sequence[int] | int = 0) -> np.ndarray:
+        """The logits (B, V) after the processors, row b seeing `contexts[b]` (prompt and
+        output so far) of which the last `n_new[b]` ids were generated."""
+        if not self.processes:
+            return logits
+        if contexts is None:
+            raise ValueError("SamplingParams.process: the logit processors need the "
+                             "contexts (ids so far) of every row")
+        counts = np.broadcast_to(np.asarray(n_new), (len(contexts),))
+        return np.stack([apply_processors(row, ctx, int(n), self)
+                         for row, ctx, n in zip(np.asarray(logits), contexts, counts)])
+
+    def distribution(self, logits: np.ndarray) -> np.ndarray:
+        """The probabilities (B, V) that `sample` draws from, for processed logits (B, V):
+        one-hot at the argmax when greedy."""
+        logits = np.asarray(logits, dtype=np.float64)
+        _check_logits(logits)
+        if self.greedy:
+            return np.eye(logits.shape[-1])[logits.argmax(axis=-1)]
+        return softmax(warp(logits, self.temperature, self.top_k, self.top_p, self.min_p))
 
     def rng(self) -> np.random.Generator:
         """The generator to draw from (a Generator given as `seed` passes through as it is)."""
         return np.random.default_rng(self.seed)
 
-    def sample(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One token id per row of logits (B, V), drawn with these settings."""
-        return sample_next(logits, self.temperature, self.top_k, self.top_p, rng)
+    def sample(self, logits: np.ndarray, rng: np.random.Generator,
+               contexts: Sequence[Sequence[int]] | None = None,
+               n_new: Sequence[int] | int = 0) -> np.ndarray:
+        """One token id per row of logits (B, V), drawn with these settings (the processors
+        see `contexts` and `n_new` as in `process`)."""
+        logits = self.process(logits, contexts, n_new)
+        return sample_next(logits, self.temperature, self.top_k, self.top_p, rng,
+                           min_p=self.min_p)
 
 
 def as_sampling_params(sampling: SamplingParams | None, temperature: float = 1.0,
@@ -120,28 +182,44 @@ def _check_logits(logits: np.ndarray) -> None:
                          f"model's output is broken (diverged weights?), nothing to sample from")
 
 
+def warp(logits: np.ndarray, temperature: float, top_k: int | None = None,
+         top_p: float | None = None, min_p: float | None = None) -> np.ndarray:
+    """Logits (B, V) divided by `temperature` (> 0), then filtered by top-k, top-p, min-p."""
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    if min_p is not None:
+        logits = min_p_filter(logits, min_p)
+    return logits
+
+
 def sample_next(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None,
-                rng: np.random.Generator | None = None) -> np.ndarray:
+                rng: np.random.Generator | None = None, *,
+                min_p: float | None = None) -> np.ndarray:
     """One token id per row of `logits` (B, V) -> (B,) int64.
 
-    `temperature=0` is greedy (argmax; the lowest id wins a tie) and ignores top-k/top-p.
+    `temperature=0` is greedy (argmax; the lowest id wins a tie) and ignores the filters.
     Draws use `rng` (one uniform number per row), so a seeded generator repeats its choices.
     """
     check_sampling_args(temperature, top_k, top_p)
+    if min_p is not None and not 0.0 <= min_p <= 1.0:
+        raise ValueError(f"min_p must be in [0, 1] or None, got {min_p}")
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2:
         raise ValueError(f"sample_next: logits must have shape (B, V), got {logits.shape}")
     _check_logits(logits)
     if temperature == 0:
         return logits.argmax(axis=-1).astype(np.int64)
-    logits = logits / temperature
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
-    probs = softmax(logits)
-    rng = rng if rng is not None else np.random.default_rng()
+    probs = softmax(warp(logits, temperature, top_k, top_p, min_p))
+    return draw(probs, rng if rng is not None else np.random.default_rng())
+
+
+def draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One token id per row of probabilities (B, V), by inverse-CDF sampling with one uniform
+    number per row."""
     # Inverse-CDF sampling: the first token whose cumulative probability exceeds u.
     u = rng.random(probs.shape[0])[:, None]
     cdf = np.cumsum(probs, axis=-1)

@@ -13,14 +13,30 @@ state, kept by `RNNLM` itself):
   would get alone. When a sequence fills the model's whole context, the cache is rebuilt from
   the last `block_size` tokens of each sequence (a sliding window), which is what running the
   model without a cache on the cropped sequence does.
+
+Speculative decoding feeds tokens it may take back: `TransformerState.truncate` forgets the
+cached columns after a given one (the keys and values of earlier tokens never depend on later
+ones, so nothing else changes), and `snapshot_state` copies any state whole, the way back for
+states that cannot be cut (a recurrent hidden state has folded the rejected tokens in).
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["TransformerState", "WindowState", "transformer_step"]
+__all__ = ["TransformerState", "WindowState", "snapshot_state", "transformer_step"]
+
+
+def snapshot_state(state: Any) -> Any:
+    """An independent copy of any decoding state (restoring it undoes every later step).
+
+    It costs a copy of the whole state: a few vectors for a recurrent network or a window,
+    but the full KV cache buffers (n_layer x B x H x block_size x D, twice) for a transformer,
+    whose `truncate` is free instead.
+    """
+    return copy.deepcopy(state)
 
 
 class WindowState:
@@ -65,6 +81,25 @@ class TransformerState:
     @property
     def batch_size(self) -> int:
         return len(self.history)
+
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` cached columns and forget the rest, with their real
+        tokens' history, as if the later tokens had never been fed.
+
+        Only valid while the window has not slid since those tokens were fed (a slide
+        rebuilds the cache, so its columns no longer line up with what was fed).
+        """
+        L = self.cache.length
+        if not isinstance(length, (int, np.integer)) or not 0 <= length <= L:
+            raise ValueError(f"TransformerState.truncate: length must be an integer in "
+                             f"[0, {L}] (the cached columns), got {length!r}")
+        dropped = self.real[:, length:L].sum(axis=1)  # real tokens forgotten, per row
+        for history, n in zip(self.history, dropped):
+            del history[len(history) - int(n):]
+        self.real[:, length:] = False
+        self.lengths -= dropped
+        self.cache.truncate(int(length))
+        self.padded = bool((~self.real[:, :length]).any())
 
 
 # run(ids (B, T), positions (B, T), attention_mask (B, L) or None) -> logits (B, V) of the

@@ -59,6 +59,15 @@ class KVCache:
         """Count `T` more tokens as cached (after every layer has appended them)."""
         self.length += T
 
+    def truncate(self, length: int) -> None:
+        """Forget every token after the first `length` (speculative decoding takes back the
+        drafted tokens the target rejected). Keys and values depend only on the tokens up to
+        their own, so the kept ones stay valid; the buffers beyond are simply overwritten later."""
+        if not isinstance(length, (int, np.integer)) or not 0 <= length <= self.length:
+            raise ValueError(f"KVCache.truncate: length must be an integer in [0, {self.length}] "
+                             f"(the tokens cached), got {length!r}")
+        self.length = int(length)
+
     def reset(self) -> None:
         """Forget everything (the buffers are kept for reuse)."""
         self.length = 0
