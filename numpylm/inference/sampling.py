@@ -82,6 +82,11 @@ class SamplingParams:
         object.__setattr__(self, "bad_words", tuple(tuple(int(t) for t in w) for w in bad))
 
     @property
+    def greedy(self) -> bool:
+        """Whether tokens are chosen by argmax (temperature 0)."""
+        return self.temperature == 0
+
+    @property
     def processes(self) -> bool:
         """Whether any logit processor is on (else the logits are sampled as they are)."""
         return bool(self.repetition_penalty != 1.0 or self.presence_penalty
