@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "numpylm.tokenizers.commands",
     "numpylm.training.commands",
     "numpylm.inference.commands",
+    "numpylm.evaluation.commands",
 )
 
 

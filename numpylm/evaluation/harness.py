@@ -123,6 +123,18 @@ def _window(model, window: int | None) -> int:
     return int(limit)
 
 
+def _score_item(model, tokenizer, task: Task, i: int, num_fewshot: int, seed: int,
+                shared: bool, max_length: int | None, window: int | None, stride: int | None,
+                temperature: float) -> dict:
+    item = task.split(task.eval_split)[i]
+    context = task.context(i, num_fewshot, seed)
+    if task.kind == "multiple_choice":
+        return _multiple_choice(model, tokenizer, task, context, item, shared, max_length)
+    if task.kind == "generate":
+        return _generate(model, tokenizer, task, context, item, temperature, seed + i)
+    return _perplexity(model, tokenizer, item, _window(model, window), stride)
+
+
 def run_task(model: Any, tokenizer: Any, task: Task, *, model_name: str = "model",
              num_fewshot: int = 0, limit: int | None = None, seed: int = 1234,
              shared: bool = True, max_length: int | None = None, window: int | None = None,
@@ -142,14 +154,11 @@ def run_task(model: Any, tokenizer: Any, task: Task, *, model_name: str = "model
     start = time.perf_counter()
     items = []
     for i in range(n):
-        item = task.split(task.eval_split)[i]
-        context = task.context(i, num_fewshot, seed)
-        if task.kind == "multiple_choice":
-            record = _multiple_choice(model, tokenizer, task, context, item, shared, max_length)
-        elif task.kind == "generate":
-            record = _generate(model, tokenizer, task, context, item, temperature, seed + i)
-        else:
-            record = _perplexity(model, tokenizer, item, _window(model, window), stride)
+        try:
+            record = _score_item(model, tokenizer, task, i, num_fewshot, seed, shared,
+                                 max_length, window, stride, temperature)
+        except ValueError as err:
+            raise ValueError(f"task {task.name!r}, item {i}: {err}") from None
         items.append({"index": i, **record})
         if progress is not None:
             progress(i + 1, n, time.perf_counter() - start)
