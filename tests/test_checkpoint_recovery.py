@@ -193,3 +193,22 @@ def test_trainer_states_that_cannot_be_resumed_are_refused(tmp_path, state, fiel
 def test_a_good_trainer_state_resumes(tmp_path):
     directory = _resume_state(tmp_path, {"step": 3, "random_states": GOOD_RANDOM})
     assert load_checkpoint(directory, for_resume=True).trainer_state["step"] == 3
+
+
+def test_the_data_record_tells_one_text_from_another(tmp_path):
+    """A resumed run or an evaluation compares the fingerprint of its text with the
+    checkpoint's (hand-checked: sha256 of b"abc" begins ba7816bf)."""
+    from numpylm.training.data import (check_data_record, data_record, prepare_data,
+                                       text_fingerprint)
+
+    assert text_fingerprint("abc").startswith("sha256:ba7816bf8f01cfea")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("hello world " * 50, encoding="utf-8")
+    data = prepare_data(CharTokenizer.from_text("helo wrd"), corpus)
+    record = data_record(data)
+    assert record["path"] == str(corpus.resolve()) and record["sha256"] == text_fingerprint(
+        "hello world " * 50)
+    check_data_record(record, "hello world " * 50, "the same file")
+    with pytest.raises(ValueError, match="differs"):
+        check_data_record(record, "another text", "the embedded corpus")
+    check_data_record({"source": "old checkpoint"}, "anything", "x")  # no fingerprint: accepted

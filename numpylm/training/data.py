@@ -13,6 +13,7 @@ during training and the validation loss would flatter it.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ import numpy as np
 from numpylm.corpus import read_text
 from numpylm.tokenizers.base import Tokenizer
 
-__all__ = ["TokenData", "build_tokenizer", "encode_text", "get_batch", "prepare_data",
-           "train_val_split"]
+__all__ = ["TokenData", "build_tokenizer", "check_data_record", "data_record", "encode_text",
+           "get_batch", "prepare_data", "text_fingerprint", "train_val_split"]
 
 
 def build_tokenizer(kind: str, text: str, vocab_size: int = 512) -> Tokenizer:
@@ -103,6 +104,8 @@ class TokenData:
     val_bytes: int
     source: str
     val_fraction: float = 0.1
+    source_path: str | None = None  # the file's absolute path; None for the embedded corpus
+    text_sha256: str | None = None  # `text_fingerprint` of the text that was tokenised
 
     @property
     def tokens_per_char(self) -> float:
@@ -121,12 +124,47 @@ def prepare_data(tokenizer: Tokenizer, path: str | os.PathLike[str] | None = Non
                  val_fraction: float = 0.1) -> TokenData:
     """Read `text` (or the UTF-8 file at `path`, or the embedded corpus), tokenise it once and
     split it; the validation text's length is measured by decoding its ids."""
+    source_path = None
     if text is None:
         source = "embedded corpus" if path is None else os.fspath(path)
+        source_path = None if path is None else os.path.abspath(path)
         text = read_text(path)
     else:
         source = "given text"
     ids = encode_text(text, tokenizer)
     train, val = train_val_split(ids, val_fraction)
     val_text = tokenizer.decode(val.tolist()) if len(val) else ""
-    return TokenData(train, val, len(val_text), len(val_text.encode("utf-8")), source, val_fraction)
+    return TokenData(train, val, len(val_text), len(val_text.encode("utf-8")), source, val_fraction,
+                     source_path, text_fingerprint(text))
+
+
+def text_fingerprint(text: str) -> str:
+    """"sha256:" and the hex SHA-256 of the text's UTF-8 bytes: what a checkpoint records so
+    that a resumed run or an evaluation can tell whether it reads the same text."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def data_record(data: TokenData) -> dict[str, object]:
+    """The checkpoint's record of the training text (trainer_state.json's "data"): where it
+    came from (an absolute path, so `eval` from another directory finds the same file), its
+    fingerprint and the split."""
+    return {"source": data.source, "path": data.source_path, "sha256": data.text_sha256,
+            "val_fraction": data.val_fraction}
+
+
+def check_data_record(record: object, text: str, source: str) -> None:
+    """Refuse to resume or evaluate on another text than the checkpoint's.
+
+    `record` is the checkpoint's "data" entry (`data_record`); a record without a
+    fingerprint (a checkpoint written before they were kept) is accepted. Raises ValueError
+    naming both sources when the fingerprints differ.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return
+    found = text_fingerprint(text)
+    if found != record["sha256"]:
+        recorded = record.get("path") or record.get("source") or "unknown"
+        raise ValueError(
+            f"the checkpoint was trained on {recorded} ({record['sha256'][:19]}...), but the text "
+            f"given now, {source}, differs ({found[:19]}...); pass the same --data, or say "
+            f"explicitly that another text is meant")
