@@ -95,7 +95,7 @@ def generate_stream(model: Any, idx: Any, max_new_tokens: int, temperature: floa
     params = as_sampling_params(sampling, temperature, top_k, top_p, seed, stop_tokens)
     stepping = use_cache and hasattr(model, "init_state")
     prompts, single = _as_prompts(idx, allow_empty=stepping)
-    for tokens, _ in _steps(model, prompts, max_new_tokens, params, stepping):
+    for tokens, _, _ in _steps(model, prompts, max_new_tokens, params, stepping):
         yield int(tokens[0]) if single else tokens
 
 
@@ -122,7 +122,7 @@ def generate(model: Any, idx: Any, max_new_tokens: int, temperature: float = 1.0
     stepping = use_cache and hasattr(model, "init_state")
     prompts, single = _as_prompts(idx, allow_empty=stepping)
     outputs = [list(p) for p in prompts]
-    for tokens, active in _steps(model, prompts, max_new_tokens, params, stepping):
+    for tokens, active, _ in _steps(model, prompts, max_new_tokens, params, stepping):
         for i in np.flatnonzero(active):
             outputs[i].append(int(tokens[i]))
     arrays = [np.asarray(o, dtype=np.int64) for o in outputs]
@@ -130,8 +130,9 @@ def generate(model: Any, idx: Any, max_new_tokens: int, temperature: float = 1.0
 
 
 def _steps(model, prompts: list[np.ndarray], max_new_tokens: int, params: SamplingParams,
-           stepping: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (next tokens (B,), which rows were still running and took them)."""
+           stepping: bool) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (next tokens (B,), which rows were still running and took them, the model's
+    logits (B, V) they were chosen from, before any processor)."""
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"generate: max_new_tokens must be an integer >= 0, "
                          f"got {max_new_tokens!r}")
@@ -156,7 +157,7 @@ def _steps(model, prompts: list[np.ndarray], max_new_tokens: int, params: Sampli
                 context.append(int(token))
         # Yield outside evaluating(): a streaming caller runs its own code between tokens,
         # with its own grad mode and the model in its own train/eval mode.
-        yield tokens, active.copy()
+        yield tokens, active.copy(), stepper.logits
         active &= ~np.isin(tokens, stops)
         if not active.any() or step == max_new_tokens - 1:
             break
