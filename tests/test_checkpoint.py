@@ -96,24 +96,30 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypa
 
 
 def test_a_crash_between_the_renames_is_recovered(tmp_path, monkeypatch):
+    """The renames of a save: .writing -> .incoming, NAME -> .previous, .incoming -> NAME.
+    A crash before the third leaves .incoming (complete, newest) and .previous; loading
+    takes .incoming. (Every other interleaving: tests/test_checkpoint_recovery.py.)"""
     out, model, tokenizer = _tiny_checkpoint(tmp_path)
+    state = load_checkpoint(out, for_resume=True).trainer_state
     real_rename = os.rename
     calls = []
 
-    def crash_on_second(src, dst):
+    def crash_on_third(src, dst):
         calls.append(dst)
-        if len(calls) == 2:
+        if len(calls) == 3:
             raise OSError("power cut (simulated)")
         real_rename(src, dst)
 
-    monkeypatch.setattr(checkpoint_module.os, "rename", crash_on_second)
+    monkeypatch.setattr(checkpoint_module.os, "rename", crash_on_third)
     with pytest.raises(OSError, match="simulated"):
         save_checkpoint(out, model_family="tiny", model_args={}, model_state=model.state_dict(),
-                        tokenizer=tokenizer, trainer_state={"step": 99})
+                        tokenizer=tokenizer, optimizer_state={"state": {}, "param_groups": []},
+                        trainer_state={**state, "step": 99})
     monkeypatch.setattr(checkpoint_module.os, "rename", real_rename)
     assert not out.exists()              # the old one was moved aside, the new one not yet in
+    assert sorted(os.listdir(tmp_path)) == [".ckpt.incoming", ".ckpt.previous"]
     recovered = load_checkpoint(out, for_resume=True)
-    assert recovered.trainer_state["step"] == 2
+    assert recovered.trainer_state["step"] == 99  # the newest complete copy
     # The next save completes the swap and cleans up.
     save_checkpoint(out, model_family="tiny", model_args={}, model_state=model.state_dict(),
                     tokenizer=tokenizer)

@@ -283,7 +283,9 @@ def check_trainer_state(state: Any, where: str | os.PathLike[str],
     a state numpy accepts; `train_config` and `data`, when present, must be objects.
     """
     def bad(field: str, message: str) -> CheckpointError:
-        return CheckpointError(f"{os.fspath(where)}: {field}: {message}", path=where, field=field)
+        where_ = Path(where)
+        return CheckpointError(f"checkpoint {str(where_.parent)!r}: {where_.name} is corrupt: "
+                               f"{field}: {message}", path=where, field=field)
 
     if not isinstance(state, dict):
         raise bad("(top level)", f"expected a JSON object, got {type(state).__name__}")
