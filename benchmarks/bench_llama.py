@@ -102,7 +102,7 @@ def bench_train(torch, transformers, rounds: int, steps: int) -> None:
         theirs = torch.nn.functional.cross_entropy(logits.view(-1, 65), torch.from_numpy(y).view(-1))
         assert abs(theirs.item() - first) < 1e-4, (theirs.item(), first)  # the same model
         sides.append(_torch_step(torch, hf))
-    times = alternating_rounds(sides, rounds, steps)
+    times = alternating_rounds(sides, rounds, steps, warmup=1, settle=0)  # steps of seconds
     ours = statistics.median(all_times(times[0]))
     line = (f"train (L=6, C=384, H=6, Hkv=2, I=1024, T=256, B=16, V=65, "
             f"{model.num_parameters() / 1e6:.1f}M parameters): numpylm {ours * 1e3:7.1f} ms/step")
