@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["TransformerState", "WindowState", "snapshot_state", "transformer_step"]
+__all__ = ["TransformerState", "WindowState", "select_rows", "snapshot_state",
+           "transformer_step"]
 
 
 def snapshot_state(state: Any) -> Any:
@@ -100,6 +101,37 @@ class TransformerState:
         self.lengths -= dropped
         self.cache.truncate(int(length))
         self.padded = bool((~self.real[:, :length]).any())
+
+
+def select_rows(state: Any, rows: np.ndarray) -> None:
+    """Make row b of the batch a copy of row `rows[b]`, in place (beam search keeps the best
+    beams: a good one may be continued twice, a poor one dropped).
+
+    Knows the three kinds of state: a KV cache with its bookkeeping, a window of ids, and a
+    recurrent hidden state (arrays (num_layers, B, H), and the last logits (B, V)).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if isinstance(state, TransformerState):
+        L = state.cache.length
+        for buf in (state.cache.k, state.cache.v):  # (n_layer, B, H, max_length, D)
+            buf[:, :, :, :L] = buf[:, rows, :, :L]
+        state.real = state.real[rows]
+        state.lengths = state.lengths[rows]
+        state.history = [list(state.history[r]) for r in rows]
+    elif isinstance(state, WindowState):
+        state.window, state.seen = state.window[rows], state.seen[rows]
+    elif hasattr(state, "hidden") and hasattr(state, "last_logits"):
+        from numpylm.autograd.tensor import Tensor
+        hidden = state.hidden
+        if isinstance(hidden, tuple):
+            state.hidden = tuple(Tensor(h.data[:, rows]) for h in hidden)
+        elif hidden is not None:
+            state.hidden = Tensor(hidden.data[:, rows])
+        if state.last_logits is not None:
+            state.last_logits = state.last_logits[rows]
+    else:
+        raise ValueError(f"select_rows: cannot reorder a {type(state).__name__} (known: "
+                         f"TransformerState, WindowState, a recurrent state)")
 
 
 # run(ids (B, T), positions (B, T), attention_mask (B, L) or None) -> logits (B, V) of the
