@@ -188,41 +188,35 @@ class LoadedModel:
         self.block_size, self.source, self.trainer_state = block_size, source, trainer_state
 
 
-def _is_gpt2_directory(path: Path) -> bool:
-    from numpylm.io import load_json
+def _load_pretrained(path: Path, kind: str) -> LoadedModel:
+    """An HF directory or GGUF file (numpylm.models.pretrained), for inference."""
+    from numpylm.models.pretrained import load_pretrained
 
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = load_json(config)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("model_type") == "gpt2"
-
-
-def _load_gpt2_directory(path: Path) -> LoadedModel:
-    from numpylm.models.gpt2_io import load_pretrained
-
-    missing = [name for name in ("model.safetensors", "vocab.json", "merges.txt")
-               if not (path / name).is_file()]
-    if missing:
-        raise ValueError(f"GPT-2 directory {str(path)!r} lacks {', '.join(missing)} "
-                         f"(it needs config.json, model.safetensors, vocab.json, merges.txt)")
+    if kind == "gpt2":
+        missing = [name for name in ("model.safetensors", "vocab.json", "merges.txt")
+                   if not (path / name).is_file()]
+        if missing:
+            raise ValueError(f"GPT-2 directory {str(path)!r} lacks {', '.join(missing)} "
+                             f"(it needs config.json, model.safetensors, vocab.json, merges.txt)")
     model, tokenizer = load_pretrained(path)
-    model.eval()
-    return LoadedModel(model, tokenizer, "gpt", int(model.config.block_size), str(path))
+    if tokenizer is None:
+        raise ValueError(f"{str(path)!r} has no tokenizer (tokenizer.json, or the GGUF "
+                         f"file's tokenizer.ggml.* metadata)")
+    family = "gpt" if kind == "gpt2" else "llama"
+    return LoadedModel(model, tokenizer, family, int(model.block_size), str(path))
 
 
 def load_model(directory, default_block_size: int = 64) -> LoadedModel:
-    """Load a numpylm checkpoint directory, or a GPT-2-format directory (config.json with
-    model_type "gpt2", model.safetensors, vocab.json, merges.txt), for inference."""
+    """Load a numpylm checkpoint directory, an HF model directory (GPT-2 with vocab.json and
+    merges.txt; Llama, Mistral or Qwen2 with tokenizer.json) or a GGUF file, for inference."""
+    from numpylm.models.pretrained import pretrained_kind
     from numpylm.training.checkpoint import (TRAINER, CheckpointError, load_checkpoint,
                                              read_trainer_state)
 
     path = Path(directory)
-    if _is_gpt2_directory(path):
-        return _load_gpt2_directory(path)
+    kind = pretrained_kind(path)
+    if kind is not None:
+        return _load_pretrained(path, kind)
     ckpt = load_checkpoint(path)
     trainer_state = read_trainer_state(ckpt.path) if (ckpt.path / TRAINER).is_file() else None
     model = build_model(ckpt.model_family, ckpt.model_args)

@@ -1,0 +1,71 @@
+"""Models someone else trained, part 3 of the guide: one entry point that reads a directory in
+the HF layout (GPT-2, Llama, Mistral, Qwen2) or a GGUF file and returns the model with its
+tokenizer.
+
+`load_pretrained(path)` decides by what it finds: a `.gguf` file goes to
+`numpylm.models.llama_gguf`; a directory's `config.json` names its `model_type` (or
+`architectures`), and GPT-2 goes to `numpylm.models.gpt2_io`, the Llama family to
+`numpylm.models.llama_io` (with the tokenizer of `tokenizer.json`). Anything else is refused
+with its `model_type` named, before any weight is read.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from numpylm.io.config import load_json
+from numpylm.io.errors import FileFormatError
+
+__all__ = ["LLAMA_TYPES", "load_pretrained", "pretrained_kind"]
+
+LLAMA_TYPES = ("llama", "mistral", "qwen2")
+_ARCHITECTURES = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama",
+                  "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
+
+
+def pretrained_kind(path: str | os.PathLike[str]) -> str | None:
+    """"gguf", "gpt2", "llama" (the Llama family), or None when `path` is neither a GGUF file
+    nor a directory with an HF `config.json` (a numpylm checkpoint, say). An HF config of
+    another model type is a `FileFormatError` naming it."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf"
+    config = path / "config.json"
+    if not config.is_file():
+        return None
+    data = load_json(config)
+    if not isinstance(data, dict) or ("model_type" not in data and "architectures" not in data):
+        return None  # not an HF config (a numpylm checkpoint's config.json)
+    kind = data.get("model_type")
+    if kind is None:
+        names = data.get("architectures") or []
+        kind = next((_ARCHITECTURES[n] for n in names if n in _ARCHITECTURES), names)
+    if kind == "gpt2":
+        return "gpt2"
+    if kind in LLAMA_TYPES:
+        return "llama"
+    raise FileFormatError(config, f"{kind!r} is not supported (supported: gpt2, "
+                                  f"{', '.join(LLAMA_TYPES)})", field="model_type")
+
+
+def load_pretrained(path: str | os.PathLike[str], dtype: Any = np.float32):
+    """(model in eval mode, tokenizer or None) from an HF directory or a GGUF file."""
+    kind = pretrained_kind(path)
+    if kind == "gguf":
+        from numpylm.models.llama_gguf import load_gguf
+        return load_gguf(path, dtype=dtype)
+    if kind == "gpt2":
+        from numpylm.models.gpt2_io import load_pretrained as load_gpt2
+        model, tokenizer = load_gpt2(path, dtype=dtype)
+        return model.eval(), tokenizer
+    if kind == "llama":
+        from numpylm.models.llama_io import from_pretrained
+        from numpylm.tokenizers.hf_directory import load_hf_tokenizer
+        model = from_pretrained(path, dtype=dtype)
+        has_tokenizer = (Path(path) / "tokenizer.json").is_file()
+        return model, load_hf_tokenizer(path) if has_tokenizer else None
+    raise FileNotFoundError(f"{os.fspath(path)!r} is neither a .gguf file nor a directory with "
+                            f"an HF config.json")
