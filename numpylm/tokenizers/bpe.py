@@ -8,6 +8,14 @@ merges: repeatedly merge the adjacent pair that was learned earliest (has the lo
 Speed comes from one observation: real text repeats its chunks (" the", ",", "\\n" ...), so each
 distinct chunk is encoded once and cached. A chunk that is itself a whole token (most of them
 with a large vocabulary) is looked up directly; only the rest go through the merge loop.
+
+Three ways to merge one chunk, proven equal by tests: `replay_merges` (the definition: every
+merge in rank order), `apply_merges` (a loop over the pairs present, for short chunks) and
+`merge_long` (whole ranks at a time with NumPy, O(n log n), for chunks over `_LONG_CHUNK`
+bytes: a 10 MB line without spaces, where the loop would take hours).
+
+A split pattern that is not one of ours (from a file) is checked once on a probe text, so
+that it cannot skip characters, and runs under the regex module's timeout.
 """
 from __future__ import annotations
 
