@@ -165,3 +165,14 @@ def test_interchange_with_transformers(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(back(torch.tensor(IDX)).logits.numpy(), expected,
                                    rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_expected_shapes_are_the_models_own(bias):
+    """The header check compares files with expected_shapes(config) before building a model;
+    it must list exactly the state dict a built model has."""
+    from numpylm.models.gpt2_io import expected_shapes
+
+    config = GPTConfig(**{**TINY, "bias": bias})
+    built = {name: tuple(value.shape) for name, value in GPT(config, rng=0).state_dict().items()}
+    assert expected_shapes(config) == built

@@ -95,8 +95,9 @@ def config_from_hf(hf: dict[str, Any], where: str = CONFIG) -> GPTConfig:
 
 
 def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
-    """The shape of every GPT-2 weight (under `GPT`'s names) that `config` describes, computed
-    from the config alone, so a file can be checked before any model is built."""
+    """The shape of every weight of a `GPT` with `config`, under its state-dict names (GPT-2's
+    without the `transformer.` prefix), computed from the config alone, so that a file can be
+    checked against its config before any model is built."""
     C, V, P = config.n_embd, config.vocab_size, config.block_size
     shapes = {"wte.weight": (V, C), "wpe.weight": (P, C)}
     block = {"ln_1.weight": (C,), "ln_1.bias": (C,), "attn.c_attn.weight": (C, 3 * C),
@@ -106,6 +107,8 @@ def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     for i in range(config.n_layer):
         shapes.update((f"h.{i}.{name}", shape) for name, shape in block.items())
     shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
+    if not config.bias:
+        shapes = {name: shape for name, shape in shapes.items() if not name.endswith(".bias")}
     return shapes
 
 
