@@ -220,3 +220,31 @@ def test_hf_sharded_bf16_checkpoint_loads(tmp_path):
         want = hf(torch.tensor(ids)).logits.numpy()
     np.testing.assert_allclose(logits_of(from_pretrained(tmp_path), ids), want,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_load_pretrained_returns_the_directory_tokenizer(tmp_path):
+    from numpylm.models.llama_io import is_llama_directory, load_pretrained
+
+    model = tiny()
+    save_pretrained(model, tmp_path)
+    assert is_llama_directory(tmp_path) and not is_llama_directory(tmp_path / "nowhere")
+    assert load_pretrained(tmp_path)[1] is None  # no tokenizer.json: no tokenizer
+    tokens = ["h", "e", "l", "o", "he", "ll", "hell", "hello"]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                  "use_regex": True}
+    (tmp_path / "tokenizer.json").write_text(json.dumps({
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+        "normalizer": None, "pre_tokenizer": byte_level, "post_processor": None,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {t: i for i, t in enumerate(tokens)},
+                  "merges": ["h e", "l l", "he ll", "hell o"]}}))
+    again, tokenizer = load_pretrained(tmp_path)
+    assert tokenizer.encode("hello") == [7]  # h e -> he, l l -> ll, he ll -> hell, + o
+    np.testing.assert_array_equal(logits_of(again), logits_of(model))
+    save_pretrained(tiny(vocab_size=6), tmp_path / "small")
+    (tmp_path / "small" / "tokenizer.json").write_text((tmp_path / "tokenizer.json").read_text())
+    with pytest.raises(FileFormatError, match="8 tokens but the model only 6"):
+        load_pretrained(tmp_path / "small")
