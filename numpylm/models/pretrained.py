@@ -67,5 +67,6 @@ def load_pretrained(path: str | os.PathLike[str], dtype: Any = np.float32):
         model = from_pretrained(path, dtype=dtype)
         has_tokenizer = (Path(path) / "tokenizer.json").is_file()
         return model, load_hf_tokenizer(path) if has_tokenizer else None
-    raise FileNotFoundError(f"{os.fspath(path)!r} is neither a .gguf file nor a directory with "
-                            f"an HF config.json")
+    what = "is not a directory" if not Path(path).exists() else "has no HF config.json"
+    raise FileNotFoundError(f"{os.fspath(path)!r} {what} (expected a .gguf file or an HF model "
+                            f"directory)")
