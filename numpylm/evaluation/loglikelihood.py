@@ -159,9 +159,11 @@ def score_shared(model: Any, context: Sequence[int], continuations: Sequence[Seq
             state = model.init_state(1)
             first = model.step(state, np.asarray([context[start:]], dtype=np.int64))  # (1, V)
             for k, i in enumerate(members):
-                # The last choice of a group may take the state itself: nothing reads it after.
-                own = state if k == len(members) - 1 else copy.deepcopy(state)
                 rows = [np.asarray(first[0], dtype=np.float64)]
+                if len(continuations[i]) > 1:
+                    # The last choice of a group may take the state itself: nothing reads it
+                    # after. A one-token choice needs only the context's logits, no copy.
+                    own = state if k == len(members) - 1 else copy.deepcopy(state)
                 for token in continuations[i][:-1]:
                     rows.append(np.asarray(model.step(own, np.asarray([[token]]))[0]))
                 scores[i] = _score(_log_softmax(np.stack(rows)), continuations[i])
