@@ -13,7 +13,6 @@ reports loss, perplexity and bits per token, character and byte on held-out text
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -53,6 +52,7 @@ def _fit_counts(args, family: str, tokenizer, data, out_dir: str) -> int:
     """A family fitted by counting (the n-gram): one pass over the training ids, then save."""
     from numpylm.evaluation.evaluate import evaluate_tokens
     from numpylm.training.checkpoint import save_checkpoint
+    from numpylm.training.data import data_record
     from numpylm.training.families import build_model
 
     lm = build_model(family, cli_model_args(family, args, tokenizer.vocab_size))
@@ -65,8 +65,7 @@ def _fit_counts(args, family: str, tokenizer, data, out_dir: str) -> int:
     save_checkpoint(out_dir, model_family=family, model_args=model_args,
                     model_state=lm.state_dict(), tokenizer=tokenizer,
                     trainer_state={"step": 0, "train_config": {"block_size": args.block_size},
-                                   "data": {"source": data.source, **_data_record(args.data),
-                                            "val_fraction": data.val_fraction}})
+                                   "data": data_record(data)})
     print(f"saved {out_dir}")
     return 0
 
@@ -79,35 +78,26 @@ def _have_matplotlib() -> bool:
     return True
 
 
-def _data_record(path: str | None) -> dict[str, Any]:
-    """What identifies the training text: its absolute path (None: the embedded corpus) and
-    the SHA-256 of its text, stored in the checkpoint so that resume and eval can check it."""
-    from numpylm.corpus import read_text
-
-    text = read_text(path)
-    return {"path": None if path is None else str(Path(path).resolve()),
-            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
-
-
 def _recorded_text(recorded: dict[str, Any], given: str | None, allow_different: bool,
                    what: str) -> str | None:
     """The text file to use for a checkpoint whose trainer state recorded `recorded`: the
-    one given, else the recorded one; refuse (unless allowed) a text whose hash differs."""
+    one given, else the recorded one (an absolute path); refuse, unless allowed, a text whose
+    fingerprint differs from the recorded one."""
+    from numpylm.corpus import read_text
+    from numpylm.training.data import check_data_record
+
     path = given if given is not None else recorded.get("path")
     if given is None and "sha256" not in recorded and recorded.get("source") not in (
             None, "embedded corpus"):
-        path = recorded["source"]  # a checkpoint from before the hash was recorded
+        path = recorded["source"]  # a checkpoint from before the path was recorded
     if path is not None and not Path(path).is_file():
         raise ValueError(f"the checkpoint was trained on {path}, which is not there; give "
                          f"the text with --data")
-    expected = recorded.get("sha256")
-    if expected is not None and not allow_different:
-        actual = _data_record(path)["sha256"]
-        if actual != expected:
-            raise ValueError(
-                f"the text of {path or 'the embedded corpus'} is not the text the checkpoint "
-                f"was trained on (SHA-256 {actual[:12]}... instead of {expected[:12]}...); "
-                f"{what} it anyway with --allow-different-data")
+    if not allow_different:
+        try:
+            check_data_record(recorded, read_text(path), path or "the embedded corpus")
+        except ValueError as err:
+            raise ValueError(f"{err}: {what} it anyway with --allow-different-data") from None
     return path
 
 
@@ -218,7 +208,7 @@ def _run_train(args: argparse.Namespace) -> int:
           f"{config.steps} steps of {config.grad_accum} x {config.batch_size} x "
           f"{config.block_size} tokens")
     result = train(model, data, config, tokenizer=tokenizer, model_family=family,
-                   model_args=model_args, resume_from=ckpt, data_record=_data_record(data_path))
+                   model_args=model_args, resume_from=ckpt)
     if args.plot_loss and result.losses:
         from numpylm.plots import plot_loss_curves
         first = result.step - len(result.losses)  # after a resume, losses start mid-run

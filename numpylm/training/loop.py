@@ -47,7 +47,7 @@ from numpylm.nn.module import Module, evaluating
 from numpylm.optim import AdamW, clip_grad_norm_, grad_norm, set_lr, warmup_cosine_lr
 from numpylm.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from numpylm.tokenizers.base import Tokenizer
-from numpylm.training.data import TokenData, get_batch
+from numpylm.training.data import TokenData, data_record, get_batch
 
 __all__ = ["TrainConfig", "TrainResult", "estimate_loss", "make_optimizer", "train"]
 
@@ -172,20 +172,16 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
           tokenizer: Tokenizer | None = None,
           model_family: str = "custom", model_args: dict[str, Any] | None = None,
           resume_from: str | Checkpoint | None = None,
-          log: Callable[[str], None] = print,
-          data_record: dict[str, Any] | None = None) -> TrainResult:
+          log: Callable[[str], None] = print) -> TrainResult:
     """Train `model` on `data.train` for `config.steps` updates; see the module docstring.
 
     `tokenizer`, `model_family` and `model_args` go into checkpoints (needed when
     `config.out_dir` is set). `resume_from` is a checkpoint directory to continue from (or
     that checkpoint already loaded with `load_checkpoint(..., for_resume=True)`).
-    `data_record` (e.g. the text's absolute path and content hash) is stored with the data
-    source in the trainer state, so that resuming and evaluating can check the text.
     """
     if config.out_dir is not None and tokenizer is None:
         raise ValueError("train: saving checkpoints (config.out_dir) needs the tokenizer")
-    run = _Run(model, data, config, tokenizer, model_family, model_args or {}, log,
-               data_record or {})
+    run = _Run(model, data, config, tokenizer, model_family, model_args or {}, log)
     if resume_from is not None:
         run.resume(resume_from)
     model.train()
@@ -247,9 +243,8 @@ class _Run:
 
     def __init__(self, model: Module, data: TokenData, config: TrainConfig, tokenizer,
                  model_family: str, model_args: dict[str, Any],
-                 log: Callable[[str], None], data_record: dict[str, Any]) -> None:
+                 log: Callable[[str], None]) -> None:
         self.model, self.data, self.config, self.log = model, data, config, log
-        self.data_record = data_record
         self.tokenizer, self.model_family, self.model_args = tokenizer, model_family, model_args
         self.params = list(model.parameters())
         self.optimizer = make_optimizer(model, config)
@@ -345,8 +340,9 @@ class _Run:
             return False
         config, step = self.config, self.step
         trainer_state = {"step": step, "random_states": _random_states(self.model, self.batch_rng),
-                         "data": {"source": self.data.source, **self.data_record,
-                                  "val_fraction": self.data.val_fraction,
+                         # The text's absolute path and fingerprint, so that resume and
+                         # eval can check they read the same text.
+                         "data": {**data_record(self.data),
                                   # Windows are drawn at random, so the position in the data
                                   # is the state of the "batches" generator above.
                                   "windows_drawn": step * config.grad_accum * config.batch_size},
