@@ -96,3 +96,40 @@ def test_step_logits_equal_forward_logits(name, tmp_path):
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model family 'transformerxl'; known: ngram"):
         get_family("transformerxl")
+
+
+@pytest.mark.parametrize("name", [n for n, f in FAMILIES.items() if f.count is not None])
+def test_the_parameter_count_arithmetic_matches_the_built_model(name):
+    args = _tiny_args(name)
+    if name in ("rnn", "gru", "lstm"):
+        args = {**args, "num_layers": 2}
+    if name == "gpt":
+        args = {**args, "bias": False}
+    assert get_family(name).count(args) == build_model(name, args).num_parameters()
+
+
+def test_a_checkpoint_whose_config_lies_about_its_size_is_refused_at_once(tmp_path):
+    """A 2-layer GPT's weights with a config.json claiming a million layers: refused in well
+    under a second, with both numbers named, before anything is built."""
+    import json
+    import time
+
+    from numpylm.training.checkpoint import CheckpointError
+
+    _, loaded = _trained("gpt", tmp_path)
+    config = json.loads((tmp_path / "gpt" / "config.json").read_text())
+    config["model_args"]["n_layer"] = 1_000_000
+    (tmp_path / "gpt" / "config.json").write_text(json.dumps(config))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="imply .* parameters but model.safetensors holds"):
+        load_model(tmp_path / "gpt")
+    assert time.perf_counter() - start < 1.0
+    config["model_args"] = {"vocab_size": V, "n_layer": "many"}
+    (tmp_path / "gpt" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_model(tmp_path / "gpt")
+    state = json.loads((tmp_path / "gpt" / "trainer_state.json").read_text())
+    state["train_config"] = [1, 2]
+    (tmp_path / "gpt" / "trainer_state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="train_config"):
+        load_model(tmp_path / "gpt")

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 __all__ = ["FAMILIES", "Family", "LadderSpec", "LoadedModel", "build_model", "family_names",
            "get_family", "load_model", "register_family", "trainable_families"]
 
@@ -47,7 +49,10 @@ class Family:
       (None: the family takes only `--model-arg key=value` pairs, plus `vocab_size`);
     - `ladder`: how the ladder sizes it, or None to leave it out of the ladder;
     - `trainable`: False for a model fitted by counting (`model.fit([ids])`) instead of the
-      training loop.
+      training loop;
+    - `count(model_args)`: the number of parameters those arguments imply, from arithmetic
+      alone, so that a checkpoint whose config.json lies about its sizes is refused before
+      anything is built (None: no such check).
     """
 
     name: str
@@ -56,6 +61,7 @@ class Family:
     ladder: LadderSpec | None = None
     trainable: bool = True
     help: str = ""
+    count: Callable[[dict[str, Any]], int] | None = None
 
 
 def _ngram(**args: Any):
@@ -88,6 +94,32 @@ def _gpt(**args: Any):
     return GPT(GPTConfig(**args))
 
 
+def _gpt_count(args: dict[str, Any]) -> int:
+    from numpylm.models.gpt import GPTConfig
+
+    c = GPTConfig(**args)
+    C, L = c.n_embd, c.n_layer
+    # Per block: c_attn 3C^2, c_proj C^2, c_fc 4C^2, c_proj 4C^2, plus 13 C of biases and
+    # LayerNorm gains and biases (2 C without biases: the two gains).
+    per_block = 12 * C * C + (13 * C if c.bias else 2 * C)
+    return (c.vocab_size + c.block_size) * C + L * per_block + (2 * C if c.bias else C)
+
+
+def _rnn_count(args: dict[str, Any]) -> int:
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}[args.get("cell", "lstm")]
+    V, E, H = args["vocab_size"], args["embedding_dim"], args["hidden_size"]
+    layers = args.get("num_layers", 1)
+    recurrent = sum(gates * H * ((E if k == 0 else H) + H + 2) for k in range(layers))
+    return V * E + recurrent + H * V + V
+
+
+def _mlp_count(args: dict[str, Any]) -> int:
+    V, ctx = args["vocab_size"], args.get("context", 3)
+    e, h = args.get("n_embd", 10), args.get("n_hidden", 200)
+    rows = V + (args.get("pad_id") is None)  # the extra <BLANK> embedding
+    return rows * e + ctx * e * h + h + h * V + V
+
+
 def _recurrent(cell: str, lr: float) -> Family:
     """rnn, gru and lstm are one class (RNNLM) whose model_args carry `cell`."""
     return Family(
@@ -97,7 +129,7 @@ def _recurrent(cell: str, lr: float) -> Family:
         ladder=LadderSpec(lambda V, T, tiny: {"vocab_size": V, "embedding_dim": 8 if tiny else 32,
                                               "hidden_size": 16 if tiny else 128, "cell": cell},
                           lr=lr),
-        help=f"{cell.upper()} language model")
+        help=f"{cell.upper()} language model", count=_rnn_count)
 
 
 # name -> record, in the order the CLI and the ladder list them. Gated cells tolerate a larger
@@ -108,14 +140,15 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            trainable=False, help="count n-gram (--order, --smoothing)"),
     Family("bigram", _bigram, cli_args=lambda a, V: {"vocab_size": V},
            ladder=LadderSpec(lambda V, T, tiny: {"vocab_size": V}, lr=3e-2, weight_decay=0.0),
-           help="neural bigram: a table of logits"),
+           help="neural bigram: a table of logits",
+           count=lambda a: a["vocab_size"] ** 2),
     Family("mlp", _mlp,
            cli_args=lambda a, V: {"vocab_size": V, "context": a.context,
                                   "n_embd": a.embedding_dim, "n_hidden": a.hidden_size},
            ladder=LadderSpec(lambda V, T, tiny: {"vocab_size": V, "context": 8,
                                                  "n_embd": 8 if tiny else 32,
                                                  "n_hidden": 32 if tiny else 256}, lr=3e-3),
-           help="Bengio et al.'s MLP over the last --context tokens"),
+           help="Bengio et al.'s MLP over the last --context tokens", count=_mlp_count),
     _recurrent("rnn", 5e-3),
     _recurrent("gru", 1.5e-2),
     _recurrent("lstm", 1.5e-2),
@@ -128,7 +161,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                                                  "n_head": 2 if tiny else 4,
                                                  "n_embd": 16 if tiny else 64,
                                                  "dropout": 0.0, "bias": True}, lr=3e-3),
-           help="GPT-2 transformer"),
+           help="GPT-2 transformer", count=_gpt_count),
 )}
 
 
@@ -206,12 +239,32 @@ def _load_pretrained(path: Path, kind: str) -> LoadedModel:
     return LoadedModel(model, tokenizer, family, int(model.block_size), str(path))
 
 
+def _check_size(ckpt) -> None:
+    """Refuse a config.json whose sizes do not add up to the weights it came with, before the
+    model is built (a config claiming a million layers would otherwise allocate them)."""
+    from numpylm.training.checkpoint import CheckpointError
+
+    record = get_family(ckpt.model_family)
+    if record.count is None:
+        return
+    try:
+        expected = int(record.count(dict(ckpt.model_args)))
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint {str(ckpt.path)!r}: config.json: cannot build a "
+                              f"{ckpt.model_family!r} model from {ckpt.model_args}: {err}") from None
+    found = sum(int(np.asarray(a).size) for a in ckpt.model_state.values())
+    if expected != found:
+        raise CheckpointError(f"checkpoint {str(ckpt.path)!r}: config.json's model_args imply "
+                              f"{expected:,} parameters but model.safetensors holds {found:,}; "
+                              f"the two files do not belong together")
+
+
 def load_model(directory, default_block_size: int = 64) -> LoadedModel:
     """Load a numpylm checkpoint directory, an HF model directory (GPT-2 with vocab.json and
     merges.txt; Llama, Mistral or Qwen2 with tokenizer.json) or a GGUF file, for inference."""
     from numpylm.models.pretrained import pretrained_kind
-    from numpylm.training.checkpoint import (TRAINER, CheckpointError, load_checkpoint,
-                                             read_trainer_state)
+    from numpylm.training.checkpoint import (TRAINER, CheckpointError, check_trainer_state,
+                                             load_checkpoint, read_trainer_state)
 
     path = Path(directory)
     kind = pretrained_kind(path)
@@ -219,7 +272,13 @@ def load_model(directory, default_block_size: int = 64) -> LoadedModel:
         return _load_pretrained(path, kind)
     ckpt = load_checkpoint(path)
     trainer_state = read_trainer_state(ckpt.path) if (ckpt.path / TRAINER).is_file() else None
-    model = build_model(ckpt.model_family, ckpt.model_args)
+    if trainer_state is not None:
+        check_trainer_state(trainer_state, ckpt.path / TRAINER, needs_random_states=False)
+    _check_size(ckpt)
+    try:
+        model = build_model(ckpt.model_family, ckpt.model_args)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {str(ckpt.path)!r}: config.json: {err}") from None
     try:
         model.load_state_dict(ckpt.model_state)
     except ValueError as err:
