@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Modules that define a `register(subparsers)` function, in the order `--help` lists them.
@@ -36,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="numpylm",
         description="numpylm: language models in plain NumPy, from autograd to GPT.",
     )
+    parser.add_argument("--threads", metavar="N|auto", default=None,
+                        help="BLAS threads for matrix products: a number, or auto (one for "
+                             "small models or a busy machine, every free core otherwise; the "
+                             "default, also set by NUMPYLM_THREADS)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -47,6 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
+        return 2
+    if args.threads is not None:
+        os.environ["NUMPYLM_THREADS"] = args.threads  # read by numpylm.blas's policy
+    try:
+        from numpylm.blas import apply_thread_policy
+
+        apply_thread_policy()  # a busy machine: fewer threads; training refines it per model
+    except ValueError as err:
+        print(f"numpylm: error: {err}", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)

@@ -80,3 +80,28 @@ def test_a_registered_family_is_reachable_from_train(capsys, tmp_path, text_file
         FAMILIES.pop("bigram2")
     with pytest.raises(SystemExit):
         main(["train", "--model", "bigram2"])  # gone from the choices once unregistered
+
+
+def test_threads_are_chosen_for_training_and_can_be_set(monkeypatch, capsys):
+    from numpylm import blas
+    from numpylm.models.bigram import BigramLM
+    from numpylm.tokenizers import CharTokenizer
+    from numpylm.training import TrainConfig, prepare_data, train
+
+    if blas.get_threads() is None:
+        pytest.skip("numpy's BLAS is not OpenBLAS: nothing to set")
+    before = blas.get_threads()
+    monkeypatch.setenv("NUMPYLM_THREADS", "1")
+    text = "abcabd" * 100
+    tok = CharTokenizer.from_text(text)
+    seen = []
+    train(BigramLM(tok.vocab_size), prepare_data(tok, text=text),
+          TrainConfig(steps=2, batch_size=2, block_size=4, log_interval=1, eval_interval=2),
+          log=lambda line: seen.append(blas.get_threads()))
+    assert seen and set(seen) == {1}
+    assert blas.get_threads() == before  # restored after the run
+    assert main(["--threads", "1", "gradcheck", "--ops", "tanh"]) == 0
+    assert blas.get_threads() == 1
+    blas.set_threads(before)
+    assert main(["--threads", "many", "gradcheck", "--ops", "tanh"]) == 2
+    assert "expected a number of threads" in capsys.readouterr().err

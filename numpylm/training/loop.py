@@ -15,6 +15,11 @@ Why divide by k: each micro-batch loss is a mean over its B*T targets, so the su
 scaled losses is the mean over all k*B*T targets, the loss of one k-times larger batch, and
 so are its gradients. Accumulation trades time for memory and changes nothing else (tested).
 
+BLAS threads: the run's matrix products are as small or as large as the model, so the
+thread count is chosen for it (`numpylm.blas.choose_threads`): one thread for small
+products or when another process is busy (OpenBLAS's spinning threads then fight for the
+cores), every free core otherwise; `NUMPYLM_THREADS` (or `numpylm --threads`) overrides.
+
 Why weight decay only on parameters with two or more dimensions: decay pulls weights towards
 zero to keep the matrices small; biases and LayerNorm gains are few, do not cause
 overfitting, and a LayerNorm gain pulled to zero would switch its layer off.
@@ -42,6 +47,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from numpylm.blas import choose_threads, threads
 from numpylm.nn.layers import get_rng
 from numpylm.nn.module import Module, evaluating
 from numpylm.optim import AdamW, clip_grad_norm_, grad_norm, set_lr, warmup_cosine_lr
@@ -185,9 +191,20 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
     if resume_from is not None:
         run.resume(resume_from)
     model.train()
-    with _sigint_sets_flag() as interrupted:
+    with threads(choose_threads(_product_work(model, config))), \
+            _sigint_sets_flag() as interrupted:
         _loop(run, interrupted)
     return run.result
+
+
+def _product_work(model: Module, config: TrainConfig) -> float:
+    """Floating-point operations of the run's typical matrix product, 2 (B T) K N for a
+    typical weight matrix K x N: what `numpylm.blas.choose_threads` weighs against a second
+    thread's cost (small models on a busy machine run faster on one)."""
+    sizes = sorted(p.size for p in model.parameters() if p.ndim == 2)
+    if not sizes:
+        return 0.0
+    return 2.0 * config.batch_size * config.block_size * sizes[len(sizes) // 2]
 
 
 def _loop(run: "_Run", interrupted: threading.Event) -> None:
