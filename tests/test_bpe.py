@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from numpylm.corpus import embedded_corpus
 from numpylm.tokenizers import GPT2_PATTERN, GPT4_PATTERN, BPETokenizer, load_tokenizer, pretokenize
 from numpylm.tokenizers import bpe as bpe_module
-from numpylm.tokenizers.bpe import replay_merges
+from numpylm.tokenizers.bpe_merge import replay_merges
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"

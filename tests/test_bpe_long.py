@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numpylm.corpus import embedded_corpus
 from numpylm.tokenizers import BPETokenizer
 from numpylm.tokenizers import bpe as bpe_module
-from numpylm.tokenizers.bpe import MergeTable, apply_merges, merge_long, replay_merges
+from numpylm.tokenizers.bpe_merge import MergeTable, apply_merges, merge_long, replay_merges
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,14 @@ Speed comes from one observation: real text repeats its chunks (" the", ",", "\\
 distinct chunk is encoded once and cached. A chunk that is itself a whole token (most of them
 with a large vocabulary) is looked up directly; only the rest go through the merge loop.
 
-Three ways to merge one chunk, proven equal by tests: `replay_merges` (the definition: every
-merge in rank order), `apply_merges` (a loop over the pairs present, for short chunks) and
-`merge_long` (whole ranks at a time with NumPy, O(n log n), for chunks over `_LONG_CHUNK`
-bytes: a 10 MB line without spaces, where the loop would take hours).
-
-A split pattern that is not one of ours (from a file) is checked once on a probe text, so
-that it cannot skip characters, and runs under the regex module's timeout.
+The merging itself is in `bpe_merge.py`: three ways to merge one chunk, proven equal by
+tests, `replay_merges` (the definition), `apply_merges` (short chunks) and `merge_long`
+(chunks over `_LONG_CHUNK` bytes, O(n log n)). A split pattern that is not one of ours (from a
+file) is checked once on a probe text (`patterns.check_split_pattern`), so that it cannot skip
+characters, and runs under the regex module's timeout.
 """
 from __future__ import annotations
 
-import heapq
 import json
 import numbers
 import operator
@@ -31,186 +28,19 @@ from typing import Callable, Literal
 import numpy as np
 from numpylm.io.text import check_utf8_encodable, find_surrogate
 from numpylm.tokenizers.base import Tokenizer
-from numpylm.tokenizers.bpe_train import merge_pair, train_merges_fast, train_merges_plain
-from numpylm.tokenizers.patterns import GPT2_PATTERN, GPT4_PATTERN, compile_pattern
+from numpylm.tokenizers.bpe_train import train_merges_fast, train_merges_plain
+from numpylm.tokenizers.bpe_merge import MAX_ID, MergeTable, apply_merges, merge_long
+from numpylm.tokenizers.patterns import (BUILTIN_PATTERNS, GPT2_PATTERN, GPT4_PATTERN,
+                                       check_split_pattern,
+                                       compile_pattern, findall_limited)
 
-MAX_ID = 1 << 24  # 16.7M: above any real vocabulary, below what an embedding can hold
-_NO_RANK = 1 << 62  # larger than any rank: "this pair is not a merge"
 _CACHE_LIMIT = 100_000  # distinct chunks kept; the cache is emptied when it is full
 # Chunks longer than this many bytes are merged by `merge_long` (NumPy, O(n log n)); below it
 # the plain loop of `apply_merges` is faster. Longer chunks are not cached either: a 10 MB
 # line of base64 will not come again, and would pin its memory in the cache.
 _LONG_CHUNK = 256
-_SLOT_BITS = 39  # merge_long packs (rank, slot) in one int64: slots below 2^39, ranks 2^24
-_SLOT_MASK = (1 << _SLOT_BITS) - 1
-_DENSE = 256  # MergeTable.rank_of looks pairs of ids below this up in one 256 x 256 table
-# A split pattern read from a file runs under the regex module's timeout: this many seconds
-# plus this many per character, far above what an ordinary pattern needs.
-_PATTERN_SECONDS, _PATTERN_SECONDS_PER_CHAR = 1.0, 2e-6
-_BUILTIN_PATTERNS = (GPT2_PATTERN, GPT4_PATTERN)
-# Letters, digits, punctuation, spaces, newlines, tabs, CR, accents, CJK, emoji, a zero-width
-# joiner and long runs: a split pattern must hand every character of it to some chunk.
-_PROBE = ("Hello world, it's 2024!\n\tTabs\r\nand  spaces   x  \n\n"
-          "Ünïcödé café naïve 東京 Ελληνικά русский עברית 🙂👩\u200d💻 ∑x² ½ ' \" `~$\x00\x7f "
-          "I'M WE'LL they've a--b 3.14159 1,000,000 " + "a" * 40 + "!" + "9" * 40 + " " * 20 + "z")
 
 SpecialTokens = Mapping[str, int] | Iterable[str] | None
-
-
-def apply_merges(
-    ids: list[int], pair_rank: Mapping[tuple[int, int], int], merged_id: Sequence[int]
-) -> list[int]:
-    """Merge `ids` (one chunk) in place by rank: the lowest-ranked adjacent pair first.
-
-    `pair_rank[(left, right)]` is the merge's rank (its position in the merge list) and
-    `merged_id[rank]` the id it creates. Equal ranks (the same pair twice) merge leftmost
-    first, which is also what replaying merge after merge over the chunk would give.
-    `ranks[i]` holds the rank of the pair (ids[i], ids[i+1]); after a merge at i only the two
-    neighbouring entries change, so each step is a `min` and an `index`, both in C.
-    """
-    get = pair_rank.get
-    ranks = [get(pair, _NO_RANK) for pair in zip(ids, ids[1:])]
-    while ranks:
-        best = min(ranks)
-        if best == _NO_RANK:
-            break
-        i = ranks.index(best)
-        ids[i] = merged_id[best]
-        del ids[i + 1]
-        del ranks[i]
-        if i > 0:
-            ranks[i - 1] = get((ids[i - 1], ids[i]), _NO_RANK)
-        if i < len(ranks):
-            ranks[i] = get((ids[i], ids[i + 1]), _NO_RANK)
-    return ids
-
-
-class MergeTable:
-    """The merge list as sorted arrays, for merging a long chunk with NumPy (`merge_long`).
-
-    A pair (left, right) is packed into one int64 key `left * base + right`; `keys` is sorted
-    and `ranks[i]` is the rank of `keys[i]`, so looking up every pair of a chunk is one
-    `searchsorted`. `left`, `right` and `new` are indexed by rank.
-    """
-
-    def __init__(self, pair_rank: Mapping[tuple[int, int], int], merged_id: Sequence[int]) -> None:
-        pairs = sorted(pair_rank.items(), key=lambda item: item[1])
-        ids = [i for (left, right), _ in pairs for i in (left, right)] + list(merged_id)
-        self.base = max(ids, default=0) + 1
-        self.left = np.array([left for (left, _), _ in pairs], dtype=np.int64)
-        self.right = np.array([right for (_, right), _ in pairs], dtype=np.int64)
-        self.new = np.asarray(merged_id, dtype=np.int64)
-        keys = self.left * self.base + self.right
-        order = np.argsort(keys)
-        self.keys = keys[order]
-        self.ranks = np.array([rank for _, rank in pairs], dtype=np.int64)[order]
-        self._dense: np.ndarray | None = None  # ranks of all pairs of ids below _DENSE
-
-    def rank_of(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """The rank of each pair (left[i], right[i]), `_NO_RANK` where it is not a merge."""
-        if not len(self.keys):
-            return np.full(len(left), _NO_RANK, dtype=np.int64)
-        if len(left) > _DENSE * _DENSE and max(left.max(), right.max()) < _DENSE:
-            # The first look at a long chunk: byte ids only. One table of every pair of
-            # small ids is cheaper than a binary search per pair.
-            if self._dense is None:
-                small = np.arange(_DENSE, dtype=np.int64)
-                grid = self.rank_of(np.repeat(small, _DENSE), np.tile(small, _DENSE))
-                self._dense = grid.reshape(_DENSE, _DENSE)
-            return self._dense[left, right]
-        keys = left * self.base + right
-        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return np.where(self.keys[at] == keys, self.ranks[at], _NO_RANK)
-
-
-def merge_long(ids: Sequence[int] | np.ndarray, table: MergeTable) -> list[int]:
-    """`apply_merges` for a long chunk, in O(n log n): whole ranks at a time, with NumPy.
-
-    Why a whole rank at once is exact: a merge creates a new id, and every merge that uses
-    that id was learned after it (has a higher rank). So once r is the lowest rank present,
-    it stays the lowest until every occurrence of its pair is merged; merging them all
-    together, left to right, is what merging them one by one would do. Only a pair (x, x) can
-    overlap itself (x x x): in such a run the 1st, 3rd, 5th ... occurrences are merged.
-
-    The chunk stays in place as a linked list (`nxt`, `prv`; merged-away slots are dead). A
-    heap holds the ranks waiting to be merged and `waiting[rank]` the slots where that pair
-    was seen; an entry that a later merge invalidated is dropped when its rank comes up
-    (lazy invalidation), so each slot is touched O(1) times per merge next to it.
-    """
-    ids = np.array(ids, dtype=np.int64)
-    n = len(ids)
-    if n < 2 or not len(table.keys):
-        return ids.tolist()
-    if n >= 1 << _SLOT_BITS:
-        raise ValueError(f"a chunk of {n} bytes is too long to merge (at most 2^{_SLOT_BITS})")
-    nxt = np.arange(1, n + 1, dtype=np.int64)
-    nxt[-1] = -1
-    prv = np.arange(-1, n - 1, dtype=np.int64)
-    alive = np.ones(n, dtype=bool)
-    waiting: dict[int, list[np.ndarray]] = {}
-    heap: list[int] = []
-
-    def enqueue(slots: np.ndarray, ranks: np.ndarray) -> None:
-        keep = ranks != _NO_RANK
-        slots, ranks = slots[keep], ranks[keep]
-        if not len(slots):
-            return
-        # One sort of (rank, slot) packed in an int64 groups the slots by rank, each group
-        # in slot order; ranks are below MAX_ID = 2^24 and slots below 2^39.
-        packed = np.sort((ranks << _SLOT_BITS) | slots)
-        packed = packed[np.concatenate([[True], packed[1:] != packed[:-1]])]  # queued twice
-        ranks, slots = packed >> _SLOT_BITS, packed & _SLOT_MASK
-        starts = np.flatnonzero(np.concatenate([[True], ranks[1:] != ranks[:-1]]))
-        for rank, part in zip(ranks[starts].tolist(), np.split(slots, starts[1:])):
-            if rank not in waiting:
-                waiting[rank] = []
-                heapq.heappush(heap, rank)
-            waiting[rank].append(part)
-
-    first = np.arange(n - 1, dtype=np.int64)
-    enqueue(first, table.rank_of(ids[:-1], ids[1:]))
-    while heap:
-        rank = heapq.heappop(heap)
-        parts = waiting.pop(rank)
-        slots = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
-        left, right = table.left[rank], table.right[rank]
-        # Lazy invalidation: keep the slots that still hold the pair.
-        slots = slots[alive[slots] & (nxt[slots] >= 0)]
-        slots = slots[(ids[slots] == left) & (ids[nxt[slots]] == right)]
-        if left == right and len(slots) > 1:
-            # Runs of overlapping occurrences: keep every other one, starting at the run's first.
-            starts_run = np.ones(len(slots), dtype=bool)
-            starts_run[1:] = nxt[slots[:-1]] != slots[1:]
-            run_start = np.maximum.accumulate(np.where(starts_run, np.arange(len(slots)), 0))
-            slots = slots[(np.arange(len(slots)) - run_start) % 2 == 0]
-        if not len(slots):
-            continue
-        gone = nxt[slots]  # the right halves, merged into their left neighbours
-        after = nxt[gone]
-        ids[slots] = table.new[rank]
-        alive[gone] = False
-        nxt[slots] = after
-        linked = after >= 0
-        prv[after[linked]] = slots[linked]
-        # The new id forms a new pair with each neighbour; their ranks are all above `rank`.
-        before = prv[slots]
-        has_before = before >= 0
-        lefts = before[has_before]
-        rights = slots[nxt[slots] >= 0]
-        pair_slots = np.concatenate([lefts, rights])
-        enqueue(pair_slots, table.rank_of(ids[pair_slots], ids[nxt[pair_slots]]))
-    return ids[alive].tolist()
-
-
-def replay_merges(ids: list[int], merges: Iterable[tuple[int, int, int]]) -> list[int]:
-    """The readable twin of `apply_merges`: replay every merge, in rank order, over one chunk.
-
-    This is encoding by definition, and takes time proportional to the whole merge list for
-    every chunk; `apply_merges` only ever looks at the pairs present. Tests show they agree.
-    """
-    for left, right, new in merges:
-        ids = merge_pair(ids, (left, right), new)
-    return ids
 
 
 def show_bytes(data: bytes) -> str:
@@ -243,7 +73,7 @@ class BPETokenizer(Tokenizer):
         self.pattern = pattern
         self._regex = compile_pattern(pattern)
         # A pattern of our own is known to be linear and complete; any other is checked once.
-        self._builtin_pattern = pattern in _BUILTIN_PATTERNS
+        self._builtin_pattern = pattern in BUILTIN_PATTERNS
         if not self._builtin_pattern:
             check_split_pattern(pattern)
         self._byte_ids = _check_byte_ids(byte_ids)
@@ -595,36 +425,3 @@ def _split_specials(text: str, names: Iterable[str], keep: bool = False) -> list
     return regex.split(f"({alternatives})" if keep else alternatives, text)
 
 
-def findall_limited(compiled, text: str, pattern: str, seconds: float | None = None) -> list[str]:
-    """`compiled.findall(text)` under the regex module's timeout (see `_PATTERN_SECONDS`).
-
-    A pattern such as `(a|aa)+$` backtracks exponentially: on 40 characters it would run for
-    minutes. Patterns from files are not trusted to be linear, so they get a time budget and
-    a clear error when they exceed it.
-    """
-    budget = seconds or _PATTERN_SECONDS + _PATTERN_SECONDS_PER_CHAR * len(text)
-    try:
-        return compiled.findall(text, timeout=budget)
-    except TimeoutError:
-        raise ValueError(f"the split pattern {pattern[:80]!r} took over {budget:.1f} s on "
-                         f"{len(text)} characters (catastrophic backtracking?)") from None
-
-
-def check_split_pattern(pattern: str) -> None:
-    """Refuse a split pattern that is too slow or skips characters, run on `_PROBE`.
-
-    Encoding drops what the pattern does not match, so a pattern that skips a character
-    silently breaks `decode(encode(s)) == s`; a pattern with capture groups makes `findall`
-    return the groups instead of the chunks. Both are caught here, at load, on a probe text.
-    """
-    compiled = compile_pattern(pattern)
-    if compiled.groups:
-        raise ValueError(f"the split pattern {pattern[:80]!r} has capture groups; use (?:...) "
-                         f"so that each match is a whole chunk")
-    covered = "".join(findall_limited(compiled, _PROBE, pattern, seconds=0.2))
-    if covered != _PROBE:
-        at = next((i for i, (a, b) in enumerate(zip(covered, _PROBE)) if a != b),
-                  min(len(covered), len(_PROBE)))
-        raise ValueError(f"the split pattern {pattern[:80]!r} skips characters: on the probe "
-                         f"text it first drops {_PROBE[at]!r} at position {at}, so decoding "
-                         f"would not give the text back")

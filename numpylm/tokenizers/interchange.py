@@ -20,7 +20,8 @@ from pathlib import Path
 from numpylm.io.config import parse_json
 from numpylm.io.errors import FileFormatError
 from numpylm.io.text import read_utf8, write_utf8
-from numpylm.tokenizers.bpe import BPETokenizer, SpecialTokens, apply_merges, show_bytes
+from numpylm.tokenizers.bpe import BPETokenizer, SpecialTokens, show_bytes
+from numpylm.tokenizers.bpe_merge import apply_merges
 
 
 def bytes_to_unicode() -> dict[int, str]:

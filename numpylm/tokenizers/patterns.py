@@ -76,3 +76,49 @@ LLAMA_CPP_DEFAULT_PATTERNS = (
     r"\p{N}+",
     r"[0-9][0-9][0-9]",
 )
+
+
+# A split pattern read from a file runs under the regex module's timeout: this many seconds
+# plus this many per character, far above what an ordinary pattern needs.
+_PATTERN_SECONDS, _PATTERN_SECONDS_PER_CHAR = 1.0, 2e-6
+BUILTIN_PATTERNS = (GPT2_PATTERN, GPT4_PATTERN)  # ours: trusted, never probed
+# Letters, digits, punctuation, spaces, newlines, tabs, CR, accents, CJK, emoji, a zero-width
+# joiner and long runs: a split pattern must hand every character of it to some chunk.
+_PROBE = ("Hello world, it's 2024!\n\tTabs\r\nand  spaces   x  \n\n"
+          "Ünïcödé café naïve 東京 Ελληνικά русский עברית 🙂👩\u200d💻 ∑x² ½ ' \" `~$\x00\x7f "
+          "I'M WE'LL they've a--b 3.14159 1,000,000 " + "a" * 40 + "!" + "9" * 40 + " " * 20 + "z")
+
+
+def findall_limited(compiled, text: str, pattern: str, seconds: float | None = None) -> list[str]:
+    """`compiled.findall(text)` under the regex module's timeout (see `_PATTERN_SECONDS`).
+
+    A pattern such as `(a|aa)+$` backtracks exponentially: on 40 characters it would run for
+    minutes. Patterns from files are not trusted to be linear, so they get a time budget and
+    a clear error when they exceed it.
+    """
+    budget = seconds or _PATTERN_SECONDS + _PATTERN_SECONDS_PER_CHAR * len(text)
+    try:
+        return compiled.findall(text, timeout=budget)
+    except TimeoutError:
+        raise ValueError(f"the split pattern {pattern[:80]!r} took over {budget:.1f} s on "
+                         f"{len(text)} characters (catastrophic backtracking?)") from None
+
+
+def check_split_pattern(pattern: str) -> None:
+    """Refuse a split pattern that is too slow or skips characters, run on `_PROBE`.
+
+    Encoding drops what the pattern does not match, so a pattern that skips a character
+    silently breaks `decode(encode(s)) == s`; a pattern with capture groups makes `findall`
+    return the groups instead of the chunks. Both are caught here, at load, on a probe text.
+    """
+    compiled = compile_pattern(pattern)
+    if compiled.groups:
+        raise ValueError(f"the split pattern {pattern[:80]!r} has capture groups; use (?:...) "
+                         f"so that each match is a whole chunk")
+    covered = "".join(findall_limited(compiled, _PROBE, pattern, seconds=0.2))
+    if covered != _PROBE:
+        at = next((i for i, (a, b) in enumerate(zip(covered, _PROBE)) if a != b),
+                  min(len(covered), len(_PROBE)))
+        raise ValueError(f"the split pattern {pattern[:80]!r} skips characters: on the probe "
+                         f"text it first drops {_PROBE[at]!r} at position {at}, so decoding "
+                         f"would not give the text back")
