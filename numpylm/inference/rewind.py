@@ -65,6 +65,7 @@ class Cursor:
         self.logits = np.asarray(model.step(self.state, np.asarray([self.tokens], np.int64)))[0]
         self.calls = 1  # step calls made, to report what lookahead costs
         self._base: int | None = None
+        self._stepper = all_position_stepper(model)
 
     def mark(self, lookahead: int) -> None:
         """From here, up to `lookahead` tokens may be fed and taken back."""
@@ -84,7 +85,7 @@ class Cursor:
         T = ids.shape[1]
         if T == 0:
             return np.zeros((0, self.logits.shape[-1]))
-        stepper = all_position_stepper(self.model)
+        stepper = self._stepper
         if self._cut and hasattr(self.model, "step_all"):
             rows = np.asarray(self.model.step_all(self.state, ids))[0]
             self.calls += 1

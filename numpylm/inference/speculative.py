@@ -177,13 +177,20 @@ class _nothing:
         return False
 
 
+def _processed(params: SamplingParams, logits: np.ndarray, context: list[int],
+               tokens: Sequence[int], n_new: int) -> np.ndarray:
+    """Logits rows (T, V) after the processors, row t seeing the context followed by
+    tokens[:t] (penalties depend on it)."""
+    if not params.processes:
+        return logits
+    contexts = [context + list(tokens[:t]) for t in range(len(logits))]
+    return params.process(logits, contexts, [n_new + t for t in range(len(logits))])
+
+
 def _distributions(params: SamplingParams, logits: np.ndarray, context: list[int],
                    tokens: Sequence[int], n_new: int) -> np.ndarray:
-    """The sampling distributions (T, V) of logits rows (T, V), row t seeing the context
-    followed by tokens[:t] (the processors depend on it)."""
-    contexts = [context + list(tokens[:t]) for t in range(len(logits))]
-    processed = params.process(logits, contexts, [n_new + t for t in range(len(logits))])
-    return params.distribution(processed)
+    """The sampling distributions (T, V) of logits rows (T, V), processed as above."""
+    return params.distribution(_processed(params, logits, context, tokens, n_new))
 
 
 def _decode(tcur: Cursor, dcur: Cursor | None, full: list[int], max_new: int, k: int,
@@ -202,12 +209,13 @@ def _decode(tcur: Cursor, dcur: Cursor | None, full: list[int], max_new: int, k:
         before = tcur.logits
         rows = tcur.feed(pending + drafts)
         p_logits = np.concatenate([before[None, :], rows])[-(len(drafts) + 1):]
-        p = _distributions(params, p_logits, context, drafts, len(new))
-        if dcur is None:  # prompt lookup is certain of its guesses: q is one-hot
-            q = np.eye(p.shape[-1])[np.asarray(drafts, dtype=np.int64)]
-        if params.greedy:
-            n, token = accept_greedy(p, drafts)
+        if params.greedy:  # only the argmax matters: no distributions to build
+            n, token = accept_greedy(_processed(params, p_logits, context, drafts, len(new)),
+                                     drafts)
         else:
+            p = _distributions(params, p_logits, context, drafts, len(new))
+            if dcur is None:  # prompt lookup is certain of its guesses: q is one-hot
+                q = np.eye(p.shape[-1])[np.asarray(drafts, dtype=np.int64)]
             n, token = accept_sampled(p, q, drafts, rng)
         result.rounds += 1
         result.drafted += len(drafts)
@@ -235,11 +243,15 @@ def _propose(dcur: Cursor | None, base_d: int, new: list[int], context: list[int
     dcur.feed(pending)
     drafts, rows = [], []
     for i in range(kk):
-        q = _distributions(params, dcur.logits[None, :], context + drafts, [],
-                           len(new) + i)[0]
-        d = int(q.argmax()) if params.greedy else int(draw(q[None, :], rng)[0])
+        if params.greedy:  # the draft's argmax; q is not needed
+            d = int(_processed(params, dcur.logits[None, :], context + drafts, [],
+                               len(new) + i)[0].argmax())
+        else:
+            q = _distributions(params, dcur.logits[None, :], context + drafts, [],
+                               len(new) + i)[0]
+            d = int(draw(q[None, :], rng)[0])
+            rows.append(q)
         drafts.append(d)
-        rows.append(q)
         if i < kk - 1:
             dcur.feed([d])
     return drafts, np.asarray(rows)
