@@ -19,17 +19,14 @@ from pathlib import Path
 from bench_shakespeare import DATA, MODEL, recipe
 from numpylm.corpus import embedded_corpus
 from numpylm.models.gpt import GPT, GPTConfig
-from numpylm.models.llama import Llama, LlamaConfig
+from numpylm.models.llama import Llama, LlamaConfig, gpt_budget_intermediate_size
 from numpylm.tokenizers.char import CharTokenizer
 from numpylm.training import TrainConfig, estimate_loss, prepare_data, train
 
 
 def llama_config(vocab_size: int) -> LlamaConfig:
     C, L, T = MODEL["n_embd"], MODEL["n_layer"], MODEL["block_size"]
-    # GPT: 12 C^2 + 13 C per block, plus T C positions and 2 C for ln_f; Llama: 4 C^2 +
-    # 3 C I + 2 C per block, plus C for its final norm. Equal when 3 C I L = 8 C^2 L + 11 C L
-    # + T C + C.
-    I = round((8 * C * L + 11 * L + T + 1) / (3 * L))
+    I = gpt_budget_intermediate_size(C, L, T)  # equal parameter counts
     return LlamaConfig(vocab_size=vocab_size, hidden_size=C, intermediate_size=I,
                        num_hidden_layers=L, num_attention_heads=MODEL["n_head"],
                        num_key_value_heads=MODEL["n_head"], max_position_embeddings=T,

@@ -33,7 +33,7 @@ from numpylm import CharTokenizer, GPT, GPTConfig, Tensor, TrainConfig, no_grad,
 from numpylm.autograd.ops_rope import (apply_rope, interleaved_to_rotate_half,
                                        rotate_half_to_interleaved, rope_tables)
 from numpylm.corpus import embedded_corpus
-from numpylm.models.llama import Llama, LlamaConfig
+from numpylm.models.llama import Llama, LlamaConfig, gpt_budget_intermediate_size
 from numpylm.training import prepare_data
 
 
@@ -104,7 +104,7 @@ def train_both(args) -> None:
     # GPT-2's block has 12 C^2 + 13 C weights (matrices, biases, two LayerNorms); Llama's
     # 4 C^2 + 3 C I + 2 C (Hkv = H, no biases, two RMSNorms). With I = 8C/3 the matrices
     # match; what GPT spends on biases, the position table (T C) and ln_f's bias goes to I.
-    I = round((8 * C + 11 + (T + 1) / L) / 3)
+    I = gpt_budget_intermediate_size(C, L, T)
     llama = Llama(LlamaConfig(vocab_size=V, hidden_size=C, intermediate_size=I,
                               num_hidden_layers=L, num_attention_heads=H,
                               num_key_value_heads=H, max_position_embeddings=T), rng=0)

@@ -184,3 +184,16 @@ def test_family_trains_saves_loads_and_decodes(tmp_path):
         np.testing.assert_array_equal(stepped, rerun)
     finally:
         FAMILIES.pop("llama_test", None)
+
+
+@pytest.mark.parametrize("C, L, H, T", [(16, 1, 2, 16), (64, 2, 4, 64), (128, 4, 4, 64)])
+def test_gpt_budget_width_gives_a_gpt2_parameter_count(C, L, H, T):
+    from numpylm.models.gpt import GPT, GPTConfig
+    from numpylm.models.llama import gpt_budget_intermediate_size
+
+    gpt = GPT(GPTConfig(vocab_size=65, block_size=T, n_layer=L, n_head=H, n_embd=C), rng=0)
+    llama = Llama(LlamaConfig(vocab_size=65, hidden_size=C, num_hidden_layers=L,
+                              num_attention_heads=H, max_position_embeddings=T,
+                              intermediate_size=gpt_budget_intermediate_size(C, L, T)), rng=0)
+    # I is rounded to an integer: off by at most half a unit of I, 3 C L / 2 parameters.
+    assert abs(llama.num_parameters() - gpt.num_parameters()) <= 3 * C * L / 2

@@ -48,7 +48,7 @@ from numpylm.models.decoding import TransformerState, transformer_step
 from numpylm.models.kv_cache import KVCache
 from numpylm.nn import Embedding, Linear, Module, ModuleList, RMSNorm, get_rng
 
-__all__ = ["Llama", "LlamaConfig"]
+__all__ = ["Llama", "LlamaConfig", "gpt_budget_intermediate_size"]
 
 _ACTIVATIONS = ("silu",)
 
@@ -112,6 +112,17 @@ class LlamaConfig:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (a checkpoint's `model_args`)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def gpt_budget_intermediate_size(hidden_size: int, num_layers: int, block_size: int) -> int:
+    """The MLP width I that gives a Llama (key-value heads = heads, tied head) the parameter
+    count of a GPT-2 of the same width, depth and context.
+
+    Per block GPT-2 has 12 C^2 + 13 C weights (attention 4 C^2 + 4 C, MLP 8 C^2 + 5 C, two
+    LayerNorms 4 C), plus T C positions and 2 C for ln_f; Llama has 4 C^2 + 3 C I + 2 C per
+    block plus C for its final norm. Equal when 3 C I L = 8 C^2 L + 11 C L + T C + C."""
+    C, L, T = hidden_size, num_layers, block_size
+    return round((8 * C * L + 11 * L + T + 1) / (3 * L))
 
 
 def _positive(name: str, value: Any) -> None:
