@@ -1,0 +1,122 @@
+"""Speculative decoding and prompt lookup against plain greedy decoding: acceptance rate, tokens
+per target call and speed-up, with the output checked identical.
+
+    python benchmarks/bench_speculative.py [--steps 600] [--draft-steps 600] [--new-tokens 48]
+                                           [--repeats 5] [--threads 1]
+
+Target: the tiny Shakespeare recipe's GPT (4 layers, 4 heads, width 128, context 64; see
+bench_shakespeare.py) trained for --steps; drafts: a 1-layer GPT of width 64 and one of width
+32, trained by the same recipe for --draft-steps. Without ../shared/data/tinyshakespeare.txt
+the embedded corpus is used. For each k (tokens drafted per round) it prints the acceptance
+rate, new tokens per target call, tokens/s and the speed-up over plain greedy decoding (best of
+--repeats, alternating), over several prompts from the validation text; then the same for
+prompt lookup, on prompts that make the model repeat a given line. Greedy output is checked
+identical to plain greedy decoding for every run. Not part of the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+
+# Before numpy: --threads must reach OpenBLAS before it starts.
+from _threads import add_threads_argument, report_environment
+import time
+from pathlib import Path
+
+import numpy as np
+
+from numpylm import blas
+from numpylm.corpus import embedded_corpus
+from numpylm.inference import generate, speculative_generate
+from numpylm.models.gpt import GPT, GPTConfig
+from numpylm.tokenizers.char import CharTokenizer
+from numpylm.training import TrainConfig, prepare_data, train
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def recipe_model(tokenizer, data, steps: int, n_layer: int, n_embd: int, n_head: int) -> GPT:
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=n_layer,
+                          n_head=n_head, n_embd=n_embd, dropout=0.0, bias=True), rng=0)
+    config = TrainConfig(steps=steps, batch_size=12, block_size=64, lr=1e-3, min_lr=1e-4,
+                         warmup_steps=min(100, steps // 10), decay_steps=steps - min(100, steps // 10),
+                         weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
+                         eval_interval=steps, eval_batches=20, log_interval=steps, seed=1337)
+    start = time.perf_counter()
+    train(model, data, config, log=lambda s: print("   " + s) if "val" in s else None)
+    print(f"   ({n_layer} layers, width {n_embd}: {time.perf_counter() - start:.0f} s)")
+    return model.eval()
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def measure(target, prompts, n: int, drafter, k: int, repeats: int):
+    """(acceptance, tokens per target call, plain seconds, speculative seconds, identical)."""
+    drafted = accepted = rounds = new = 0
+    plain = spec = 0.0
+    identical = True
+    for prompt in prompts:
+        t_plain, ref = timed(lambda: generate(target, prompt, n, temperature=0), repeats)
+        t_spec, r = timed(lambda: speculative_generate(target, prompt, n, drafter, k=k), repeats)
+        identical &= np.array_equal(r.ids, ref)
+        drafted, accepted = drafted + r.drafted, accepted + r.accepted
+        rounds, new = rounds + r.rounds, new + r.new_tokens
+        plain, spec = plain + t_plain, spec + t_spec
+    return accepted / max(drafted, 1), new / rounds, plain, spec, identical
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--draft-steps", type=int, default=600)
+    ap.add_argument("--new-tokens", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=5)
+    add_threads_argument(ap)
+    args = ap.parse_args()
+    report_environment()
+    text = DATA.read_text(encoding="utf-8") if DATA.exists() else embedded_corpus()
+    print(f"text: {'tiny Shakespeare' if DATA.exists() else 'embedded corpus'}")
+    tokenizer = CharTokenizer.from_text(text)
+    data = prepare_data(tokenizer, text=text)
+    print("training the target and the drafts:")
+    target = recipe_model(tokenizer, data, args.steps, 4, 128, 4)
+    drafts = {"1 layer, width 64": recipe_model(tokenizer, data, args.draft_steps, 1, 64, 4),
+              "1 layer, width 32": recipe_model(tokenizer, data, args.draft_steps, 1, 32, 2)}
+    n = args.new_tokens
+    tail = text[int(0.9 * len(text)):]  # the validation part
+    starts = np.random.default_rng(0).integers(0, len(tail) - 100, 4)
+    prompts = [np.asarray(tokenizer.encode(tail[s:s + 12]), dtype=np.int64) for s in starts]
+    if not blas.get_threads():
+        print("(OpenBLAS not found: thread count left alone)")
+    print(f"\ngreedy, {n} new tokens, {len(prompts)} prompts of 12 characters, best of "
+          f"{args.repeats}:")
+    print(f"{'draft':22s} {'k':>2s} {'accept':>7s} {'tok/call':>9s} {'plain tok/s':>12s} "
+          f"{'spec tok/s':>11s} {'speed-up':>9s} identical")
+    for name, drafter in list(drafts.items()) + [("prompt lookup", None)]:
+        for k in (1, 2, 3, 4, 6, 8):
+            acc, per_call, plain, spec, same = measure(target, prompts, n, drafter, k,
+                                                       args.repeats)
+            total = n * len(prompts)
+            print(f"{name:22s} {k:2d} {acc:7.2f} {per_call:9.2f} {total / plain:12.0f} "
+                  f"{total / spec:11.0f} {plain / spec:8.2f}x {same}")
+    # Prompt lookup where it shines: the model is asked to continue a line it was just shown.
+    lines = [line for line in tail.splitlines() if 20 <= len(line) <= 28][:4]
+    copy_prompts = [np.asarray(tokenizer.encode(f"{line}\n{line[:6]}"), dtype=np.int64)
+                    for line in lines]
+    m = min(n, 64 - max(map(len, copy_prompts)) - 1)
+    print(f"\nprompt lookup on 'line, newline, the line's first 6 characters' ({m} tokens):")
+    for k in (2, 4, 8):
+        acc, per_call, plain, spec, same = measure(target, copy_prompts, m, None, k,
+                                                   args.repeats)
+        print(f"   k={k}: acceptance {acc:.2f}, {per_call:.2f} tokens per target call, "
+              f"speed-up {plain / spec:.2f}x, identical {same}")
+
+
+if __name__ == "__main__":
+    main()
