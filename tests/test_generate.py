@@ -3,7 +3,8 @@ streaming, batches of different lengths, any model family, and bad input."""
 import numpy as np
 import pytest
 
-from numpylm.inference import generate, generate_stream, sample_next, top_k_filter, top_p_filter
+from numpylm.inference import (SamplingParams, generate, generate_stream, sample_next, top_k_filter,
+                               top_p_filter)
 from numpylm.models.gpt import GPT, GPTConfig
 
 
@@ -177,3 +178,77 @@ def test_broken_logits_and_out_of_range_stop_tokens_are_refused():
         model(np.array([[1, 2]]), position_ids=np.array([[-1, 0]]))
     with pytest.raises(ValueError, match="position_ids must be integers in"):
         model(np.array([[1, 2]]), position_ids=np.array([[7, 8]]))
+
+
+# ---- stop strings, truncation and reordering of states ------------------------------------
+class Letters:
+    """Token i is the i-th of `pieces` (possibly several characters)."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def decode(self, ids):
+        return "".join(self.pieces[i] for i in ids)
+
+    def encode(self, text):
+        return [self.pieces.index(c) for c in text]
+
+
+def test_stop_strings_cut_the_text_before_them_across_tokens():
+    from numpylm.inference.stop_strings import generate_text, stream_text
+    letters = Letters(list("abcdefg"))
+    greedy = SamplingParams(temperature=0)
+    # From 'a' the model writes b c d e f g a ...; 'de' spans two tokens: the text stops at bc.
+    assert generate_text(NextIsPlusOne(), letters, "a", 10, ["de"], sampling=greedy) == "bc"
+    assert generate_text(NextIsPlusOne(), letters, "a", 4, ["xy"], sampling=greedy) == "bcde"
+    # The earliest of several wins; streaming holds 'd' back until 'e' shows it is a stop.
+    pieces = list(stream_text(NextIsPlusOne(), letters, [0], 10, ["fa", "de"], sampling=greedy))
+    assert "".join(pieces) == "bc" and "d" not in pieces
+    # A token that carries text past the stop string: 'c\n' + '\nX' holds '\n\n'.
+    chunks = Letters(["ab", "c\n", "\nX", "Y", "Z", "W", "V"])
+    assert "".join(stream_text(NextIsPlusOne(), chunks, [0], 6, ["\n\n"], sampling=greedy)) == "c"
+    with pytest.raises(ValueError, match="stop_strings"):
+        generate_text(NextIsPlusOne(), letters, "a", 3, [""])
+
+
+def test_kv_cache_and_transformer_state_truncate():
+    m = gpt()
+    state = m.init_state(1)
+    m.step(state, np.array([[1, 2, 3, 4, 5]]))
+    state.truncate(3)
+    fresh = m.init_state(1)
+    expected = m.step(fresh, np.array([[1, 2, 3, 6]]))
+    np.testing.assert_allclose(m.step(state, np.array([[6]])), expected, rtol=1e-5, atol=1e-6)
+    assert state.history == fresh.history == [[1, 2, 3, 6]]
+    with pytest.raises(ValueError, match="length must be an integer in \\[0, 4\\]"):
+        state.truncate(5)
+    with pytest.raises(ValueError, match="KVCache.truncate"):
+        state.cache.truncate(-1)
+
+
+def test_select_rows_copies_whole_sequences():
+    from numpylm.models.decoding import select_rows
+    m = gpt()
+    state = m.init_state(2)
+    m.step(state, np.array([[1, 2, 3], [4, 5, 6]]))
+    select_rows(state, [1, 1])
+    logits = m.step(state, np.array([[7], [8]]))
+    alone = m.init_state(1)
+    m.step(alone, np.array([[4, 5, 6]]))
+    np.testing.assert_allclose(logits[1], m.step(alone, np.array([[8]]))[0], rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="cannot reorder a dict"):
+        select_rows({}, [0])
+
+
+def test_min_p_and_new_settings_reach_sample_next():
+    """Probabilities 0.6, 0.3, 0.1; min_p 0.4 keeps p >= 0.24: tokens 0 and 1."""
+    logits = np.tile(np.log([0.6, 0.3, 0.1]), (3000, 1))
+    drawn = sample_next(logits, min_p=0.4, rng=np.random.default_rng(0))
+    assert set(drawn) == {0, 1}
+    with pytest.raises(ValueError, match="min_p"):
+        sample_next(logits[:1], min_p=2.0)
+    # Every new setting defaults to changing nothing: the same sample as before.
+    from numpylm.inference import SamplingParams as SP
+    np.testing.assert_array_equal(SP(seed=1).sample(logits[:5], np.random.default_rng(1)),
+                                  sample_next(logits[:5], rng=np.random.default_rng(1)))
