@@ -1,0 +1,166 @@
+"""The paged KV cache, part 3 of the guide: how one pool of memory holds the keys and values of
+many sequences of unknown length (Kwon et al. 2023, "PagedAttention").
+
+A contiguous cache (`numpylm.models.kv_cache`) reserves `block_size` positions for every
+sequence up front: a server answering 32 people with a 2048-token model would reserve 65,536
+positions even when most answers stop after 50 tokens. A paged cache cuts memory into fixed
+blocks of `page_size` token slots, as an operating system pages memory:
+
+- one pool of blocks is allocated once, (n_layer, Hkv, num_blocks * page_size, D) for keys and
+  the same for values; a free list says which blocks nobody uses;
+- each sequence owns a **block table**, the list of its blocks in order: token position p
+  lives in slot `table[p // page_size] * page_size + p % page_size`;
+- a sequence takes a new block only when its last one is full, and returns all of them when it
+  finishes, so memory follows the tokens actually written (waste: under one block a sequence).
+
+Attention reads a sequence's keys through its table. `gather` is the readable way (walk the
+table, concatenate the blocks); `gather_batch` is the fast one used by the engine (one fancy
+index over the slot numbers of a whole batch); the tests prove them equal.
+"""
+from __future__ import annotations
+
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+__all__ = ["PagedKVCache"]
+
+
+class PagedKVCache:
+    """Keys and values of many sequences in one pool of `num_blocks` blocks of `page_size`
+    token slots, for `n_layer` layers of `n_kv_heads` heads of size `head_size`.
+
+    Sequences are named by any hashable id: `add(seq)`, `reserve(seq, n)` room for n more
+    tokens (False when the pool is out of blocks), `write(seq, k, v)` the new tokens' keys
+    and values, `gather(seq)` or `gather_batch(seqs, width)` to read, `free(seq)` at the end.
+    """
+
+    def __init__(self, n_layer: int, n_kv_heads: int, head_size: int, num_blocks: int,
+                 page_size: int = 16, dtype: Any = np.float32) -> None:
+        for name, value in (("n_layer", n_layer), ("n_kv_heads", n_kv_heads),
+                            ("head_size", head_size), ("num_blocks", num_blocks),
+                            ("page_size", page_size)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"PagedKVCache: {name} must be a positive integer, got {value!r}")
+        shape = (n_layer, n_kv_heads, num_blocks * page_size, head_size)
+        self.k = np.zeros(shape, dtype=dtype)
+        self.v = np.zeros(shape, dtype=dtype)
+        self.page_size, self.num_blocks = int(page_size), int(num_blocks)
+        # Free blocks as a stack, lowest id on top: a freed block is the next one reused.
+        self._free: list[int] = list(range(num_blocks - 1, -1, -1))
+        self.tables: dict[Hashable, list[int]] = {}
+        self.lengths: dict[Hashable, int] = {}
+
+    # ---- bookkeeping ----
+
+    @property
+    def num_free(self) -> int:
+        """Blocks nobody uses."""
+        return len(self._free)
+
+    @property
+    def bytes(self) -> int:
+        """Memory of the pool (keys and values)."""
+        return self.k.nbytes + self.v.nbytes
+
+    def blocks_for(self, tokens: int) -> int:
+        """Blocks needed to hold `tokens` tokens: ceil(tokens / page_size)."""
+        return -(-tokens // self.page_size)
+
+    def add(self, seq: Hashable) -> None:
+        """Start an empty sequence (no blocks yet)."""
+        if seq in self.tables:
+            raise ValueError(f"PagedKVCache: sequence {seq!r} is already in the cache")
+        self.tables[seq], self.lengths[seq] = [], 0
+
+    def __contains__(self, seq: Hashable) -> bool:
+        return seq in self.tables
+
+    def _check(self, seq: Hashable) -> None:
+        if seq not in self.tables:
+            raise ValueError(f"PagedKVCache: no sequence {seq!r} in the cache")
+
+    def reserve(self, seq: Hashable, n: int) -> bool:
+        """Make room for `n` more tokens of `seq`, taking blocks from the free list; False
+        (and nothing taken) when there are not enough free blocks."""
+        self._check(seq)
+        need = self.blocks_for(self.lengths[seq] + n) - len(self.tables[seq])
+        if need > len(self._free):
+            return False
+        for _ in range(max(need, 0)):
+            self.tables[seq].append(self._free.pop())
+        return True
+
+    def free(self, seq: Hashable) -> None:
+        """Forget `seq` and return its blocks to the free list."""
+        self._check(seq)
+        for block in reversed(self.tables.pop(seq)):
+            self._free.append(block)
+        del self.lengths[seq]
+
+    def slots(self, seq: Hashable, start: int, stop: int) -> np.ndarray:
+        """Pool slot numbers of positions start..stop-1 of `seq`, through its block table."""
+        positions = np.arange(start, stop)
+        table = np.asarray(self.tables[seq], dtype=np.int64)
+        return table[positions // self.page_size] * self.page_size + positions % self.page_size
+
+    # ---- writing and reading ----
+
+    def write(self, seq: Hashable, k: np.ndarray, v: np.ndarray) -> None:
+        """Store keys and values (n_layer, Hkv, n, D) of `seq`'s next n tokens (room for them
+        must have been `reserve`d)."""
+        self._check(seq)
+        n, L = k.shape[2], self.lengths[seq]
+        if k.shape != v.shape or k.shape[:2] != self.k.shape[:2] or k.shape[3] != self.k.shape[3]:
+            raise ValueError(f"PagedKVCache.write: keys {k.shape} and values {v.shape} must "
+                             f"both be (n_layer, Hkv, n, D) = ({self.k.shape[0]}, "
+                             f"{self.k.shape[1]}, n, {self.k.shape[3]})")
+        if self.blocks_for(L + n) > len(self.tables[seq]):
+            raise ValueError(f"PagedKVCache.write: sequence {seq!r} has room for "
+                             f"{len(self.tables[seq]) * self.page_size - L} more tokens, got "
+                             f"{n}; reserve them first")
+        slots = self.slots(seq, L, L + n)
+        self.k[:, :, slots] = k
+        self.v[:, :, slots] = v
+        self.lengths[seq] = L + n
+
+    def gather(self, seq: Hashable) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and values (n_layer, Hkv, L, D) of every token of `seq`, the readable way:
+        each block of its table in turn, the last one cut at the sequence's length."""
+        self._check(seq)
+        P, L = self.page_size, self.lengths[seq]
+        ks, vs = [], []
+        for i, block in enumerate(self.tables[seq]):
+            used = min(P, L - i * P)  # every block is full but maybe the last
+            if used <= 0:
+                break
+            ks.append(self.k[:, :, block * P:block * P + used])
+            vs.append(self.v[:, :, block * P:block * P + used])
+        if not ks:
+            empty = self.k[:, :, :0]
+            return empty.copy(), empty.copy()
+        return np.concatenate(ks, axis=2), np.concatenate(vs, axis=2)
+
+    def gather_batch(self, seqs: Sequence[Hashable], width: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keys and values (n_layer, B, Hkv, width, D) of several sequences, each right-aligned
+        (its last token in the last column) and left-padded, and the mask (B, width) of real
+        columns: the left padding of `numpylm.models.decoding`, read in one fancy index.
+
+        Padding columns read slot 0 (whatever is there) and are hidden by the mask.
+        """
+        B = len(seqs)
+        index = np.zeros((B, width), dtype=np.int64)
+        real = np.zeros((B, width), dtype=bool)
+        for b, seq in enumerate(seqs):
+            L = self.lengths[seq]
+            if L > width:
+                raise ValueError(f"PagedKVCache.gather_batch: sequence {seq!r} has {L} tokens, "
+                                 f"more than the width {width}")
+            if L:
+                index[b, width - L:] = self.slots(seq, 0, L)
+                real[b, width - L:] = True
+        # (n_layer, Hkv, B, width, D) -> (n_layer, B, Hkv, width, D)
+        k = self.k[:, :, index].transpose(0, 2, 1, 3, 4)
+        v = self.v[:, :, index].transpose(0, 2, 1, 3, 4)
+        return k, v, real
