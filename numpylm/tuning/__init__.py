@@ -1,0 +1,15 @@
+"""Tuning, part 4 of the guide: how a pretrained document-completer becomes an assistant, and
+how a model is adapted on one machine. One idea per module: `data` (conversations, preference
+pairs, built-in tasks with checkers), `sft` (supervised fine-tuning on assistant tokens only),
+`lora` and `peft_io` (low-rank adapters in PEFT's layout), `qlora` (adapters over a quantized
+base), `dpo` (direct preference optimisation).
+"""
+from numpylm.tuning.lora import (LoRAConfig, LoRALinear, apply_lora, freeze, lora_layers,
+                                 lora_state_dict, merge_lora, trainable_parameters,
+                                 unmerge_lora)
+from numpylm.tuning.peft_io import (is_adapter_dir, load_adapter, load_adapter_config,
+                                    save_adapter)
+
+__all__ = ["LoRAConfig", "LoRALinear", "apply_lora", "freeze", "lora_layers",
+           "lora_state_dict", "merge_lora", "trainable_parameters", "unmerge_lora",
+           "is_adapter_dir", "load_adapter", "load_adapter_config", "save_adapter"]
