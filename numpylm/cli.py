@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "numpylm.training.commands",
     "numpylm.inference.commands",
     "numpylm.evaluation.commands",
+    "numpylm.serving.commands",
 )
 
 
