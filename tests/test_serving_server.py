@@ -1,0 +1,231 @@
+"""The OpenAI-compatible server end to end, in-process on an ephemeral loopback port with a tiny
+model, through urllib (and the `openai` client package where it is installed)."""
+import json
+import socket
+import time
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from numpylm.inference import generate
+from numpylm.models.llama import Llama, LlamaConfig
+from numpylm.serving import Engine
+from numpylm.serving.server import make_server
+from numpylm.tokenizers.bpe import BPETokenizer
+
+EOT = 256
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return BPETokenizer([], special_tokens={"<|endoftext|>": EOT})  # bytes and one special
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Llama(LlamaConfig(vocab_size=257, hidden_size=32, intermediate_size=48,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=96), rng=np.random.default_rng(0))
+
+
+def start(model, tokenizer, **kwargs):
+    engine = Engine(model, page_size=8, max_running=8)
+    server = make_server(engine, tokenizer, model_name="tiny", port=0, **kwargs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture(scope="module")
+def served(model, tokenizer):
+    server, url = start(model, tokenizer, max_body=4096)
+    yield server, url
+    server.shutdown()
+    server.server_close()
+    server.loop.stop()
+
+
+def call(url, path, body=None, raw=None, headers=None):
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url + path, data=data,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode(), r.headers.get("Content-Type")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(), err.headers.get("Content-Type")
+
+
+def events(text):
+    chunks = [c[len("data: "):] for c in text.split("\n\n") if c]
+    assert chunks[-1] == "[DONE]"
+    return [json.loads(c) for c in chunks[:-1]]
+
+
+def test_get_endpoints(served):
+    _, url = served
+    status, body, _ = call(url, "/v1/models")
+    assert status == 200 and json.loads(body)["data"][0]["id"] == "tiny"
+    assert json.loads(call(url, "/health")[1]) == {"status": "ok"}
+    status, page, kind = call(url, "/")
+    assert status == 200 and kind.startswith("text/html")
+    assert "/v1/chat/completions" in page and "http" not in page.split("<script>")[1]
+
+
+def test_completion_is_greedy_generate(served, model, tokenizer):
+    _, url = served
+    prompt = "The cat"
+    status, body, _ = call(url, "/v1/completions", {"model": "tiny", "prompt": prompt,
+                                                    "max_tokens": 6, "temperature": 0})
+    assert status == 200
+    reply = json.loads(body)
+    ids = tokenizer.encode(prompt)
+    new = [int(t) for t in generate(model, np.array(ids), 6, temperature=0)[len(ids):]]
+    assert EOT not in new
+    assert reply["object"] == "text_completion"
+    assert reply["choices"][0]["text"] == tokenizer.decode(new)
+    assert reply["choices"][0]["finish_reason"] == "length"
+    assert reply["usage"] == {"prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 13}
+
+
+def test_seeded_chat_and_its_stream_agree(served):
+    _, url = served
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 8, "seed": 5, "temperature": 1.0}
+    status, whole, _ = call(url, "/v1/chat/completions", body)
+    assert status == 200
+    whole = json.loads(whole)
+    assert whole["object"] == "chat.completion"
+    message = whole["choices"][0]["message"]
+    assert message["role"] == "assistant"
+    status, stream, kind = call(url, "/v1/chat/completions", {**body, "stream": True})
+    assert status == 200 and kind == "text/event-stream"
+    chunks = events(stream)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == message["content"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+
+
+def test_stop_string_cuts_the_text(served):
+    _, url = served
+    base = {"prompt": [1, 2, 3], "max_tokens": 10, "temperature": 0}
+    full = json.loads(call(url, "/v1/completions", base)[1])["choices"][0]["text"]
+    stop = full[3:5]
+    assert len(stop) == 2
+    reply = json.loads(call(url, "/v1/completions", {**base, "stop": stop})[1])
+    assert reply["choices"][0]["text"] == full[:full.index(stop)]
+    assert reply["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"prompt": "x", "temperature": 3}, 400, "temperature"),
+    ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
+    ({"prompt": "x", "max_tokens": "9"}, 400, "max_tokens"),
+    ({"prompt": 5}, 400, "prompt"),
+    ({"prompt": [1, 999]}, 400, "prompt"),
+    ({"prompt": "x", "n": 2}, 400, "n"),
+    ({"prompt": "x", "stop": [1]}, 400, "stop"),
+    ({"prompt": "x", "wibble": 1}, 400, "wibble"),
+    ({"prompt": "x", "model": "gpt-9"}, 404, "model"),
+    ({"prompt": "y" * 200}, 400, "prompt"),
+])
+def test_bad_requests_get_openai_errors(served, body, status, param):
+    _, url = served
+    got, text, kind = call(url, "/v1/completions", body)
+    assert got == status and kind == "application/json"
+    error = json.loads(text)["error"]
+    assert error["param"] == param and error["type"] and error["message"]
+    if body.get("prompt") == "y" * 200:
+        assert "96" in error["message"] and "200" in error["message"]
+
+
+def test_malformed_body_unknown_path_and_oversized(served):
+    _, url = served
+    status, text, _ = call(url, "/v1/completions", raw=b"{not json")
+    assert status == 400 and json.loads(text)["error"]["code"] == "invalid_json"
+    status, text, _ = call(url, "/v1/chat/completions", {"messages": []})
+    assert status == 400 and json.loads(text)["error"]["param"] == "messages"
+    status, text, _ = call(url, "/v2/nothing", {"prompt": "x"})
+    assert status == 404 and "error" in json.loads(text)
+    status, text, _ = call(url, "/v1/completions", raw=b" " * 5000)
+    assert status == 413 and json.loads(text)["error"]["code"] == "body_too_large"
+    assert call(url, "/health")[0] == 200  # still serving
+
+
+def test_api_key_and_full_queue(model, tokenizer):
+    server, url = start(model, tokenizer, api_key="s3cret", max_waiting=0)
+    try:
+        status, text, _ = call(url, "/v1/models")
+        assert status == 401 and json.loads(text)["error"]["code"] == "invalid_api_key"
+        auth = {"Authorization": "Bearer s3cret"}
+        assert call(url, "/v1/models", headers=auth)[0] == 200
+        status, text, _ = call(url, "/v1/completions", {"prompt": "x"}, headers=auth)
+        assert status == 429 and json.loads(text)["error"]["code"] == "rate_limit_exceeded"
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.loop.stop()
+
+
+def test_concurrent_clients_all_answered(served, model, tokenizer):
+    _, url = served
+    prompts = [f"request {i}" for i in range(6)]
+    results = {}
+
+    def ask(i):
+        body = {"prompt": prompts[i], "max_tokens": 4 + i, "temperature": 0}
+        results[i] = json.loads(call(url, "/v1/completions", body)[1])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i, p in enumerate(prompts):
+        ids = tokenizer.encode(p)
+        new = [int(t) for t in generate(model, np.array(ids), 4 + i, temperature=0)[len(ids):]]
+        if EOT in new:
+            new = new[:new.index(EOT)]
+        assert results[i]["choices"][0]["text"] == tokenizer.decode(new)
+
+
+def test_disconnect_mid_stream_frees_the_sequence(served):
+    server, url = served
+    engine = server.loop.engine
+    steps_before = engine.steps
+    body = json.dumps({"prompt": "a long answer", "max_tokens": 80, "stream": True}).encode()
+    sock = socket.create_connection(server.server_address[:2], timeout=30)
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: " + str(len(body)).encode()
+                 + b"\r\n\r\n" + body)
+    assert sock.recv(64).startswith(b"HTTP/1.1 200")  # the stream has begun
+    sock.close()
+    for _ in range(200):  # the loop notices at one of its next writes
+        with server.loop._cond:
+            if not engine.has_work():
+                break
+        time.sleep(0.02)
+    assert not engine.has_work()
+    assert engine.steps - steps_before < 80  # cancelled, not run to its end
+    assert engine.cache.num_free == engine.cache.num_blocks
+    assert call(url, "/health")[0] == 200
+
+
+def test_openai_client(served):
+    openai = pytest.importorskip("openai")
+    _, url = served
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
+    done = client.completions.create(model="tiny", prompt="Hi", max_tokens=3, temperature=0)
+    assert done.choices[0].finish_reason in ("stop", "length")
+    chat = client.chat.completions.create(model="tiny", max_tokens=3,
+                                          messages=[{"role": "user", "content": "hi"}])
+    assert chat.choices[0].message.role == "assistant"
+    pieces = client.chat.completions.create(model="tiny", max_tokens=3, stream=True,
+                                            messages=[{"role": "user", "content": "hi"}])
+    assert [c.choices[0].finish_reason for c in pieces][-1] in ("stop", "length")
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="Hi", max_tokens=1)
