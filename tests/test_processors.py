@@ -128,3 +128,25 @@ def test_the_same_numbers_as_hf_processors():
 def test_bad_settings_are_named(settings, name):
     with pytest.raises(ValueError, match=name):
         SamplingParams(**settings)
+
+
+def test_the_flags_of_numpylm_generate_build_the_processors():
+    import argparse
+
+    from numpylm.inference.sampling import add_sampling_arguments, sampling_from_args
+    parser = argparse.ArgumentParser()
+    add_sampling_arguments(parser)
+    args = parser.parse_args(["--repetition-penalty", "1.2", "--presence-penalty", "0.5",
+                              "--frequency-penalty", "-0.5", "--min-p", "0.1",
+                              "--no-repeat-ngram-size", "3", "--min-new-tokens", "4",
+                              "--logit-bias", "5=-100", "--logit-bias", "2=1.5"])
+    params = sampling_from_args(args, stop_tokens=[0])
+    assert (params.repetition_penalty, params.presence_penalty, params.frequency_penalty,
+            params.min_p, params.no_repeat_ngram_size, params.min_new_tokens) == (
+        1.2, 0.5, -0.5, 0.1, 3, 4)
+    assert params.logit_bias == ((2, 1.5), (5, -100.0)) and params.stop_tokens == (0,)
+    assert sampling_from_args(parser.parse_args([])) == SamplingParams(seed=0)
+    with pytest.raises(ValueError, match="--logit-bias takes ID=BIAS"):
+        sampling_from_args(parser.parse_args(["--logit-bias", "x=1"]))
+    with pytest.raises(ValueError, match="presence_penalty"):
+        sampling_from_args(parser.parse_args(["--presence-penalty", "3"]))

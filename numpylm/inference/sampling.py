@@ -237,14 +237,52 @@ def draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def add_sampling_arguments(parser: Any, seed_default: int | None = 0) -> None:
-    """The sampling flags of `numpylm generate` (and `chat`, `serve`), in one place."""
+    """The sampling flags of `numpylm generate` (and `chat`, `serve`), in one place: the
+    warpers, then the logit processors (`numpylm.inference.processors`)."""
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="0 picks the most likely token")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    parser.add_argument("--min-p", type=float, default=None,
+                        help="drop tokens less likely than this fraction of the most likely one")
     parser.add_argument("--seed", type=int, default=seed_default, help="makes sampling repeatable")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+                        help="> 1 discourages every token already in the text (CTRL/HF)")
+    parser.add_argument("--presence-penalty", type=float, default=0.0,
+                        help="in [-2, 2]: lowers the logit of every token generated so far")
+    parser.add_argument("--frequency-penalty", type=float, default=0.0,
+                        help="in [-2, 2]: lowers a token's logit per time it was generated")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=0,
+                        help="never repeat an n-gram of this size (0: off)")
+    parser.add_argument("--min-new-tokens", type=int, default=0,
+                        help="the end-of-text token is banned until this many new tokens")
+    parser.add_argument("--logit-bias", action="append", default=[], metavar="ID=BIAS",
+                        help="add BIAS (in [-100, 100]) to token ID's logit; repeatable")
+
+
+def _logit_bias(items: Sequence[str]) -> dict[int, float]:
+    bias = {}
+    for item in items:
+        token, sep, value = str(item).partition("=")
+        try:
+            bias[int(token)] = float(value)
+        except ValueError:
+            raise ValueError(f"--logit-bias takes ID=BIAS (an integer id and a number), "
+                             f"got {item!r}") from None
+        if not sep:
+            raise ValueError(f"--logit-bias takes ID=BIAS, got {item!r}")
+    return bias
 
 
 def sampling_from_args(args: Any, stop_tokens: Sequence[int] = ()) -> SamplingParams:
-    """A `SamplingParams` from the flags of `add_sampling_arguments`."""
-    return SamplingParams(args.temperature, args.top_k, args.top_p, args.seed, tuple(stop_tokens))
+    """A `SamplingParams` from the flags of `add_sampling_arguments` (a parser made before the
+    processor flags existed gets their defaults)."""
+    flag = lambda name, default: getattr(args, name, default)  # noqa: E731
+    return SamplingParams(args.temperature, args.top_k, args.top_p, args.seed, tuple(stop_tokens),
+                          repetition_penalty=flag("repetition_penalty", 1.0),
+                          presence_penalty=flag("presence_penalty", 0.0),
+                          frequency_penalty=flag("frequency_penalty", 0.0),
+                          min_p=flag("min_p", None),
+                          logit_bias=_logit_bias(flag("logit_bias", [])),
+                          no_repeat_ngram_size=flag("no_repeat_ngram_size", 0),
+                          min_new_tokens=flag("min_new_tokens", 0))
