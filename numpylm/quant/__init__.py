@@ -15,6 +15,7 @@ from numpylm.quant.formats import (
     supported_type,
 )
 from numpylm.quant.linear import QuantizedLinear
+from numpylm.quant.model import QuantizationReport, quantize_weights
 from numpylm.quant.quantize import (
     Int8Weights,
     dequantize_int8,
@@ -27,6 +28,7 @@ __all__ = [
     "FORMATS",
     "BlockFormat",
     "Int8Weights",
+    "QuantizationReport",
     "QuantizedLinear",
     "dequantize",
     "dequantize_int8",
@@ -34,6 +36,7 @@ __all__ = [
     "load_tensor",
     "quantize_absmax_int8",
     "quantize_blocks",
+    "quantize_weights",
     "quantize_zero_point_int8",
     "supported_type",
 ]
