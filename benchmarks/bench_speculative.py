@@ -9,7 +9,8 @@ bench_shakespeare.py) trained for --steps; drafts: a 1-layer GPT of width 64 and
 32, trained by the same recipe for --draft-steps. Without ../shared/data/tinyshakespeare.txt
 the embedded corpus is used. For each k (tokens drafted per round) it prints the acceptance
 rate, new tokens per target call, tokens/s and the speed-up over plain greedy decoding (best of
---repeats, alternating), over several prompts from the validation text; then the same for
+--repeats, the two taking turns), over several prompts from the validation text, after the cost
+of one call of each model that explains it; then the same for
 prompt lookup, on prompts that make the model repeat a given line. Greedy output is checked
 identical to plain greedy decoding for every run. Not part of the test suite.
 """
@@ -27,6 +28,7 @@ import numpy as np
 from numpylm import blas
 from numpylm.corpus import embedded_corpus
 from numpylm.inference import generate, speculative_generate
+from numpylm.inference.rewind import Cursor
 from numpylm.models.gpt import GPT, GPTConfig
 from numpylm.tokenizers.char import CharTokenizer
 from numpylm.training import TrainConfig, prepare_data, train
@@ -47,13 +49,16 @@ def recipe_model(tokenizer, data, steps: int, n_layer: int, n_embd: int, n_head:
     return model.eval()
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
+def alternating(fns, repeats: int) -> list[tuple[float, object]]:
+    """(best seconds, last output) of each of `fns`, called in turns (a b a b ...), so a slow
+    spell of the shared machine falls on both sides."""
+    best, outs = [float("inf")] * len(fns), [None] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            outs[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return list(zip(best, outs))
 
 
 def measure(target, prompts, n: int, drafter, k: int, repeats: int):
@@ -62,13 +67,30 @@ def measure(target, prompts, n: int, drafter, k: int, repeats: int):
     plain = spec = 0.0
     identical = True
     for prompt in prompts:
-        t_plain, ref = timed(lambda: generate(target, prompt, n, temperature=0), repeats)
-        t_spec, r = timed(lambda: speculative_generate(target, prompt, n, drafter, k=k), repeats)
+        (t_plain, ref), (t_spec, r) = alternating(
+            [lambda: generate(target, prompt, n, temperature=0),
+             lambda: speculative_generate(target, prompt, n, drafter, k=k)], repeats)
         identical &= np.array_equal(r.ids, ref)
         drafted, accepted = drafted + r.drafted, accepted + r.accepted
         rounds, new = rounds + r.rounds, new + r.new_tokens
         plain, spec = plain + t_plain, spec + t_spec
     return accepted / max(drafted, 1), new / rounds, plain, spec, identical
+
+
+def call_costs(model, prompt, sizes=(1, 3, 5, 9), repeats: int = 100) -> dict[int, float]:
+    """Best seconds of one call scoring T new positions over a cached prompt, for each T."""
+    cursor = Cursor(model, list(prompt))
+    costs = {}
+    for T in sizes:
+        best = float("inf")
+        for _ in range(repeats):
+            cursor.mark(T)
+            start = time.perf_counter()
+            cursor.feed(list(prompt[:T]))
+            best = min(best, time.perf_counter() - start)
+            cursor.rewind(len(prompt))
+        costs[T] = best
+    return costs
 
 
 def main() -> None:
@@ -94,6 +116,11 @@ def main() -> None:
     prompts = [np.asarray(tokenizer.encode(tail[s:s + 12]), dtype=np.int64) for s in starts]
     if not blas.get_threads():
         print("(OpenBLAS not found: thread count left alone)")
+    print("\ncost of one call scoring T positions (ms; the speed-up is about tokens per "
+          "target call x target(1) / (k x draft(1) + target(k + 1))):")
+    for name, model in [("target", target)] + list(drafts.items()):
+        costs = call_costs(model, prompts[0])
+        print(f"   {name:18s} " + "  ".join(f"T={T}: {1e3 * c:.3f}" for T, c in costs.items()))
     print(f"\ngreedy, {n} new tokens, {len(prompts)} prompts of 12 characters, best of "
           f"{args.repeats}:")
     print(f"{'draft':22s} {'k':>2s} {'accept':>7s} {'tok/call':>9s} {'plain tok/s':>12s} "

@@ -73,7 +73,8 @@ class RegexConstraint:
         except regex.error as e:
             raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {e}") from None
         V = tokenizer.vocab_size if vocab_size is None else vocab_size
-        specials = set(getattr(tokenizer, "special_tokens", {}) .values())
+        specials = getattr(tokenizer, "special_tokens", None)
+        specials = set(specials.values()) if isinstance(specials, dict) else set()
         self.vocab_size = V
         self.trie: dict = {}  # byte -> child node; key None at a node: ids ending there
         # The non-ASCII characters that some token holds whole, by each proper prefix of their
@@ -82,7 +83,10 @@ class RegexConstraint:
         for token in range(min(V, tokenizer.vocab_size)):
             if token in specials:
                 continue
-            data = _token_bytes(tokenizer, token)
+            try:
+                data = _token_bytes(tokenizer, token)
+            except ValueError:  # an id the tokenizer does not use
+                continue
             if not data:
                 continue
             node = self.trie

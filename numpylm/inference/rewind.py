@@ -16,8 +16,9 @@ How cheaply it does each depends on the state the family keeps:
 Scoring T positions in one call is what makes speculative decoding pay: the contract's `step`
 returns the last position's logits only, so a transformer is run here through its named
 inference stepper with every position kept (`forward_logits(..., last_only=False)`, the same
-arithmetic `step` runs). A family that offers `step_all(state, ids) -> logits (B, T, V)` is used
-through that instead. Copies cost the size of the state per fed token: a few vectors for a
+arithmetic `step` runs). Another family whose state is a `TransformerState` can offer
+`step_all(state, ids) -> logits (B, T, V)` and is then used through that; any other family is
+fed one step per token, which is always correct. Copies cost the size of the state per fed token: a few vectors for a
 recurrent network, but the whole KV cache for a transformer, which is why a transformer is
 only copied when its window is about to slide (the cache is rebuilt then, so its columns no
 longer line up with the tokens fed and cannot be cut).
