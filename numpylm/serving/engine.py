@@ -26,7 +26,6 @@ import numpy as np
 
 from numpylm.inference.sampling import SamplingParams
 from numpylm.models.kv_cache import KVCache
-from numpylm.nn.module import evaluating
 from numpylm.serving.paged_cache import PagedKVCache
 from numpylm.serving.scheduler import Scheduler, SequenceState
 
@@ -170,9 +169,9 @@ class Engine:
         scratch.length = C
         mask = np.concatenate([old, new], axis=1)  # (B, C + T): real columns
         attn = None if mask.all() else mask[:, None, None, :]
-        with evaluating(self.model):
-            logits = self.forward_logits(self.model, ids, positions, scratch, attn,
-                                         last_only=True)[:, -1, :]
+        # The plain-numpy stepper has no dropout: no train/eval mode to switch.
+        logits = self.forward_logits(self.model, ids, positions, scratch, attn,
+                                     last_only=True)[:, -1, :]
         for b, (seq, n) in enumerate(plan):  # the new tokens' keys/values into their blocks
             cols = slice(C + T - n, C + T)
             self.cache.write(seq.request_id, scratch.k[:, b, :, cols], scratch.v[:, b, :, cols])
