@@ -229,3 +229,20 @@ def test_openai_client(served):
     assert [c.choices[0].finish_reason for c in pieces][-1] in ("stop", "length")
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="nope", prompt="Hi", max_tokens=1)
+
+
+def test_serve_command_is_registered(capsys):
+    from numpylm.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--api-key" in out and "127.0.0.1" in out
+
+
+def test_serve_command_refuses_a_model_it_cannot_serve(tmp_path, capsys):
+    from numpylm.cli import main
+
+    assert main(["serve", str(tmp_path / "missing"), "--port", "0"]) == 2
+    assert "numpylm serve: error" in capsys.readouterr().err
