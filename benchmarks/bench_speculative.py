@@ -39,8 +39,9 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinysha
 def recipe_model(tokenizer, data, steps: int, n_layer: int, n_embd: int, n_head: int) -> GPT:
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=n_layer,
                           n_head=n_head, n_embd=n_embd, dropout=0.0, bias=True), rng=0)
+    warmup = min(100, steps // 10)
     config = TrainConfig(steps=steps, batch_size=12, block_size=64, lr=1e-3, min_lr=1e-4,
-                         warmup_steps=min(100, steps // 10), decay_steps=steps - min(100, steps // 10),
+                         warmup_steps=warmup, decay_steps=steps - warmup,
                          weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
                          eval_interval=steps, eval_batches=20, log_interval=steps, seed=1337)
     start = time.perf_counter()

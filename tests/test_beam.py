@@ -46,8 +46,10 @@ def family_model(name: str, seed: int):
     family = get_family(name)
     if name == "ngram":
         ids = np.random.default_rng(seed).integers(0, V, 200)
-        return build_model(name, {"order": 3, "vocab_size": V, "smoothing": "kneser_ney"}).fit([ids])
-    model = build_model(name, family.ladder.args(V, 16, True) if family.ladder else {"vocab_size": V})
+        args = {"order": 3, "vocab_size": V, "smoothing": "kneser_ney"}
+        return build_model(name, args).fit([ids])
+    args = family.ladder.args(V, 16, True) if family.ladder else {"vocab_size": V}
+    model = build_model(name, args)
     rng = np.random.default_rng(seed)
     for p in model.parameters():
         p.data[...] = rng.normal(0, 0.5, p.shape)

@@ -6,9 +6,10 @@ masked (its logit set to -inf) before sampling. "Possible completion" is the `re
 partial matching: `pattern.fullmatch(text, partial=True)` succeeds when `text` matches the
 whole pattern or could be extended into a match, so no automaton has to be written by hand.
 End-of-sequence ids are allowed only once the text is a complete match (and are then the only
-choice when no token can extend it); without one, the output ends at the first complete match
-that no token can extend further, or at the first complete match at all (`stop_at_first_match`, the only way to stop a pattern like `[0-9]+` without an EOS
-id; choices that are prefixes of one another then stop at the shorter one).
+choice when no token can extend it). Without one, the output ends at the first complete match
+(`stop_at_first_match`, the default then: the only way to stop a pattern like `[0-9]+`; of two
+choices where one begins the other, the shorter wins), or, with `stop_at_first_match=False`,
+when no token can extend a complete match.
 
 Cost and pruning. Testing every token of the vocabulary would be V partial matches per step
 (50,257 for GPT-2). The tokens' texts are kept in a trie (a prefix tree of their bytes): the
@@ -71,7 +72,8 @@ class RegexConstraint:
         try:
             self.pattern = regex.compile(pattern)
         except regex.error as e:
-            raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {e}") from None
+            raise ValueError(f"pattern {pattern!r} is not a valid regular expression: "
+                             f"{e}") from None
         V = tokenizer.vocab_size if vocab_size is None else vocab_size
         specials = getattr(tokenizer, "special_tokens", None)
         specials = set(specials.values()) if isinstance(specials, dict) else set()
@@ -137,7 +139,8 @@ class RegexConstraint:
 
 def choice_regex(choices: Sequence[str]) -> str:
     """A regex matching exactly one of `choices` (each taken literally)."""
-    if isinstance(choices, str) or not choices or not all(isinstance(c, str) and c for c in choices):
+    if (isinstance(choices, str) or not choices
+            or not all(isinstance(c, str) and c for c in choices)):
         raise ValueError(f"choices must be a non-empty list of non-empty strings, got {choices!r}")
     return "(?:" + "|".join(regex.escape(c) for c in choices) + ")"
 

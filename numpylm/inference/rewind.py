@@ -9,8 +9,8 @@ How cheaply it does each depends on the state the family keeps:
 
 | state | feed T tokens | rewind |
 |---|---|---|
-| KV cache (GPT, Llama) | one call scoring all T positions | cut the cache (`TransformerState.truncate`), free |
-| hidden state (RNN, LSTM, GRU) | T one-token steps (a recurrence is sequential anyway) | restore a copy taken after each token |
+| KV cache (GPT, Llama) | one call scoring all T positions | cut the cache, free |
+| hidden state (RNN, LSTM, GRU) | T one-token steps | restore a copy taken after each token |
 | window (n-gram, bigram, MLP) | T one-token steps | restore a copy taken after each token |
 
 Scoring T positions in one call is what makes speculative decoding pay: the contract's `step`
@@ -18,10 +18,12 @@ returns the last position's logits only, so a transformer is run here through it
 inference stepper with every position kept (`forward_logits(..., last_only=False)`, the same
 arithmetic `step` runs). Another family whose state is a `TransformerState` can offer
 `step_all(state, ids) -> logits (B, T, V)` and is then used through that; any other family is
-fed one step per token, which is always correct. Copies cost the size of the state per fed token: a few vectors for a
-recurrent network, but the whole KV cache for a transformer, which is why a transformer is
-only copied when its window is about to slide (the cache is rebuilt then, so its columns no
-longer line up with the tokens fed and cannot be cut).
+fed one step per token, which is always correct (and a recurrence is sequential anyway).
+
+Cutting a KV cache (`TransformerState.truncate`) is free. Copies cost the size of the state per
+fed token: a few vectors for a recurrent network, but the whole KV cache for a transformer,
+which is why a transformer is only copied when its window is about to slide (the cache is
+rebuilt then, so its columns no longer line up with the tokens fed and cannot be cut).
 """
 from __future__ import annotations
 
