@@ -150,6 +150,9 @@ class LoRALinear(Module):
 
     def merge(self) -> None:
         """W <- W + (alpha/r) B A: the layer now costs what the base layer cost."""
+        if not getattr(self.base_layer, "mergeable", True):
+            raise ValueError("LoRALinear.merge: the base layer is quantized; merging would "
+                             "re-quantize it (merge into a float copy of the base instead)")
         if not self.merged:
             w = self.base_layer.weight.data
             w += self.delta_weight().astype(w.dtype)
