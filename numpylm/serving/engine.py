@@ -3,7 +3,9 @@ scheduler, turned into a loop that takes requests and gives back tokens as they 
 
 Each `step()`:
 1. asks the scheduler which sequences feed how many tokens (`numpylm.serving.scheduler`);
-2. reads their cached keys and values out of the paged pool into one left-padded batch
+2. for the decoding sequences together, and for each prompt chunk on its own (padding a
+   one-token row to a chunk's length would waste the work of the chunk), reads their cached
+   keys and values out of the paged pool into one left-padded batch
    (`PagedKVCache.gather_batch`), a contiguous `KVCache` the model's own inference stepper
    (`gpt_inference` or `llama_inference.forward_logits`) appends the new tokens to: every row's
    new tokens sit in the last columns, its cached ones before them, padding hidden by the mask,
@@ -129,9 +131,15 @@ class Engine:
         if not plan:
             return []
         self.steps += 1
-        logits = self._run(plan)
+        # Rows are left-padded to the longest new piece, so a 300-token prompt chunk in one
+        # batch with 15 decoding rows would cost 16 x 300 rows of work: the decoding rows run
+        # together (one token each), each prompt chunk on its own.
+        groups = [[(s, n) for s, n in plan if n == 1]] + [[(s, n)] for s, n in plan if n > 1]
+        logits = {id(s): row for group in groups if group
+                  for (s, _), row in zip(group, self._run(group))}
         events = []
-        for (seq, n), row in zip(plan, logits):
+        for seq, n in plan:
+            row = logits[id(seq)]
             seq.computed += n
             if seq.pending:  # a prompt chunk that is not the last: nothing to choose yet
                 continue
