@@ -48,7 +48,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from numpylm.autograd.tensor import Tensor
 from numpylm.io.errors import FileFormatError
+from numpylm.models.base import IGNORE_INDEX, check_ids, check_step_ids
+from numpylm.models.decoding import WindowState
 from numpylm.models.ngram_discounts import estimate_discounts, parse_discounts
 from numpylm.models.ngram_counts import (
     OrderTable,
@@ -73,6 +76,32 @@ SMOOTHINGS: dict[str, dict[str, object]] = {
 }
 
 
+def _check_sizes(order: object, vocab_size: object, smoothing: object) -> None:
+    """The constructor's order, vocabulary size and smoothing, each in its range."""
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
+        raise ValueError(f"order must be an integer >= 1, got {order!r}")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
+        raise ValueError(f"vocab_size must be an integer >= 1, got {vocab_size!r}")
+    if vocab_size > MAX_VOCAB:  # distribution() holds one float per id
+        raise ValueError(f"vocab_size {vocab_size} is implausibly large (at most {MAX_VOCAB})")
+    if smoothing not in SMOOTHINGS:
+        raise ValueError(f"unknown smoothing {smoothing!r}; expected one of {sorted(SMOOTHINGS)}")
+
+
+def _boundary_ids(vocab_size: int, bos_id: int | None,
+                  eos_id: int | None) -> tuple[int, int, int]:
+    """(vocabulary size with the boundary id, BOS id, EOS id): by default one extra id,
+    `vocab_size`, marks both ends; given ids must lie inside the vocabulary."""
+    if bos_id is None and eos_id is None:
+        return vocab_size + 1, vocab_size, vocab_size
+    bos_id = eos_id if bos_id is None else bos_id
+    eos_id = bos_id if eos_id is None else eos_id
+    for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
+        if not isinstance(value, (int, np.integer)) or not 0 <= value < vocab_size:
+            raise ValueError(f"{name} must be an id in [0, {vocab_size}), got {value!r}")
+    return vocab_size, int(bos_id), int(eos_id)
+
+
 class NGramLM:
     """An order-n language model over integer token ids 0 .. vocab_size-1.
 
@@ -93,29 +122,14 @@ class NGramLM:
         eos_id: int | None = None,
         **params: object,
     ) -> None:
-        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
-            raise ValueError(f"order must be an integer >= 1, got {order!r}")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
-            raise ValueError(f"vocab_size must be an integer >= 1, got {vocab_size!r}")
-        if vocab_size > MAX_VOCAB:  # distribution() holds one float per id
-            raise ValueError(f"vocab_size {vocab_size} is implausibly large (at most {MAX_VOCAB})")
-        if smoothing not in SMOOTHINGS:
-            raise ValueError(f"unknown smoothing {smoothing!r}; expected one of {sorted(SMOOTHINGS)}")
+        _check_sizes(order, vocab_size, smoothing)
         self.order = int(order)
         self.smoothing = smoothing
         # The constructor's arguments, so NGramLM(**lm.config) builds the same (unfitted) model.
         self.config = {"order": self.order, "vocab_size": int(vocab_size), "smoothing": smoothing,
                        "bos_id": bos_id, "eos_id": eos_id, **params}
 
-        if bos_id is None and eos_id is None:
-            bos_id = eos_id = int(vocab_size)  # one reserved id marks both ends
-            vocab_size = int(vocab_size) + 1
-        else:
-            bos_id = eos_id if bos_id is None else bos_id
-            eos_id = bos_id if eos_id is None else eos_id
-            for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
-                if not isinstance(value, (int, np.integer)) or not 0 <= value < vocab_size:
-                    raise ValueError(f"{name} must be an id in [0, {vocab_size}), got {value!r}")
+        vocab_size, bos_id, eos_id = _boundary_ids(int(vocab_size), bos_id, eos_id)
         self.vocab_size = int(vocab_size)
         self.bos_id, self.eos_id = int(bos_id), int(eos_id)
         # Outcomes are every id except a BOS that is not also EOS (it is never predicted).
@@ -407,9 +421,6 @@ class NGramLM:
     def forward(self, idx, targets=None):
         """idx (B, T) -> (logits (B, T, V) = log P(next | BOS-padded ids up to t), mean NLL
         of the targets that are not -1, or None), as Tensors without a graph."""
-        from numpylm.autograd.tensor import Tensor
-        from numpylm.models.base import IGNORE_INDEX, check_ids
-
         idx, targets = check_ids("NGramLM", idx, targets, self.vocab_size)
         B, T = idx.shape
         padded = np.concatenate([np.full((B, self.order - 1), self.bos_id, np.int64), idx], 1)
@@ -423,16 +434,12 @@ class NGramLM:
 
     __call__ = forward
 
-    def init_state(self, batch_size: int = 1):
+    def init_state(self, batch_size: int = 1) -> WindowState:
         """The decoding state: each sequence's last n-1 ids, BOS before its start."""
-        from numpylm.models.decoding import WindowState
-
         return WindowState(batch_size, self.order - 1, fill=self.bos_id)
 
-    def step(self, state, ids, mask=None) -> np.ndarray:
+    def step(self, state: WindowState, ids, mask=None) -> np.ndarray:
         """Feed ids (B, T) (T may be 0: predict from BOS); log P(next | window), (B, V)."""
-        from numpylm.models.base import check_step_ids
-
         ids, mask = check_step_ids("NGramLM", ids, mask, state.batch_size, self.vocab_size)
         state.push(ids, mask)
         return self.log_distributions(state.window)

@@ -78,43 +78,11 @@ class BPETokenizer(Tokenizer):
             check_split_pattern(pattern)
         self._byte_ids = _check_byte_ids(byte_ids)
         self._identity_bytes = self._byte_ids == list(range(256))
-        token_bytes: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(self._byte_ids)}
-        owner: dict[bytes, int] = {data: i for i, data in token_bytes.items()}
-        self._merges: list[tuple[int, int, int]] = []
-        self._pair_rank: dict[tuple[int, int], int] = {}
-        self._merged_id: list[int] = []
-        for rank, merge in enumerate(merges):
-            left, right, new = (int(x) for x in merge)
-            for part in (left, right):
-                if part not in token_bytes:
-                    raise ValueError(f"{where(rank)}: id {part} is not a byte or an earlier merge")
-            if new < 0 or new in token_bytes or new >= MAX_ID:
-                raise ValueError(f"{where(rank)}: new id {new} is negative, already used or "
-                                 f"above {MAX_ID - 1}")
-            if (left, right) in self._pair_rank:
-                raise ValueError(f"{where(rank)}: the pair ({left}, {right}) is merged twice")
-            data = token_bytes[left] + token_bytes[right]
-            if data in owner:
-                raise ValueError(
-                    f"{where(rank)}: token {show_bytes(data)!r} duplicates id {owner[data]}"
-                )
-            token_bytes[new] = data
-            owner[data] = new
-            self._pair_rank[(left, right)] = rank
-            self._merged_id.append(new)
-            self._merges.append((left, right, new))
+        token_bytes, owner, self._merges = _read_merges(merges, self._byte_ids, where)
+        self._pair_rank = {(left, right): rank for rank, (left, right, _) in enumerate(self._merges)}
+        self._merged_id = [new for _, _, new in self._merges]
         self._token_bytes = token_bytes
-
-        self._special: dict[str, int] = {}
-        for text, token in (special_tokens or {}).items():
-            if not isinstance(text, str) or not text:
-                raise ValueError(f"special token {text!r} must be a non-empty str")
-            token = operator.index(token)
-            if (token < 0 or token >= MAX_ID or token in token_bytes
-                    or token in self._special.values()):
-                raise ValueError(f"special token {text!r} has id {token}: negative, used or "
-                                 f"above {MAX_ID - 1}")
-            self._special[text] = token
+        self._special = _read_special_tokens(special_tokens, token_bytes)
         self._decoder = dict(token_bytes)
         self._decoder.update((i, text.encode("utf-8")) for text, i in self._special.items())
         self._vocab_size = max(self._decoder) + 1
@@ -386,6 +354,52 @@ class BPETokenizer(Tokenizer):
         from numpylm.tokenizers.interchange import parse_numpylm_bpe
 
         return parse_numpylm_bpe(text)
+
+
+def _read_merges(merges: Iterable[tuple[int, int, int]], byte_ids: list[int],
+                 where: Callable[[int], str]
+                 ) -> tuple[dict[int, bytes], dict[bytes, int], list[tuple[int, int, int]]]:
+    """Check the merges in rank order; return each id's bytes, the id of each token's bytes
+    and the merges as int triples. Every merge must join two known ids into a new id whose
+    bytes no other id has: a table that lies is refused here, naming the merge."""
+    token_bytes: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(byte_ids)}
+    owner: dict[bytes, int] = {data: i for i, data in token_bytes.items()}
+    checked: list[tuple[int, int, int]] = []
+    pairs: set[tuple[int, int]] = set()
+    for rank, merge in enumerate(merges):
+        left, right, new = (int(x) for x in merge)
+        for part in (left, right):
+            if part not in token_bytes:
+                raise ValueError(f"{where(rank)}: id {part} is not a byte or an earlier merge")
+        if new < 0 or new in token_bytes or new >= MAX_ID:
+            raise ValueError(f"{where(rank)}: new id {new} is negative, already used or "
+                             f"above {MAX_ID - 1}")
+        if (left, right) in pairs:
+            raise ValueError(f"{where(rank)}: the pair ({left}, {right}) is merged twice")
+        data = token_bytes[left] + token_bytes[right]
+        if data in owner:
+            raise ValueError(f"{where(rank)}: token {show_bytes(data)!r} duplicates id "
+                             f"{owner[data]}")
+        token_bytes[new] = data
+        owner[data] = new
+        pairs.add((left, right))
+        checked.append((left, right, new))
+    return token_bytes, owner, checked
+
+
+def _read_special_tokens(special_tokens: Mapping[str, int] | None,
+                         token_bytes: Mapping[int, bytes]) -> dict[str, int]:
+    """Special tokens as {text: id}, each a non-empty str with an id no other token has."""
+    special: dict[str, int] = {}
+    for text, token in (special_tokens or {}).items():
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"special token {text!r} must be a non-empty str")
+        token = operator.index(token)
+        if token < 0 or token >= MAX_ID or token in token_bytes or token in special.values():
+            raise ValueError(f"special token {text!r} has id {token}: negative, used or "
+                             f"above {MAX_ID - 1}")
+        special[text] = token
+    return special
 
 
 def _hashable(value: object) -> bool:
