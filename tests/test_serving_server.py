@@ -204,7 +204,7 @@ def test_disconnect_mid_stream_frees_the_sequence(served):
                  + b"\r\n\r\n" + body)
     assert sock.recv(64).startswith(b"HTTP/1.1 200")  # the stream has begun
     sock.close()
-    for _ in range(200):  # the loop notices at one of its next writes
+    for _ in range(1000):  # the loop notices at one of its next writes
         with server.loop._cond:
             if not engine.has_work():
                 break
@@ -246,3 +246,18 @@ def test_serve_command_refuses_a_model_it_cannot_serve(tmp_path, capsys):
 
     assert main(["serve", str(tmp_path / "missing"), "--port", "0"]) == 2
     assert "numpylm serve: error" in capsys.readouterr().err
+
+
+def test_request_larger_than_the_pool_is_a_400(model, tokenizer):
+    engine = Engine(model, page_size=8, num_blocks=2)  # 16 tokens in all
+    server = make_server(engine, tokenizer, model_name="tiny", port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        status, text, _ = call(url, "/v1/completions", {"prompt": "x" * 10, "max_tokens": 20})
+        assert status == 400 and "blocks" in json.loads(text)["error"]["message"]
+        assert call(url, "/v1/completions", {"prompt": "x", "max_tokens": 3})[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.loop.stop()

@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="requests queued before new ones get 429")
     p.add_argument("--page-size", type=int, default=16, help="tokens per KV cache block")
     p.add_argument("--num-blocks", type=int, default=None,
-                   help="blocks in the KV pool (default: max-running full contexts)")
+                   help="blocks in the KV pool (default: max-running contexts of up to 2048 tokens)")
     p.add_argument("--verbose", action="store_true", help="log every HTTP request")
 
     def guarded(args: argparse.Namespace) -> int:

@@ -70,9 +70,10 @@ class Engine:
     """Continuous batching over a paged KV cache for a GPT or Llama `model`.
 
     `num_blocks` blocks of `page_size` tokens make the pool (default: room for `max_running`
-    full contexts); `max_running` sequences run at once, `max_tokens_per_step` tokens are fed
-    per step. `add_request` queues a prompt; `step` runs the model once and returns the new
-    tokens; `abort` cancels a request and frees its blocks.
+    sequences of the full context, or of 2048 tokens if less); `max_running` sequences run
+    at once, `max_tokens_per_step` tokens are fed per step. `add_request` queues a prompt;
+    `step` runs the model once and returns the new tokens; `abort` cancels a request and
+    frees its blocks.
     """
 
     def __init__(self, model: Any, *, num_blocks: int | None = None, page_size: int = 16,
@@ -82,8 +83,8 @@ class Engine:
         probe = model.init_kv_cache(1, 1)  # (n_layer, 1, Hkv, 1, D): the cache's geometry
         n_layer, _, n_kv, _, D = probe.k.shape
         self.context = int(model.block_size)
-        if num_blocks is None:
-            num_blocks = max_running * -(-self.context // page_size)
+        if num_blocks is None:  # room for max_running sequences of up to 2048 tokens
+            num_blocks = max_running * -(-min(self.context, 2048) // page_size)
         self.cache = PagedKVCache(n_layer, n_kv, D, num_blocks, page_size, dtype=probe.k.dtype)
         self.scheduler = Scheduler(self.cache, max_running, max_tokens_per_step)
         self.sequences: dict[Hashable, SequenceState] = {}

@@ -52,7 +52,10 @@ class EngineLoop:
             if len(self.engine.scheduler.waiting) >= self.max_waiting:
                 raise APIError(429, f"the queue is full ({self.max_waiting} requests waiting); "
                                     f"retry later", "rate_limit_exceeded")
-            request_id = self.engine.add_request(prompt, max_tokens, sampling)
+            try:
+                request_id = self.engine.add_request(prompt, max_tokens, sampling)
+            except ValueError as err:  # e.g. more tokens than the whole pool holds
+                raise APIError(400, str(err), "invalid_request") from None
             self._queues[request_id] = q = queue.Queue()
             self._cond.notify()
         return request_id, q
