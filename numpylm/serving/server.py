@@ -8,7 +8,8 @@ the loop produces them: all requests share every step of the model (continuous b
     GET  /                      a chat page (`numpylm.serving.chat_page`)
     GET  /health                {"status": "ok"}
     GET  /v1/models             the one model served
-    POST /v1/completions        {"prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "stream"}
+    POST /v1/completions        {"prompt", "max_tokens", "temperature", "top_p", "seed",
+                                 "stop", "stream"}
     POST /v1/chat/completions   the same with "messages", rendered by the model's chat template
 
 With `"stream": true` the answer comes as server-sent events, one `data: {json}` per piece of
@@ -95,7 +96,8 @@ class EngineLoop:
                             del self._queues[event.request_id]
 
 
-def _stream_text(tokenizer, ids: list[int], stops: tuple[str, ...], final: bool) -> tuple[str, bool]:
+def _stream_text(tokenizer, ids: list[int], stops: tuple[str, ...],
+                 final: bool) -> tuple[str, bool]:
     """(the text of `ids` safe to show now, whether a stop string ended it). A piece that may
     still grow into a stop string, or an incomplete UTF-8 character, is held back until final."""
     text = tokenizer.decode(ids)
