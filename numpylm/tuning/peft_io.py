@@ -110,9 +110,15 @@ def load_adapter_config(directory: str | os.PathLike[str]) -> LoRAConfig:
     elif not (isinstance(targets, str) and targets):
         raise FileFormatError(path, f"must be a list of module names or a regex string, "
                               f"got {targets!r}", field="target_modules")
-    for key, unsupported in (("use_dora", True), ("use_rslora", True)):
-        if d.get(key) is unsupported:
-            raise FileFormatError(path, "is not supported by numpylm's LoRA", field=key)
+    for key in ("use_dora", "use_rslora", "use_qalora", "lora_bias"):
+        if d.get(key) not in (None, False):
+            raise FileFormatError(path, f"{d.get(key)!r} is not supported by numpylm's LoRA",
+                                  field=key)
+    for key in ("layers_to_transform", "exclude_modules", "modules_to_save",
+                "target_parameters", "trainable_token_indices", "layer_replication"):
+        if d.get(key) not in (None, [], {}):
+            raise FileFormatError(path, f"{d.get(key)!r} is not supported by numpylm's LoRA "
+                                  f"(only plain target_modules)", field=key)
     if d.get("bias", "none") != "none":
         raise FileFormatError(path, f"only 'none' is supported, got {d.get('bias')!r}",
                               field="bias")
