@@ -117,3 +117,12 @@ def test_the_mask_is_the_brute_force_one():
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_logit_processors_still_apply_within_the_constraint():
+    """Among the allowed a and b, a bias of +100 on b makes greedy write bbb, -100 makes aaa."""
+    b = CHARS.encode("b")[0]
+    for bias, expected in ((100.0, "bbb"), (-100.0, "aaa")):
+        out = constrained_generate(MODEL, CHARS, CHARS.encode("x"), 5, "[ab]{3}",
+                                   sampling=SamplingParams(0, logit_bias={b: bias}))
+        assert CHARS.decode(list(out[1:])) == expected

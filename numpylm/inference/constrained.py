@@ -34,7 +34,7 @@ import numpy as np
 import regex
 
 from numpylm.inference.generate import _as_prompts, _crop, context_limit
-from numpylm.inference.sampling import SamplingParams
+from numpylm.inference.sampling import SamplingParams, sample_next
 from numpylm.nn.module import evaluating
 
 __all__ = ["RegexConstraint", "choice_regex", "constrained_generate", "json_schema_regex"]
@@ -225,7 +225,9 @@ def constrained_generate(model: Any, tokenizer: Any, prompt: Any, max_new_tokens
                 raise ValueError(f"constrained_generate: no token can continue {data!r} "
                                  f"towards a match of {pattern!r}")
             processed = params.process(logits, [ids + new], step)
-            token = int(params.sample(np.where(mask, processed, -np.inf), rng)[0])
+            masked = np.where(mask, processed, -np.inf)  # processed once, above
+            token = int(sample_next(masked, params.temperature, params.top_k, params.top_p, rng,
+                                    min_p=params.min_p)[0])
             new.append(token)
             if token in eos:
                 break
