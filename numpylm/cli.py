@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "numpylm.inference.commands",
     "numpylm.quant.commands",
     "numpylm.evaluation.commands",
+    "numpylm.tuning.commands",
     "numpylm.serving.commands",
 )
 
