@@ -27,6 +27,7 @@ import tempfile
 
 import numpy as np
 
+from numpylm import blas
 from numpylm.inference import generate
 from numpylm.models.llama import Llama, LlamaConfig
 from numpylm.models.llama_io import save_pretrained
@@ -139,12 +140,16 @@ def bench_decode(torch, transformers, rounds: int, n: int) -> None:
             hf.eval()
         else:
             model = Llama(LlamaConfig(**SMOLLM2), rng=0).eval()
-    floor = weight_streaming_floor(model, 3)
+    # The floor with the BLAS threads numpylm decodes with (Llama.step's policy: one for a
+    # token at a time, unless NUMPYLM_THREADS or --threads says otherwise).
+    n_threads = model._step_threads(1)
+    with blas.threads(n_threads):
+        floor = weight_streaming_floor(model, 3)
     read = sum(p.data.nbytes for p in model.parameters())
     print(f"decode (SmolLM2-135M shape, {model.num_parameters() / 1e6:.1f}M parameters, float32, "
           f"batch 1, 16-token prompt, {n} new tokens, greedy): weight-streaming floor "
-          f"{floor * 1e3:.1f} ms/token ({read / floor / 1e9:.1f} GB/s), at most "
-          f"{1 / floor:.1f} tokens/s", flush=True)
+          f"{floor * 1e3:.1f} ms/token ({read / floor / 1e9:.1f} GB/s, {n_threads} BLAS "
+          f"thread(s), as numpylm decodes), at most {1 / floor:.1f} tokens/s", flush=True)
     ours_tokens = generate(model, prompt, n, temperature=0)[len(prompt):]
 
     def run_ours():

@@ -197,3 +197,25 @@ def test_gpt_budget_width_gives_a_gpt2_parameter_count(C, L, H, T):
                               intermediate_size=gpt_budget_intermediate_size(C, L, T)), rng=0)
     # I is rounded to an integer: off by at most half a unit of I, 3 C L / 2 parameters.
     assert abs(llama.num_parameters() - gpt.num_parameters()) <= 3 * C * L / 2
+
+
+def test_decoding_steps_take_one_blas_thread_and_restore_the_count(monkeypatch):
+    from numpylm import blas
+
+    if blas.get_threads() is None:
+        pytest.skip("no OpenBLAS found")
+    model = tiny()
+    seen = []
+    real = llama_inference.forward_logits
+    monkeypatch.setattr(llama_inference, "forward_logits",
+                        lambda *a, **k: seen.append(blas.get_threads()) or real(*a, **k))
+    with blas.threads(2):
+        state = model.init_state(1)
+        model.step(state, np.array([[1, 2, 3]]))
+        model.step(state, np.array([[4]]))
+        assert blas.get_threads() == 2
+    assert seen == [1, 1]  # tiny products: the policy's one thread
+    monkeypatch.setenv("NUMPYLM_THREADS", "2")  # the override wins
+    with blas.threads(2):
+        model.step(model.init_state(1), np.array([[4]]))
+    assert seen[-1] == 2

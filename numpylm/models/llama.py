@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from numpylm import blas
 from numpylm import functional as F
 from numpylm.autograd.ops_attention import attention_composed
 from numpylm.autograd.ops_rope import rope_inv_freq, rope_tables
@@ -301,7 +302,19 @@ class Llama(Module):
             return llama_inference.forward_logits(self, ids, positions, state.cache, attn,
                                                   last_only=True)[:, -1, :]
 
-        return transformer_step(state, ids, mask, run)
+        with blas.threads(self._step_threads(ids.size)):
+            return transformer_step(state, ids, mask, run)
+
+    def _step_threads(self, n_tokens: int) -> int:
+        """BLAS threads for a step of `n_tokens`: `numpylm.blas`'s policy for its largest
+        product, (n_tokens x C) by (C x I), never more than are in force. One token at a
+        time is a chain of matrix-vector products, which a second thread barely speeds up
+        and slows down badly when another process is busy (on two shared cores: 38 against
+        260 ms per SmolLM2-sized token); `NUMPYLM_THREADS` overrides."""
+        c = self.config
+        work = 2 * n_tokens * c.hidden_size * c.intermediate_size
+        n = blas.choose_threads(work, cores=blas.available_cores(), others=0)
+        return min(n, blas.get_threads() or n)
 
     def extra_repr(self) -> str:
         return f"{self.num_parameters():,} parameters"
