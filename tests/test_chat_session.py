@@ -130,3 +130,16 @@ def test_a_bad_message_is_refused():
     session = ChatSession(ScriptedModel(b"x"), byte_tokenizer(), template="chatml")
     with pytest.raises(ValueError, match="content of type int"):
         list(session.ask(3))
+
+
+def test_processors_see_the_conversation():
+    """no_repeat_ngram_size=1 forbids every token already in the conversation: the user wrote
+    'q', so the scripted answer cannot start with it."""
+    plain = ChatSession(ScriptedModel(b"qz"), byte_tokenizer(), template="chatml",
+                        sampling=SamplingParams(temperature=0))
+    assert "".join(plain.ask("q")) == "qz"
+    banned = ChatSession(ScriptedModel(b"qz"), byte_tokenizer(), template="chatml",
+                         sampling=SamplingParams(temperature=0, no_repeat_ngram_size=1),
+                         max_new_tokens=3)
+    answer = "".join(banned.ask("q"))
+    assert not answer.startswith("q")

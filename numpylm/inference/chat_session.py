@@ -130,7 +130,10 @@ class ChatSession:
             with evaluating(self.model):
                 logits = self._feed(self._fit_context())
             for _ in range(self.max_new_tokens):
-                token = int(self.sampling.sample(logits, self._rng)[0])
+                # The processors (penalties, banned words) see the whole conversation and
+                # count this answer's tokens as the new ones.
+                token = int(self.sampling.sample(logits, self._rng, contexts=[self._fed],
+                                                 n_new=len(answer_ids))[0])
                 if token in self.stops:
                     break
                 answer_ids.append(token)
