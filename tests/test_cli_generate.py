@@ -105,3 +105,23 @@ def test_threads_are_chosen_for_training_and_can_be_set(monkeypatch, capsys):
     blas.set_threads(before)
     assert main(["--threads", "many", "gradcheck", "--ops", "tanh"]) == 2
     assert "expected a number of threads" in capsys.readouterr().err
+
+
+def test_generate_decodes_by_beams_drafts_lookup_or_regex(capsys, tmp_path, text_file):
+    out = tmp_path / "gpt"
+    assert main(["train", "--model", "gpt", "--data", str(text_file), "--out", str(out),
+                 "--n-layer", "1", "--n-head", "1", "--n-embd", "8", *TINY]) == 0
+    capsys.readouterr()
+    base = ["generate", "--checkpoint", str(out), "--prompt", "The ", "--max-new-tokens", "6",
+            "--temperature", "0"]
+    assert main([*base, "--num-beams", "3"]) == 0
+    assert "the best of 3 beams" in capsys.readouterr().err
+    assert main([*base, "--prompt-lookup"]) == 0
+    assert "speculative decoding" in capsys.readouterr().err
+    assert main([*base, "--draft", str(out)]) == 0  # a model drafting for itself: all accepted
+    assert "(100%)" in capsys.readouterr().err
+    assert main([*base, "--regex", "[0-9]{3}"]) == 0
+    printed = capsys.readouterr().out
+    assert re.fullmatch(r"The [0-9]{3}\n", printed), printed
+    assert main([*base, "--num-beams", "2", "--prompt-lookup"]) == 2
+    assert "choose one way of decoding" in capsys.readouterr().err

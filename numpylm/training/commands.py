@@ -247,6 +247,40 @@ def _print_stream(tokenizer, tokens, skip: set[int] = frozenset()) -> None:
     sys.stdout.write(text[len(printed):])
 
 
+def _decode_otherwise(loaded, ids: list[int], args: argparse.Namespace, sampling,
+                      stops: tuple[int, ...]) -> list[int]:
+    """The new ids of beam search, speculative decoding or constrained output (not streamed:
+    each decides a token only after looking ahead)."""
+    from numpylm.inference.beam import beam_search
+    from numpylm.inference.constrained import constrained_generate
+    from numpylm.inference.speculative import speculative_generate
+    from numpylm.training.families import load_model
+
+    chosen = [name for name, on in (("--num-beams", args.num_beams), ("--draft", args.draft),
+                                    ("--prompt-lookup", args.prompt_lookup),
+                                    ("--regex", args.regex)) if on]
+    if len(chosen) > 1:
+        raise ValueError(f"choose one way of decoding, not {' and '.join(chosen)}")
+    n = args.max_new_tokens
+    if args.num_beams:
+        best = beam_search(loaded.model, ids, n, args.num_beams, eos_token_ids=stops,
+                           sampling=sampling)[0]
+        print(f"[beam search: the best of {args.num_beams} beams, score {best.score:.3f}]",
+              file=sys.stderr)
+        return best.ids[len(ids):].tolist()
+    if args.regex:
+        out = constrained_generate(loaded.model, loaded.tokenizer, ids, n, args.regex,
+                                   sampling=sampling, eos_token_ids=stops)
+        return out[len(ids):].tolist()
+    draft = load_model(args.draft).model if args.draft else None
+    result = speculative_generate(loaded.model, ids, n, draft, k=args.draft_tokens,
+                                  sampling=sampling)
+    print(f"[speculative decoding: {result.accepted} of {result.drafted} drafted tokens "
+          f"accepted ({result.acceptance_rate:.0%}), {result.tokens_per_round:.2f} tokens per "
+          f"target call]", file=sys.stderr)
+    return result.ids[len(ids):].tolist()
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     from numpylm.inference import context_limit, end_of_text_ids, generate_stream
     from numpylm.inference.sampling import sampling_from_args
@@ -260,10 +294,15 @@ def _run_generate(args: argparse.Namespace) -> int:
         print(f"note: the prompt has {len(ids)} tokens, more than the model's context of "
               f"{limit}; it sees the last {limit}", file=sys.stderr)
         ids = ids[-limit:]  # the rest is only printed
+    sampling = sampling_from_args(args, stops)
     sys.stdout.write(args.prompt)
-    _print_stream(loaded.tokenizer, generate_stream(
-        loaded.model, ids, max_new_tokens=args.max_new_tokens,
-        sampling=sampling_from_args(args, stops)), skip=set(stops))
+    if args.num_beams or args.draft or args.prompt_lookup or args.regex:
+        new = _decode_otherwise(loaded, ids, args, sampling, stops)
+        sys.stdout.write(loaded.tokenizer.decode([t for t in new if t not in set(stops)]))
+    else:
+        _print_stream(loaded.tokenizer, generate_stream(
+            loaded.model, ids, max_new_tokens=args.max_new_tokens, sampling=sampling),
+            skip=set(stops))
     sys.stdout.write("\n")
     return 0
 
@@ -391,6 +430,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the text to continue (an n-gram model also takes \"\")")
     p.add_argument("--ignore-eos", action="store_true",
                    help="keep going past the end-of-text token instead of stopping there")
+    d = p.add_argument_group("other ways to decode (one at a time; printed when done)")
+    d.add_argument("--num-beams", type=int, default=None, metavar="N",
+                   help="beam search with N beams (HF generate's semantics)")
+    d.add_argument("--draft", metavar="DIR", help="speculative decoding with this smaller "
+                   "model (same vocabulary) proposing tokens")
+    d.add_argument("--prompt-lookup", action="store_true",
+                   help="speculative decoding with drafts copied from the prompt")
+    d.add_argument("--draft-tokens", type=int, default=4, metavar="K",
+                   help="tokens drafted per verification")
+    d.add_argument("--regex", metavar="PATTERN",
+                   help="constrain the continuation to match this regular expression")
     p.add_argument("--max-new-tokens", type=int, default=200)
     add_sampling_arguments(p)
     p.set_defaults(func=_guarded(_run_generate))
