@@ -2,7 +2,8 @@
 how a model is adapted on one machine. One idea per module: `data` (conversations, preference
 pairs, built-in tasks with checkers), `sft` (supervised fine-tuning on assistant tokens only),
 `lora` and `peft_io` (low-rank adapters in PEFT's layout), `qlora` (adapters over a quantized
-base), `dpo` (direct preference optimisation).
+base), `dpo` (direct preference optimisation), `grpo` (reinforcement learning from a task's
+checker, group-normalised advantages).
 """
 from numpylm.tuning.lora import (LoRAConfig, LoRALinear, apply_lora, freeze, lora_layers,
                                  lora_state_dict, merge_lora, trainable_parameters,
