@@ -219,3 +219,11 @@ def test_decoding_steps_take_one_blas_thread_and_restore_the_count(monkeypatch):
     with blas.threads(2):
         model.step(model.init_state(1), np.array([[4]]))
     assert seen[-1] == 2
+
+
+def test_stepper_refuses_to_overfill_a_cache():
+    model = tiny()
+    cache = model.init_kv_cache(1, max_length=4)
+    llama_inference.forward_logits(model, np.array([[1, 2, 3]]), np.arange(3), cache)
+    with pytest.raises(ValueError, match="3 cached \\+ 2 new tokens exceed its max_length 4"):
+        llama_inference.forward_logits(model, np.array([[4, 5]]), np.arange(3, 5), cache)
