@@ -144,7 +144,7 @@ def _steps(model, examples, steps, batch_size, optimizer, params, rng, loss_fn, 
 
 
 def answer(model: Any, tokenizer: Any, questions: Sequence[str], template: str | None = None,
-           max_new_tokens: int = 24, end: str = "<|im_end|>") -> list[str]:
+           max_new_tokens: int = 24, end: str = "<|im_end|>", batch_size: int = 4) -> list[str]:
     """Greedy replies to each question asked as a user turn, cut at the template's end mark."""
     prompts = [render_chat([{"role": "user", "content": q}], tokenizer, template,
                            add_generation_prompt=True).ids for q in questions]
@@ -153,9 +153,11 @@ def answer(model: Any, tokenizer: Any, questions: Sequence[str], template: str |
     except TypeError:
         end_ids = tokenizer.encode(end)
     stop = end_ids if len(end_ids) == 1 else []  # a char tokenizer spells it out: cut after
-    with evaluating(model):
-        outputs = generate(model, [np.asarray(p) for p in prompts], max_new_tokens,
-                           temperature=0.0, stop_tokens=stop or None)
+    outputs = []
+    with evaluating(model):  # a few rows at a time: each row's KV cache spans the whole context
+        for i in range(0, len(prompts), batch_size):
+            outputs += generate(model, [np.asarray(p) for p in prompts[i:i + batch_size]],
+                                max_new_tokens, temperature=0.0, stop_tokens=stop or None)
     replies = []
     for p, out in zip(prompts, outputs):
         text = tokenizer.decode([int(i) for i in out[len(p):]])
