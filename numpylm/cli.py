@@ -35,6 +35,19 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def guarded(run, errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError,
+                                                          TypeError)):
+    """A command's `func`: the clear errors bad input gets (bad files, bad values, missing
+    paths) become one line on stderr, `numpylm COMMAND: error: ...`, and exit code 2."""
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except errors as err:
+            print(f"numpylm {args.command}: error: {err}", file=sys.stderr)
+            return 2
+    return handler
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="numpylm",

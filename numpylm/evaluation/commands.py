@@ -85,16 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"numpylm evaluate: error: {err}", file=sys.stderr)
-        return 2
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from numpylm.cli import HelpFormatter
+    from numpylm.cli import HelpFormatter, guarded
 
     p = subparsers.add_parser(
         "evaluate", help="benchmark tasks on one or two models, with error bars",
@@ -121,4 +113,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown",
                    help="the table's format")
     p.add_argument("--output", metavar="FILE", help="write every per-item score as JSON")
-    p.set_defaults(func=_guarded)
+    p.set_defaults(func=guarded(_run, (ValueError, FileNotFoundError)))

@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from numpylm.cli import HelpFormatter
+    from numpylm.cli import HelpFormatter, guarded
     from numpylm.inference.sampling import add_sampling_arguments
 
     p = subparsers.add_parser(
@@ -116,11 +116,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_sampling_arguments(p, seed_default=None)
     p.set_defaults(temperature=0.7)
 
-    def guarded(args: argparse.Namespace) -> int:
-        try:
-            return _run(args)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"numpylm chat: error: {err}", file=sys.stderr)
-            return 2
-
-    p.set_defaults(func=guarded)
+    p.set_defaults(func=guarded(_run, (ValueError, FileNotFoundError)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -31,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from numpylm.cli import HelpFormatter
+    from numpylm.cli import HelpFormatter, guarded
 
     p = subparsers.add_parser(
         "quantize", help="write a Llama-family model as a GGUF file (f32, f16, q8_0, q4_0)",
@@ -43,11 +42,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--type", choices=("f32", "f16", "q8_0", "q4_0"), default="q8_0",
                    help="format of the weight matrices")
 
-    def guarded(args: argparse.Namespace) -> int:
-        try:
-            return _run(args)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"numpylm quantize: error: {err}", file=sys.stderr)
-            return 2
-
-    p.set_defaults(func=guarded)
+    p.set_defaults(func=guarded(_run, (ValueError, FileNotFoundError)))

@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from numpylm.cli import HelpFormatter
+    from numpylm.cli import HelpFormatter, guarded
 
     p = subparsers.add_parser(
         "serve", help="serve a model over an OpenAI-compatible HTTP API, with a chat page",
@@ -76,11 +76,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "2048 tokens)")
     p.add_argument("--verbose", action="store_true", help="log every HTTP request")
 
-    def guarded(args: argparse.Namespace) -> int:
-        try:
-            return _run(args)
-        except (ValueError, FileNotFoundError, OSError) as err:
-            print(f"numpylm serve: error: {err}", file=sys.stderr)
-            return 2
-
-    p.set_defaults(func=guarded)
+    p.set_defaults(func=guarded(_run, (ValueError, FileNotFoundError, OSError)))

@@ -347,19 +347,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- parsers
 
 
-def _guarded(run):
-    """Turn the clear errors bad input gets into one line on stderr and exit code 2."""
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (ValueError, FileNotFoundError, TypeError) as err:
-            print(f"numpylm {args.command}: error: {err}", file=sys.stderr)
-            return 2
-    return handler
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from numpylm.cli import HelpFormatter
+    from numpylm.cli import HelpFormatter, guarded
     from numpylm.inference.sampling import add_sampling_arguments
     from numpylm.models.ngram import SMOOTHINGS
     from numpylm.training.loop import TrainConfig
@@ -417,7 +406,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--model-arg", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="a constructor argument of the model, overriding the flags above "
                         "(repeatable; the value is read as JSON, else as a string)")
-    p.set_defaults(func=_guarded(_run_train),
+    p.set_defaults(func=guarded(_run_train),
                    _defaults={a.dest: a.default for a in p._actions if a.dest != "help"})
 
     p = subparsers.add_parser(
@@ -443,7 +432,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="constrain the continuation to match this regular expression")
     p.add_argument("--max-new-tokens", type=int, default=200)
     add_sampling_arguments(p)
-    p.set_defaults(func=_guarded(_run_generate))
+    p.set_defaults(func=guarded(_run_generate))
 
     p = subparsers.add_parser(
         "eval", help="loss, perplexity and bits per token/char/byte on held-out text",
@@ -460,4 +449,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--allow-different-data", action="store_true",
                    help="score the recorded training file even if its text has changed")
-    p.set_defaults(func=_guarded(_run_eval))
+    p.set_defaults(func=guarded(_run_eval))
