@@ -1,7 +1,6 @@
 """Fine-tuning data: JSONL files checked line by line, and the built-in tasks' checkers."""
 import json
 
-import numpy as np
 import pytest
 
 from numpylm.io.errors import FileFormatError
@@ -77,6 +76,7 @@ def test_tasks_are_deterministic_and_preferences_prefer_the_right_answer():
     for name in TASKS:
         for pair in task_preferences(name, 10, seed=0):
             q = pair.prompt[-1]["content"]
-            assert get_task(name).check(q, pair.chosen) and not get_task(name).check(q, pair.rejected)
+            task = get_task(name)
+            assert task.check(q, pair.chosen) and not task.check(q, pair.rejected)
     with pytest.raises(ValueError, match="identical"):
         make_pair("q", "x", "x")

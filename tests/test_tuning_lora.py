@@ -65,7 +65,8 @@ def test_lora_layer_gradcheck(r, n_in, n_out, bias):
 def test_only_adapters_are_trainable_and_frozen_weights_get_no_gradient():
     model = tiny_llama()
     names = apply_lora(model, LoRAConfig(r=2, target_modules=["q_proj", "v_proj"]))
-    assert names == [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
+    assert names == [f"model.layers.{i}.self_attn.{p}"
+                     for i in range(2) for p in ("q_proj", "v_proj")]
     trainable = [n for n, _ in trainable_parameters(model)]
     assert trainable == [f"{n}.lora_{ab}.weight" for n in names for ab in "AB"]
     randomise_B(model)

@@ -41,7 +41,8 @@ def test_peft_loads_what_numpylm_saves(tmp_path):
     torch, model = _hf_pair(tmp_path)
     from peft import PeftModel
     from transformers import LlamaForCausalLM
-    apply_lora(model, LoRAConfig(r=4, lora_alpha=12, target_modules=["q_proj", "v_proj", "gate_proj"]), rng=1)
+    apply_lora(model, LoRAConfig(r=4, lora_alpha=12,
+                                 target_modules=["q_proj", "v_proj", "gate_proj"]), rng=1)
     rng = np.random.default_rng(2)
     for layer in lora_layers(model).values():
         layer.lora_B.weight.data[...] = rng.normal(0, 0.3, layer.lora_B.weight.shape)
@@ -59,7 +60,8 @@ def test_numpylm_loads_what_peft_saves(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
     hf = LlamaForCausalLM.from_pretrained(tmp_path / "base", torch_dtype=torch.float32)
-    peft_model = get_peft_model(hf, LoraConfig(r=2, lora_alpha=4, target_modules=["k_proj", "o_proj"]))
+    peft_model = get_peft_model(hf, LoraConfig(r=2, lora_alpha=4,
+                                               target_modules=["k_proj", "o_proj"]))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:

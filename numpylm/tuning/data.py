@@ -27,7 +27,8 @@ from numpylm.chat import check_messages
 from numpylm.io.errors import FileFormatError
 from numpylm.tokenizers.char import CharTokenizer
 
-__all__ = ["PreferencePair", "Task", "TASKS", "TaskTokenizer", "get_task", "make_pair", "load_conversations",
+__all__ = ["PreferencePair", "Task", "TASKS", "TaskTokenizer", "get_task",
+           "make_pair", "load_conversations",
            "load_preferences", "check_conversation", "task_conversations", "task_preferences"]
 
 Messages = list[dict[str, Any]]

@@ -23,7 +23,7 @@ recipes do). The std is the sample standard deviation (ddof = 1), as TRL compute
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -103,7 +103,8 @@ def grpo_train(model: Module, tokenizer: Any, task: Task, steps: int, prompts_pe
         rewards = np.zeros((prompts_per_step, group_size))
         for k, (prompt, out) in enumerate(zip(batch, outputs)):
             reply = tokenizer.decode([int(i) for i in out[len(prompt):]]).split(end)[0]
-            rewards[k // group_size, k % group_size] = float(task.check(questions[k // group_size], reply))
+            p, g = divmod(k, group_size)
+            rewards[p, g] = float(task.check(questions[p], reply))
         adv = group_advantages(rewards).reshape(-1)
         T = max(len(o) for o in outputs) - 1
         x = np.zeros((len(outputs), T), dtype=np.int64)

@@ -70,7 +70,8 @@ class FrozenQuantizedLinear(Module):
         return f"{q.in_features}, {q.out_features}, {q.ggml_type.name}"
 
 
-def quantize_linears(model: Module, ggml_type: str = "q8_0", under: str = "model.layers") -> list[str]:
+def quantize_linears(model: Module, ggml_type: str = "q8_0",
+                     under: str = "model.layers") -> list[str]:
     """Replace every `Linear` whose name starts with `under` by a frozen quantized copy
     (the embeddings, the head and the norms stay float, as in QLoRA)."""
     names = [n for n, m in model.named_modules()
