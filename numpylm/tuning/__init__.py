@@ -1,6 +1,7 @@
 """Tuning, part 4 of the guide: how a pretrained document-completer becomes an assistant, and
 how a model is adapted on one machine. One idea per module: `data` (conversations, preference
-pairs, built-in tasks with checkers), `sft` (supervised fine-tuning on assistant tokens only),
+pairs, built-in tasks with checkers), `sft` (supervised fine-tuning on assistant tokens only), `packing` (examples sharing rows
+without seeing each other),
 `lora` and `peft_io` (low-rank adapters in PEFT's layout), `qlora` (adapters over a quantized
 base), `dpo` (direct preference optimisation), `grpo` (reinforcement learning from a task's
 checker, group-normalised advantages).

@@ -13,13 +13,13 @@ mask is 0 replaced by `IGNORE_INDEX`:
 so `model(x, targets)` (cross-entropy over targets != -1) learns to answer, not to predict
 the user's questions; the model still *reads* the whole conversation.
 
-Batching: conversations have different lengths, so a batch is **right-padded** with a pad id
+Batching: conversations differ in length, so a batch is by default **right-padded** with a pad id
 whose targets are `IGNORE_INDEX`. This is exact, not an approximation: attention is causal,
 so a real token never attends to the padding after it, and padded targets add nothing to the
-loss (the tests prove a padded row's loss equals the unpadded one's). We pad rather than pack
-several conversations into one row because packing needs a block-diagonal attention mask and
-positions that restart per document, which `Llama.forward` does not take; padding wastes the
-padded positions' compute instead, which is small when rows are sorted or of similar length.
+loss (the tests prove a padded row's loss equals the unpadded one's). Padding wastes the padded
+positions' compute; `finetune(..., pack_block=N)` packs examples end to end instead, with a
+block-diagonal attention mask and positions restarting per example (`numpylm.tuning.packing`,
+Llama models), which the tests prove gives every example its own loss.
 
 `finetune` is the loop: sample a batch, loss, backward, clip, AdamW on the parameters that
 still require gradients (all of them for full fine-tuning, the adapters alone after
@@ -98,9 +98,13 @@ class FinetuneResult:
 def finetune(model: Module, examples: Sequence[SFTExample], steps: int, batch_size: int = 8,
              lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float = 1.0,
              seed: int = 0, loss_fn: Callable[[Module, np.ndarray, np.ndarray], Any] | None = None,
-             log: Callable[[str], None] | None = None, log_interval: int = 10) -> FinetuneResult:
+             log: Callable[[str], None] | None = None, log_interval: int = 10,
+             pack_block: int | None = None) -> FinetuneResult:
     """`steps` AdamW updates of the parameters that require gradients, on random batches of
-    `examples`; `loss_fn(model, x, y)` defaults to the model's own masked cross-entropy."""
+    `examples`; `loss_fn(model, x, y)` defaults to the model's own masked cross-entropy.
+    With `pack_block` (Llama models), each batch's examples are packed into rows of that many
+    tokens with attention kept inside each example (`numpylm.tuning.packing`) instead of
+    padded."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("finetune: no parameter requires a gradient (everything is frozen)")
@@ -117,20 +121,26 @@ def finetune(model: Module, examples: Sequence[SFTExample], steps: int, batch_si
     rows = batch_size * max(len(e.ids) for e in examples[:64])
     with threads(choose_threads(2.0 * rows * widest)):
         _steps(model, examples, steps, batch_size, optimizer, params, rng, loss_fn, grad_clip,
-               losses, log, log_interval)
+               losses, log, log_interval, pack_block)
     model.eval()
     return FinetuneResult(losses, time.perf_counter() - start,
                           sum(p.size for p in params), model.num_parameters())
 
 
 def _steps(model, examples, steps, batch_size, optimizer, params, rng, loss_fn, grad_clip,
-           losses, log, log_interval) -> None:
+           losses, log, log_interval, pack_block) -> None:
+    from numpylm.tuning.packing import pack, packed_forward  # packing builds on this module
+
     for step in range(steps):
         batch = [examples[i] for i in rng.integers(len(examples), size=batch_size)]
-        x, y = pad_batch(batch)
         for p in params:
             p.grad = None
-        loss = loss_fn(model, x, y)
+        if pack_block:
+            x, y, doc = pack(batch, pack_block)
+            loss = packed_forward(model, x, doc, y)[1]
+        else:
+            x, y = pad_batch(batch)
+            loss = loss_fn(model, x, y)
         value = float(loss.item())
         if not np.isfinite(value):
             raise FloatingPointError(f"finetune: the loss is {value} at step {step}")
