@@ -72,3 +72,26 @@ def test_overflowing_the_context_is_an_error():
         m(np.zeros((1, 12), dtype=np.int64), kv_cache=cache)
         with pytest.raises(ValueError, match="longer than block_size 12"):
             m(np.zeros((1, 1), dtype=np.int64), kv_cache=cache)
+
+
+def test_the_cache_grows_as_tokens_come_and_copies_only_what_it_holds():
+    import copy
+
+    from numpylm.models.kv_cache import KVCache
+
+    cache = KVCache(2, 1, 3, 8192, 4)
+    assert cache.capacity == KVCache.INITIAL  # not the whole context up front
+    rng = np.random.default_rng(0)
+    stored = []
+    for _ in range(3):  # 3 x 200 tokens: grows twice, keeping what it held
+        k = rng.standard_normal((1, 3, 200, 4)).astype(np.float32)
+        for layer in range(2):
+            cache.append(layer, k, k + 1)
+        cache.advance(200)
+        stored.append(k)
+    assert cache.length == 600 and 600 <= cache.capacity < 8192
+    np.testing.assert_array_equal(cache.k[1, :, :, :600], np.concatenate(stored, axis=2))
+    np.testing.assert_array_equal(cache.v[0, :, :, :600], np.concatenate(stored, axis=2) + 1)
+    assert copy.deepcopy(cache).k.nbytes == cache.k.nbytes < 8192 * 2 * 3 * 4 * 4
+    with pytest.raises(ValueError, match="exceed its max_length 8192"):
+        cache.reserve(8192 - 600 + 1)

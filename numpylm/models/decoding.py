@@ -113,7 +113,7 @@ def select_rows(state: Any, rows: np.ndarray) -> None:
     rows = np.asarray(rows, dtype=np.int64)
     if isinstance(state, TransformerState):
         L = state.cache.length
-        for buf in (state.cache.k, state.cache.v):  # (n_layer, B, H, max_length, D)
+        for buf in (state.cache.k, state.cache.v):  # (n_layer, B, H, capacity, D)
             buf[:, :, :, :L] = buf[:, rows, :, :L]
         state.real = state.real[rows]
         state.lengths = state.lengths[rows]

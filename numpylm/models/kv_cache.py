@@ -19,20 +19,50 @@ import numpy as np
 class KVCache:
     """Keys and values of every layer for `batch_size` sequences of up to `max_length` tokens.
 
-    Buffers have shape (n_layer, B, H, max_length, D). A forward pass appends the new tokens'
-    keys and values layer by layer (`append`), then moves the shared position on (`advance`).
+    Buffers have shape (n_layer, B, H, capacity, D). A forward pass makes room for its new
+    tokens (`reserve`), appends their keys and values layer by layer (`append`), then moves
+    the shared position on (`advance`). The capacity starts small and doubles when a token
+    would not fit, up to `max_length`: a model with an 8192-token context does not hold 8192
+    positions per sequence for a chat of 300 tokens (SmolLM2: 377 MB against 14 MB), and a
+    copy of the cache (`copy.deepcopy`, to score several continuations of one context) copies
+    what is there, not the whole context. Doubling keeps the copying to at most about twice
+    the final size in total.
     """
+
+    INITIAL = 256  # positions allocated at first
 
     def __init__(self, n_layer: int, batch_size: int, n_head: int, max_length: int,
                  head_size: int, dtype: Any = np.float32) -> None:
-        shape = (n_layer, batch_size, n_head, max_length, head_size)
+        self._max_length = int(max_length)
+        shape = (n_layer, batch_size, n_head, min(self._max_length, self.INITIAL), head_size)
         self.k = np.zeros(shape, dtype=dtype)
         self.v = np.zeros(shape, dtype=dtype)
         self.length = 0  # tokens stored so far, the same for every layer and sequence
 
     @property
     def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def capacity(self) -> int:
+        """Positions allocated now (<= max_length)."""
         return self.k.shape[3]
+
+    def reserve(self, T: int) -> None:
+        """Make room for `T` more tokens (growing the buffers if needed); a `ValueError` if
+        they would exceed `max_length`."""
+        end = self.length + T
+        if end > self._max_length:
+            raise ValueError(f"KVCache: {self.length} cached + {T} new tokens exceed its "
+                             f"max_length {self._max_length}")
+        if end <= self.capacity:
+            return
+        size = min(self._max_length, max(2 * self.capacity, end))
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = np.zeros(old.shape[:3] + (size,) + old.shape[4:], dtype=old.dtype)
+            new[:, :, :, :self.length] = old[:, :, :, :self.length]
+            setattr(self, name, new)
 
     @property
     def batch_size(self) -> int:
@@ -43,9 +73,7 @@ class KVCache:
         cached ones; return views of all of them, (B, H, length + T, D)."""
         T = k.shape[2]
         end = self.length + T
-        if end > self.max_length:
-            raise ValueError(f"KVCache: {self.length} cached + {T} new tokens exceed its "
-                             f"max_length {self.max_length}")
+        self.reserve(T)
         _, B, H, _, D = self.k.shape
         if k.ndim != 4 or k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
             raise ValueError(f"KVCache: keys {k.shape} and values {v.shape} do not fit a "

@@ -111,9 +111,8 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
     c = model.config
     B, T = idx.shape
     C, H, Hkv, D = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
-    if kv_cache is not None and kv_cache.length + T > kv_cache.max_length:  # once, not per layer
-        raise ValueError(f"KVCache: {kv_cache.length} cached + {T} new tokens exceed its "
-                         f"max_length {kv_cache.max_length}")
+    if kv_cache is not None:  # once, not per layer: the layers write into it directly
+        kv_cache.reserve(T)
     cos, sin = model.rope_tables(np.broadcast_to(position_ids, (B, T)))  # (B, T, D/2)
     cos, sin = cos[:, :, None], sin[:, :, None]  # (B, T, 1, D/2): every head alike
     x = model.model.embed_tokens.weight.data[idx].reshape(B * T, C)  # a fresh array

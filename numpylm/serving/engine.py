@@ -174,6 +174,7 @@ class Engine:
             new[b, T - n:] = True
         k, v, old = self.cache.gather_batch([s.request_id for s in seqs], C)
         scratch = KVCache(k.shape[0], B, k.shape[2], C + T, k.shape[4], dtype=k.dtype)
+        scratch.reserve(C + T)  # the buffers hold every column from the start
         scratch.k[:, :, :, :C], scratch.v[:, :, :, :C] = k, v
         scratch.length = C
         mask = np.concatenate([old, new], axis=1)  # (B, C + T): real columns
