@@ -125,3 +125,18 @@ def test_generate_decodes_by_beams_drafts_lookup_or_regex(capsys, tmp_path, text
     assert re.fullmatch(r"The [0-9]{3}\n", printed), printed
     assert main([*base, "--num-beams", "2", "--prompt-lookup"]) == 2
     assert "choose one way of decoding" in capsys.readouterr().err
+
+
+def test_train_a_llama_from_the_command_line(capsys, tmp_path, text_file):
+    out = tmp_path / "llama"
+    assert main(["train", "--model", "llama", "--data", str(text_file), "--out", str(out),
+                 "--n-layer", "1", "--n-head", "2", "--n-kv-head", "1", "--n-embd", "16",
+                 *TINY]) == 0
+    from numpylm.training.families import load_model
+    loaded = load_model(out)
+    c = loaded.model.config
+    assert loaded.family == "llama" and (c.num_attention_heads, c.num_key_value_heads) == (2, 1)
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "The ",
+                 "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.startswith("The ")

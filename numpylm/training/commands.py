@@ -124,7 +124,7 @@ def _resume_conflicts(args: argparse.Namespace, ckpt, vocab_size: int) -> list[s
             conflicts.append(f"--{f.name.replace('_', '-')} {getattr(args, f.name)} "
                              f"(checkpoint: {saved[f.name]})")
     size_flags = {"n_layer", "n_head", "n_embd", "dropout", "embedding_dim", "hidden_size",
-                  "context", "order", "smoothing", "model_arg"}
+                  "context", "order", "smoothing", "model_arg", "n_kv_head", "intermediate_size"}
     if given & size_flags and get_family(ckpt.model_family).cli_args is not None:
         wanted = cli_model_args(ckpt.model_family, args, vocab_size)
         differ = sorted(k for k, v in wanted.items()
@@ -393,10 +393,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--max-seconds", type=float, default=None,
                    help="stop (and save) once training has taken this long")
     m = p.add_argument_group("model size")
-    m.add_argument("--n-layer", type=int, default=4, help="gpt: transformer blocks")
-    m.add_argument("--n-head", type=int, default=4, help="gpt: attention heads")
-    m.add_argument("--n-embd", type=int, default=128, help="gpt: width")
+    m.add_argument("--n-layer", type=int, default=4, help="gpt, llama: transformer blocks")
+    m.add_argument("--n-head", type=int, default=4, help="gpt, llama: attention heads")
+    m.add_argument("--n-embd", type=int, default=128, help="gpt, llama: width")
     m.add_argument("--dropout", type=float, default=0.0, help="gpt: dropout")
+    m.add_argument("--n-kv-head", type=int, default=None,
+                   help="llama: key-value heads, dividing --n-head (default: --n-head)")
+    m.add_argument("--intermediate-size", type=int, default=None,
+                   help="llama: SwiGLU width (default: the width that matches a GPT's size)")
     m.add_argument("--embedding-dim", type=int, default=64, help="mlp, rnn, gru, lstm")
     m.add_argument("--hidden-size", type=int, default=128, help="mlp, rnn, gru, lstm")
     m.add_argument("--context", type=int, default=3, help="mlp: tokens of context")

@@ -94,6 +94,46 @@ def _gpt(**args: Any):
     return GPT(GPTConfig(**args))
 
 
+def _llama(**args: Any):
+    from numpylm.models.llama import Llama, LlamaConfig
+
+    return Llama(LlamaConfig(**args))
+
+
+def _llama_mlp_width(C: int, L: int, T: int) -> int:
+    """The SwiGLU width that gives a Llama the parameter count of a GPT-2 of that shape."""
+    from numpylm.models.llama import gpt_budget_intermediate_size
+
+    return gpt_budget_intermediate_size(C, L, T)
+
+
+def _llama_ladder_args(V: int, T: int, tiny: bool) -> dict[str, Any]:
+    C, L, H = (16, 1, 2) if tiny else (64, 2, 4)  # the GPT rung's shape, at its size
+    return {"vocab_size": V, "max_position_embeddings": T, "hidden_size": C,
+            "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": H,
+            "intermediate_size": _llama_mlp_width(C, L, T)}
+
+
+def _llama_cli_args(a: argparse.Namespace, V: int) -> dict[str, Any]:
+    return {"vocab_size": V, "max_position_embeddings": a.block_size, "hidden_size": a.n_embd,
+            "num_hidden_layers": a.n_layer, "num_attention_heads": a.n_head,
+            "num_key_value_heads": a.n_kv_head or a.n_head,
+            "intermediate_size": a.intermediate_size
+            or _llama_mlp_width(a.n_embd, a.n_layer, a.block_size)}
+
+
+def _llama_count(args: dict[str, Any]) -> int:
+    from numpylm.models.llama import LlamaConfig
+
+    c = LlamaConfig(**args)
+    C, D, H, Hkv, I = c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, \
+        c.intermediate_size
+    attention = C * H * D * 2 + 2 * C * Hkv * D + ((H + 2 * Hkv) * D if c.attention_bias else 0)
+    per_layer = attention + 3 * C * I + 2 * C  # q, o; k, v; biases; the MLP; two RMSNorms
+    head = 0 if c.tie_word_embeddings else c.vocab_size * C
+    return c.vocab_size * C + c.num_hidden_layers * per_layer + C + head
+
+
 def _gpt_count(args: dict[str, Any]) -> int:
     from numpylm.models.gpt import GPTConfig
 
@@ -162,6 +202,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                                                  "n_embd": 16 if tiny else 64,
                                                  "dropout": 0.0, "bias": True}, lr=3e-3),
            help="GPT-2 transformer", count=_gpt_count),
+    Family("llama", _llama, cli_args=_llama_cli_args,
+           ladder=LadderSpec(_llama_ladder_args, lr=3e-3),
+           help="Llama: RMSNorm, RoPE, SwiGLU, grouped-query attention (--n-kv-head)",
+           count=_llama_count),
 )}
 
 
