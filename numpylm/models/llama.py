@@ -255,6 +255,9 @@ class Llama(Module):
         `attention_mask` (B, T) is False at left padding; `position_ids` (B, T) default to
         0..T-1 (with padding, count real tokens only, as `step` does).
         """
+        if getattr(self, "packed_head", None) is not None:
+            raise ValueError("Llama: the weights are packed for decoding "
+                             "(numpylm.models.llama_packed); forward needs the float weights")
         idx, targets = check_ids("Llama", idx, targets, self.config.vocab_size, allow_1d=True)
         B, T = idx.shape
         if T > self.block_size:

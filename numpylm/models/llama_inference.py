@@ -31,7 +31,11 @@ def _rms_norm(x: np.ndarray, norm) -> np.ndarray:
 
 
 def _linear(x: np.ndarray, linear) -> np.ndarray:
-    """x W^T + b for x (N, in), W stored (out, in): BLAS reads W's rows in order."""
+    """x W^T + b for x (N, in), W stored (out, in): BLAS reads W's rows in order. A layer
+    packed by `numpylm.models.llama_packed` multiplies with its quantized blocks instead."""
+    packed = getattr(linear, "packed", None)
+    if packed is not None:
+        return packed(x)
     y = x @ linear.weight.data.T
     if linear.bias is not None:
         y += linear.bias.data
@@ -115,18 +119,20 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
         kv_cache.reserve(T)
     cos, sin = model.rope_tables(np.broadcast_to(position_ids, (B, T)))  # (B, T, D/2)
     cos, sin = cos[:, :, None], sin[:, :, None]  # (B, T, 1, D/2): every head alike
-    x = model.model.embed_tokens.weight.data[idx].reshape(B * T, C)  # a fresh array
+    embedding = model.model.embed_tokens
+    rows = getattr(embedding, "packed", None) or embedding.weight.data
+    x = rows[idx].reshape(B * T, C)  # a fresh array
     for i, layer in enumerate(model.model.layers):
         a = layer.self_attn
         h = _rms_norm(x, layer.input_layernorm)
         q = _rope_(_linear(h, a.q_proj).reshape(B, T, H, D), cos, sin)
         k = _rope_(_linear(h, a.k_proj).reshape(B, T, Hkv, D), cos, sin)
         v = _linear(h, a.v_proj).reshape(B, T, Hkv, D)
-        x += _attention(q, k, v, kv_cache, i, attn_mask) @ a.o_proj.weight.data.T
+        x += _linear(_attention(q, k, v, kv_cache, i, attn_mask), a.o_proj)
         h = _rms_norm(x, layer.post_attention_layernorm)
         m = layer.mlp
-        g = _swiglu_(h @ m.gate_proj.weight.data.T, h @ m.up_proj.weight.data.T)  # (B T, I)
-        x += g @ m.down_proj.weight.data.T  # the residual stream, updated in place
+        g = _swiglu_(_linear(h, m.gate_proj), _linear(h, m.up_proj))  # (B T, I)
+        x += _linear(g, m.down_proj)  # the residual stream, updated in place
     if kv_cache is not None:
         kv_cache.advance(T)
     x = x.reshape(B, T, C)
@@ -134,4 +140,6 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
         x = x[:, -1:]
     x = _rms_norm(x.reshape(-1, C), model.model.norm)
     # The LM head: (N, C) @ (C, V), one pass over a (V, C) matrix for one token.
-    return (x @ model.head_weight().T).reshape(B, -1, c.vocab_size)
+    head = getattr(model, "packed_head", None)
+    logits = head(x) if head is not None else x @ model.head_weight().T
+    return logits.reshape(B, -1, c.vocab_size)
