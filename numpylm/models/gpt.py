@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from numpylm import blas
 from numpylm import functional as F
 from numpylm.autograd.ops_attention import attention_composed, packed_self_attention
 from numpylm.autograd.ops_linear import conv1d
@@ -269,7 +270,8 @@ class GPT(Module):
                                                   last_only=True)
             return logits[:, -1, :]
 
-        return transformer_step(state, ids, mask, run)
+        with blas.threads(blas.decoding_threads()):  # memory-bound: see numpylm.blas
+            return transformer_step(state, ids, mask, run)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Number of parameters, the tied LM head counted once. With `exclude_embeddings`,

@@ -309,15 +309,9 @@ class Llama(Module):
             return transformer_step(state, ids, mask, run)
 
     def _step_threads(self, n_tokens: int) -> int:
-        """BLAS threads for a step of `n_tokens`: `numpylm.blas`'s policy for its largest
-        product, (n_tokens x C) by (C x I), never more than are in force. One token at a
-        time is a chain of matrix-vector products, which a second thread barely speeds up
-        and slows down badly when another process is busy (on two shared cores: 38 against
-        260 ms per SmolLM2-sized token); `NUMPYLM_THREADS` overrides."""
-        c = self.config
-        work = 2 * n_tokens * c.hidden_size * c.intermediate_size
-        n = blas.choose_threads(work, cores=blas.available_cores(), others=0)
-        return min(n, blas.get_threads() or n)
+        """BLAS threads for a decoding step (`numpylm.blas.decoding_threads`: every free
+        core, one when another process is busy; `NUMPYLM_THREADS` overrides)."""
+        return blas.decoding_threads()
 
     def extra_repr(self) -> str:
         return f"{self.num_parameters():,} parameters"
