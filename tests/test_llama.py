@@ -199,7 +199,9 @@ def test_gpt_budget_width_gives_a_gpt2_parameter_count(C, L, H, T):
     assert abs(llama.num_parameters() - gpt.num_parameters()) <= 3 * C * L / 2
 
 
-def test_decoding_steps_take_one_blas_thread_and_restore_the_count(monkeypatch):
+def test_decoding_steps_take_the_free_cores_and_restore_the_count(monkeypatch):
+    """Decoding takes every free core, one when another process is busy; the count in
+    force before the step is restored after it; NUMPYLM_THREADS overrides."""
     from numpylm import blas
 
     if blas.get_threads() is None:
@@ -209,16 +211,22 @@ def test_decoding_steps_take_one_blas_thread_and_restore_the_count(monkeypatch):
     real = llama_inference.forward_logits
     monkeypatch.setattr(llama_inference, "forward_logits",
                         lambda *a, **k: seen.append(blas.get_threads()) or real(*a, **k))
+    monkeypatch.setattr(blas, "available_cores", lambda: 2)
+    monkeypatch.setattr(blas, "busy_recently", lambda max_age=1.0: 1.0)  # a busy neighbour
     with blas.threads(2):
         state = model.init_state(1)
         model.step(state, np.array([[1, 2, 3]]))
         model.step(state, np.array([[4]]))
         assert blas.get_threads() == 2
-    assert seen == [1, 1]  # tiny products: the policy's one thread
-    monkeypatch.setenv("NUMPYLM_THREADS", "2")  # the override wins
-    with blas.threads(2):
+    assert seen == [1, 1]
+    monkeypatch.setattr(blas, "busy_recently", lambda max_age=1.0: 0.0)  # an idle machine
+    with blas.threads(1):
         model.step(model.init_state(1), np.array([[4]]))
+        assert blas.get_threads() == 1
     assert seen[-1] == 2
+    monkeypatch.setenv("NUMPYLM_THREADS", "1")  # the override wins
+    model.step(model.init_state(1), np.array([[4]]))
+    assert seen[-1] == 1
 
 
 def test_stepper_refuses_to_overfill_a_cache():
