@@ -101,16 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"numpylm finetune: error: {err}", file=sys.stderr)
-        return 2
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from numpylm.cli import HelpFormatter
+    from numpylm.cli import HelpFormatter, guarded
     from numpylm.tuning.data import TASKS
 
     p = subparsers.add_parser(
@@ -146,4 +138,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=_positive, default=24,
                    help="reply length when measuring exact match")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_guarded)
+    p.set_defaults(func=guarded(_run, (ValueError, FileNotFoundError)))
