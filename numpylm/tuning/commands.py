@@ -12,7 +12,6 @@ accuracy (or, for DPO, preference accuracy) is measured before and after.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
