@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 __all__ = ["LARGE_PRODUCT", "OpenBLAS", "apply_thread_policy", "available_cores",
-           "busy_elsewhere", "busy_recently", "choose_threads", "decoding_threads",
+           "busy_elsewhere", "busy_recently", "choose_threads", "free_core_threads",
            "find_openblas", "get_threads", "set_threads", "threads"]
 
 ENV = "NUMPYLM_THREADS"
@@ -224,12 +224,14 @@ def busy_recently(max_age: float = 1.0) -> float:
     return _BUSY_CACHE[1]
 
 
-def decoding_threads() -> int:
-    """Threads for decoding a few tokens at a time: a chain of matrix-vector products, bound
-    by how fast the weights stream from memory. On an idle machine every core helps (SmolLM2,
-    two cores: 30 against 21 tokens/s with one); when another process is busy, a second
-    spinning thread makes each product many times slower (38 against 260 ms per token), so
-    the free cores only, re-checked at most once a second. `NUMPYLM_THREADS` overrides."""
+def free_core_threads() -> int:
+    """Threads for the work at hand: every core no other process keeps busy. On an idle
+    machine every core helps, even with small products (SmolLM2's decoding on two cores: 30
+    against 21 tokens/s with one; example 06's training: 4.9 against 5.9 s); when another
+    process is busy, a second spinning OpenBLAS thread makes each product many times slower
+    (decoding: 38 against 260 ms per token; example 06's step: 120 against 784 ms), so then
+    only the free cores. The load is sampled at most once a second (`busy_recently`), cheap
+    enough to ask before every decoding step. `NUMPYLM_THREADS` overrides."""
     fixed = _from_environment()
     if fixed is not None:
         return fixed

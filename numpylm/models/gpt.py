@@ -270,7 +270,7 @@ class GPT(Module):
                                                   last_only=True)
             return logits[:, -1, :]
 
-        with blas.threads(blas.decoding_threads()):  # memory-bound: see numpylm.blas
+        with blas.threads(blas.free_core_threads()):  # the free cores: see numpylm.blas
             return transformer_step(state, ids, mask, run)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:

@@ -309,9 +309,9 @@ class Llama(Module):
             return transformer_step(state, ids, mask, run)
 
     def _step_threads(self, n_tokens: int) -> int:
-        """BLAS threads for a decoding step (`numpylm.blas.decoding_threads`: every free
+        """BLAS threads for a decoding step (`numpylm.blas.free_core_threads`: every free
         core, one when another process is busy; `NUMPYLM_THREADS` overrides)."""
-        return blas.decoding_threads()
+        return blas.free_core_threads()
 
     def extra_repr(self) -> str:
         return f"{self.num_parameters():,} parameters"

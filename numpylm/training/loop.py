@@ -15,10 +15,10 @@ Why divide by k: each micro-batch loss is a mean over its B*T targets, so the su
 scaled losses is the mean over all k*B*T targets, the loss of one k-times larger batch, and
 so are its gradients. Accumulation trades time for memory and changes nothing else (tested).
 
-BLAS threads: the run's matrix products are as small or as large as the model, so the
-thread count is chosen for it (`numpylm.blas.choose_threads`): one thread for small
-products or when another process is busy (OpenBLAS's spinning threads then fight for the
-cores), every free core otherwise; `NUMPYLM_THREADS` (or `numpylm --threads`) overrides.
+BLAS threads: a run takes the cores no other process keeps busy
+(`numpylm.blas.free_core_threads`): every core on an idle machine, fewer when another process
+is busy, where OpenBLAS's spinning threads would otherwise fight it for the cores and make
+each product many times slower; `NUMPYLM_THREADS` (or `numpylm --threads`) overrides.
 
 Why weight decay only on parameters with two or more dimensions: decay pulls weights towards
 zero to keep the matrices small; biases and LayerNorm gains are few, do not cause
@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from numpylm.blas import choose_threads, threads
+from numpylm.blas import free_core_threads, threads
 from numpylm.nn.layers import get_rng
 from numpylm.nn.module import Module, evaluating
 from numpylm.optim import AdamW, clip_grad_norm_, grad_norm, set_lr, warmup_cosine_lr
@@ -191,20 +191,9 @@ def train(model: Module, data: TokenData, config: TrainConfig, *,
     if resume_from is not None:
         run.resume(resume_from)
     model.train()
-    with threads(choose_threads(_product_work(model, config))), \
-            _sigint_sets_flag() as interrupted:
+    with threads(free_core_threads()), _sigint_sets_flag() as interrupted:
         _loop(run, interrupted)
     return run.result
-
-
-def _product_work(model: Module, config: TrainConfig) -> float:
-    """Floating-point operations of the run's typical matrix product, 2 (B T) K N for a
-    typical weight matrix K x N: what `numpylm.blas.choose_threads` weighs against a second
-    thread's cost (small models on a busy machine run faster on one)."""
-    sizes = sorted(p.size for p in model.parameters() if p.ndim == 2)
-    if not sizes:
-        return 0.0
-    return 2.0 * config.batch_size * config.block_size * sizes[len(sizes) // 2]
 
 
 def _loop(run: "_Run", interrupted: threading.Event) -> None:
