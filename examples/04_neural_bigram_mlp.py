@@ -6,7 +6,7 @@ count bigram, and the MLP of Bengio et al. (2003) goes past it.
 On the characters of the embedded corpus (Python's reference manual; first 90% to train,
 last 10% held out), fits a count bigram (add-k), trains `BigramLM` (a V x V table of logits)
 and then `MLPLM` (3 previous characters, embedded, one tanh layer) with the shared training
-loop. Runs in about 6 seconds on two cores (`--tiny`: 30k characters, 100 steps each,
+loop. Runs in about 10 seconds on two cores (`--tiny`: 30k characters, 100 steps each,
 a few seconds, for the tests).
 
 What to notice:

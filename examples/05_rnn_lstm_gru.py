@@ -10,7 +10,7 @@ back at most 64 steps while the state carries context further (`stream_batches`,
 `detach_state`). Every step clips the gradient's global norm to 1 (Pascanu et al. 2013), the
 standard guard against the exploding gradients of long recurrences.
 
-Runs in about 30 seconds on two cores (`--tiny`: about two seconds, for the
+Runs in about 35-50 seconds on two cores (`--tiny`: about two seconds, for the
 tests). What to notice (numbers from one run; yours will be close):
 1. before training the model guesses almost uniformly among V = 103 characters (uniform
    guessing costs log(V) = 4.63 nats), and the sample is random characters;

@@ -3,7 +3,7 @@ trained on the embedded corpus, and where one of its heads looks.
 
     python examples/06_attention_gpt.py [--steps 200] [--png attention.png] [--tiny]
 
-Runs in about 3 seconds on two cores (`--tiny`: a few seconds, for the tests).
+Runs in about 5-6 seconds on two cores (`--tiny`: a few seconds, for the tests).
 What to notice:
 1. attention on 4 tokens, step by step (Vaswani et al. 2017, eq. 1): the scores Q K^T / sqrt(D),
    the causal mask that sets every score above the diagonal to -inf, the softmax whose rows sum

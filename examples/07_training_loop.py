@@ -5,7 +5,7 @@ resume exactly, and a guard that stops on NaN.
 
 Trains a small character-level GPT on the embedded corpus (Python's reference manual) with
 `numpylm.training.train`, the one loop every neural family uses, then shows three of its
-promises at work. Runs in about 4 seconds on two cores (`--tiny`: a second, for the tests).
+promises at work. Runs in about 6 seconds on two cores (`--tiny`: a second, for the tests).
 
 What to notice:
 1. the progress lines: the loss starts near ln V = 4.6 nats (a uniform guess among ~100

@@ -4,7 +4,7 @@ temperature, top-k and top-p; why a seed repeats a sample; streaming; and what t
     python examples/08_sampling_kv_cache.py [--steps 100] [--checkpoint DIR] [--tiny]
 
 Trains a small character GPT on the embedded corpus for a few seconds (or loads a model with
---checkpoint: a `numpylm train` directory or a GPT-2-format one). Runs in about 4 seconds on
+--checkpoint: a `numpylm train` directory or a GPT-2-format one). Runs in about 6 seconds on
 two cores (`--tiny`: a few seconds, for the tests). What to notice:
 1. the next-token distribution after the prompt: its entropy grows with the temperature
    (softmax(z / t) flattens as t grows); top-k keeps exactly k tokens, top-p the fewest

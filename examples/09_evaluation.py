@@ -6,7 +6,7 @@ quote, and why only bits per character (or byte) compare across tokenizers.
 Tokenises the embedded corpus (Python's reference manual) twice, into characters and into
 byte-level BPE tokens (512 ids), and scores models of each on the same held-out text (the last
 10%): the uniform guess, count n-grams of orders 1 to 4 (Kneser-Ney), and a neural bigram
-trained for a few hundred steps by the shared loop. Runs in about 4 seconds on two cores
+trained for a few hundred steps by the shared loop. Runs in about 6 seconds on two cores
 (`--tiny`: about a second, for the tests).
 
 What to notice:
