@@ -421,3 +421,23 @@ def check_finite(tensors: Mapping[str, np.ndarray], where: str | os.PathLike[str
             value = array[index]
             raise FileFormatError(where, f"holds {value} at index {tuple(map(int, index))}; "
                                          f"weights must be finite", field=name)
+
+
+def shape_mismatch(want: dict[str, tuple[int, ...]],
+                   have: dict[str, tuple[int, ...]], limit: int = 12) -> str | None:
+    """What keeps tensors `have` (name -> shape) from being the tensors `want`: the missing,
+    unexpected and mis-shaped names, one line each (worded as `Module.load_state_dict` words
+    them, at most `limit` names a line), or None when they fit. Checkpoint loaders call it
+    on a header's shapes, before anything is allocated."""
+    missing = [k for k in want if k not in have]
+    unexpected = sorted(set(have) - set(want))
+    wrong = [f"{k}: expected {tuple(want[k])}, got {tuple(have[k])}" for k in want
+             if k in have and tuple(have[k]) != tuple(want[k])]
+    parts = []
+    for label, items, sep in (("missing keys", missing, ", "),
+                              ("unexpected keys", unexpected, ", "),
+                              ("mis-shaped keys", wrong, "; ")):
+        if items:
+            more = f" ... ({len(items)} in all)" if len(items) > limit else ""
+            parts.append(f"{label}: {sep.join(items[:limit])}{more}")
+    return "\n  ".join(parts) or None

@@ -27,7 +27,8 @@ import numpy as np
 from numpylm.io import load_json, load_safetensors, save_json, save_safetensors
 from numpylm.io.config import require_float, require_int
 from numpylm.io.errors import FileFormatError
-from numpylm.io.safetensors import TensorInfo, check_finite, read_safetensors_header
+from numpylm.io.safetensors import (TensorInfo, check_finite, read_safetensors_header,
+                                    shape_mismatch)
 from numpylm.models.gpt import GPT, GPTConfig
 
 CONFIG, WEIGHTS, VOCAB, MERGES = "config.json", "model.safetensors", "vocab.json", "merges.txt"
@@ -126,21 +127,9 @@ def check_header_fits(entries: dict[str, TensorInfo], config: GPTConfig, where: 
             raise FileFormatError(where, f"dtype {info.dtype} is not a float dtype", field=key)
         have[name] = info.shape
     have.pop("lm_head.weight", None)  # compared with wte.weight once the data is read
-    want = expected_shapes(config)
-    # Worded and ordered as Module.load_state_dict words it, so both checks read alike.
-    missing = [k for k in want if k not in have]
-    unexpected = sorted(set(have) - set(want))
-    wrong = [f"{k}: expected {want[k]}, got {tuple(have[k])}" for k in want
-             if k in have and tuple(have[k]) != want[k]]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, items, sep in (("missing keys", missing, ", "),
-                                  ("unexpected keys", unexpected, ", "),
-                                  ("mis-shaped keys", wrong, "; ")):
-            if items:
-                more = f" ... ({len(items)} in all)" if len(items) > 12 else ""
-                parts.append(f"{label}: {sep.join(items[:12])}{more}")
-        raise FileFormatError(where, "does not fit config.json:\n  " + "\n  ".join(parts))
+    problems = shape_mismatch(expected_shapes(config), have)
+    if problems:
+        raise FileFormatError(where, "does not fit config.json:\n  " + problems)
 
 
 def config_to_hf(config: GPTConfig) -> dict[str, Any]:

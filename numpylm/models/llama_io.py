@@ -27,7 +27,8 @@ import numpy as np
 from numpylm.io import load_json, load_safetensors, save_json, save_safetensors
 from numpylm.io.config import require_float, require_int
 from numpylm.io.errors import FileFormatError
-from numpylm.io.safetensors import TensorInfo, check_finite, read_safetensors_header
+from numpylm.io.safetensors import (TensorInfo, check_finite, read_safetensors_header,
+                                    shape_mismatch)
 from numpylm.models.llama import Llama, LlamaConfig
 
 __all__ = ["config_from_hf", "config_to_hf", "expected_shapes", "from_pretrained",
@@ -198,19 +199,9 @@ def check_header_fits(entries: dict[str, tuple[TensorInfo, str]], config: LlamaC
             raise FileFormatError(shard, f"dtype {info.dtype} is not a float dtype", field=key)
     if config.tie_word_embeddings and "lm_head.weight" in have:
         have.pop("lm_head.weight")  # the tied copy; compared with embed_tokens once read
-    missing = [k for k in want if k not in have]
-    unexpected = sorted(set(have) - set(want))
-    wrong = [f"{k}: expected {want[k]}, got {have[k]}" for k in want
-             if k in have and have[k] != want[k]]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, items, sep in (("missing keys", missing, ", "),
-                                  ("unexpected keys", unexpected, ", "),
-                                  ("mis-shaped keys", wrong, "; ")):
-            if items:
-                more = f" ... ({len(items)} in all)" if len(items) > 12 else ""
-                parts.append(f"{label}: {sep.join(items[:12])}{more}")
-        raise FileFormatError(where, "do not fit config.json:\n  " + "\n  ".join(parts))
+    problems = shape_mismatch(want, have)
+    if problems:
+        raise FileFormatError(where, "do not fit config.json:\n  " + problems)
 
 
 def from_pretrained(directory: str | os.PathLike[str], dtype: Any = np.float32) -> Llama:
