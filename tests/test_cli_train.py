@@ -114,7 +114,7 @@ def test_streamed_text_never_splits_a_character(capsys):
     """Byte-level tokens can end inside a UTF-8 character; streaming must wait for the rest
     (this held for neural models and now for n-grams too, through the same printer)."""
     from numpylm.tokenizers import BPETokenizer
-    from numpylm.training.commands import _print_stream
+    from numpylm.inference.commands import _print_stream
 
     tok = BPETokenizer.train("abc", vocab_size=256)  # no merges: one token per byte
     text = "héllo, 日本語 🐍!"

@@ -1,14 +1,13 @@
-"""The `train`, `generate` and `eval` sub-commands: parts 2 to 4 of the guide from a terminal.
+"""The `train` and `eval` sub-commands: parts 2 and 4 of the guide from a terminal.
 
     numpylm train --model gpt --steps 200 --out checkpoints/gpt
-    numpylm generate --checkpoint checkpoints/gpt --prompt "The for statement"
     numpylm eval --checkpoint checkpoints/gpt
 
 `train` reads the embedded corpus (or `--data FILE`), fits a tokenizer, builds a model of the
 chosen family (any family in `numpylm.training.families.FAMILIES`) with CPU-sized defaults
-and runs `numpylm.training.train` (or, for the count n-gram, counts). `generate` streams a continuation of a prompt to the terminal. `eval`
-reports loss, perplexity and bits per token, character and byte on held-out text. Both
-`generate` and `eval` also take a GPT-2-format directory.
+and runs `numpylm.training.train` (or, for the count n-gram, counts). `eval` reports loss,
+perplexity and bits per token, character and byte on held-out text; it also takes an HF model
+directory or a GGUF file. (`generate` is in `numpylm.inference.commands`.)
 """
 from __future__ import annotations
 
@@ -223,90 +222,6 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------- generate
-
-
-def _print_stream(tokenizer, tokens, skip: set[int] = frozenset()) -> None:
-    """Print the text of `tokens` (an iterable of ids) as they arrive. The whole text is
-    decoded each time and only what is new is printed: a BPE token can end in the middle of
-    a UTF-8 character, so decoding tokens one by one would print broken bytes. Ids in `skip`
-    (an end-of-sequence id outside the tokenizer) are not printed."""
-    new_ids: list[int] = []
-    printed = ""
-    for token in tokens:
-        if int(token) in skip:
-            continue
-        new_ids.append(int(token))
-        text = tokenizer.decode(new_ids)
-        if text.endswith("\ufffd"):
-            continue  # wait for the rest of the character
-        sys.stdout.write(text[len(printed):])
-        sys.stdout.flush()
-        printed = text
-    text = tokenizer.decode(new_ids)
-    sys.stdout.write(text[len(printed):])
-
-
-def _decode_otherwise(loaded, ids: list[int], args: argparse.Namespace, sampling,
-                      stops: tuple[int, ...]) -> list[int]:
-    """The new ids of beam search, speculative decoding or constrained output (not streamed:
-    each decides a token only after looking ahead)."""
-    from numpylm.inference.beam import beam_search
-    from numpylm.inference.constrained import constrained_generate
-    from numpylm.inference.speculative import speculative_generate
-    from numpylm.training.families import load_model
-
-    chosen = [name for name, on in (("--num-beams", args.num_beams), ("--draft", args.draft),
-                                    ("--prompt-lookup", args.prompt_lookup),
-                                    ("--regex", args.regex)) if on]
-    if len(chosen) > 1:
-        raise ValueError(f"choose one way of decoding, not {' and '.join(chosen)}")
-    n = args.max_new_tokens
-    if args.num_beams:
-        best = beam_search(loaded.model, ids, n, args.num_beams, eos_token_ids=stops,
-                           sampling=sampling)[0]
-        print(f"[beam search: the best of {args.num_beams} beams, score {best.score:.3f}]",
-              file=sys.stderr)
-        return best.ids[len(ids):].tolist()
-    if args.regex:
-        out = constrained_generate(loaded.model, loaded.tokenizer, ids, n, args.regex,
-                                   sampling=sampling, eos_token_ids=stops)
-        return out[len(ids):].tolist()
-    draft = load_model(args.draft).model if args.draft else None
-    result = speculative_generate(loaded.model, ids, n, draft, k=args.draft_tokens,
-                                  sampling=sampling)
-    print(f"[speculative decoding: {result.accepted} of {result.drafted} drafted tokens "
-          f"accepted ({result.acceptance_rate:.0%}), {result.tokens_per_round:.2f} tokens per "
-          f"target call]", file=sys.stderr)
-    return result.ids[len(ids):].tolist()
-
-
-def _run_generate(args: argparse.Namespace) -> int:
-    from numpylm.inference import context_limit, end_of_text_ids, generate_stream
-    from numpylm.inference.sampling import sampling_from_args
-    from numpylm.training.families import load_model
-
-    loaded = load_model(args.checkpoint)
-    ids = loaded.tokenizer.encode(args.prompt)
-    stops = () if args.ignore_eos else end_of_text_ids(loaded.model, loaded.tokenizer)
-    limit = context_limit(loaded.model)
-    if limit is not None and len(ids) > limit:
-        print(f"note: the prompt has {len(ids)} tokens, more than the model's context of "
-              f"{limit}; it sees the last {limit}", file=sys.stderr)
-        ids = ids[-limit:]  # the rest is only printed
-    sampling = sampling_from_args(args, stops)
-    sys.stdout.write(args.prompt)
-    if args.num_beams or args.draft or args.prompt_lookup or args.regex:
-        new = _decode_otherwise(loaded, ids, args, sampling, stops)
-        sys.stdout.write(loaded.tokenizer.decode([t for t in new if t not in set(stops)]))
-    else:
-        _print_stream(loaded.tokenizer, generate_stream(
-            loaded.model, ids, max_new_tokens=args.max_new_tokens, sampling=sampling),
-            skip=set(stops))
-    sys.stdout.write("\n")
-    return 0
-
-
 # ---------------------------------------------------------------------------------- eval
 
 
@@ -349,7 +264,6 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from numpylm.cli import HelpFormatter, guarded
-    from numpylm.inference.sampling import add_sampling_arguments
     from numpylm.models.ngram import SMOOTHINGS
     from numpylm.training.loop import TrainConfig
 
@@ -412,31 +326,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(repeatable; the value is read as JSON, else as a string)")
     p.set_defaults(func=guarded(_run_train),
                    _defaults={a.dest: a.default for a in p._actions if a.dest != "help"})
-
-    p = subparsers.add_parser(
-        "generate", help="continue a prompt with a trained model, streaming to the terminal",
-        description="Sample a continuation of --prompt from a numpylm checkpoint or a GPT-2-format "
-                    "directory (config.json, model.safetensors, vocab.json, merges.txt).",
-        formatter_class=HelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="DIR")
-    p.add_argument("--prompt", required=True, metavar="TEXT",
-                   help="the text to continue (an n-gram model also takes \"\")")
-    p.add_argument("--ignore-eos", action="store_true",
-                   help="keep going past the end-of-text token instead of stopping there")
-    d = p.add_argument_group("other ways to decode (one at a time; printed when done)")
-    d.add_argument("--num-beams", type=int, default=None, metavar="N",
-                   help="beam search with N beams (HF generate's semantics)")
-    d.add_argument("--draft", metavar="DIR", help="speculative decoding with this smaller "
-                   "model (same vocabulary) proposing tokens")
-    d.add_argument("--prompt-lookup", action="store_true",
-                   help="speculative decoding with drafts copied from the prompt")
-    d.add_argument("--draft-tokens", type=int, default=4, metavar="K",
-                   help="tokens drafted per verification")
-    d.add_argument("--regex", metavar="PATTERN",
-                   help="constrain the continuation to match this regular expression")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    add_sampling_arguments(p)
-    p.set_defaults(func=guarded(_run_generate))
 
     p = subparsers.add_parser(
         "eval", help="loss, perplexity and bits per token/char/byte on held-out text",
