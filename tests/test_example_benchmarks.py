@@ -2,19 +2,15 @@
 shared-context check its docstring promises."""
 from __future__ import annotations
 
-import pathlib
 import re
-import subprocess
-import sys
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "13_benchmarks.py"
+from example_runner import run_example
+
+EXAMPLE = "13_benchmarks.py"
 
 
 def run(*argv: str) -> str:
-    proc = subprocess.run([sys.executable, str(EXAMPLE), *argv], capture_output=True, text=True,
-                          timeout=180)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return run_example(EXAMPLE, *argv).stdout
 
 
 def test_help():

@@ -1,19 +1,16 @@
 """Example 12 (decoding beyond sampling) runs at tiny settings and prints what its docstring
 promises: beam search at least as likely as greedy, penalties applied, log-probabilities with
 alternatives, speculative output identical to greedy, constrained outputs that match."""
-import pathlib
 import re
 import subprocess
-import sys
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "12_decoding.py"
+from example_runner import run_example
+
+EXAMPLE = "12_decoding.py"
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(EXAMPLE), *argv], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_example(EXAMPLE, *argv)
 
 
 def test_help():

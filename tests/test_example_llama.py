@@ -8,19 +8,15 @@ Llama with I = round((8 C + 11 + (T + 1)) / 3) = round(156 / 3) = 52: V C + (4 C
 from __future__ import annotations
 
 import math
-import pathlib
 import re
-import subprocess
-import sys
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "11_llama_modern_decoder.py"
+from example_runner import run_example
+
+EXAMPLE = "11_llama_modern_decoder.py"
 
 
 def run(*argv: str) -> str:
-    proc = subprocess.run([sys.executable, str(EXAMPLE), *argv], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return run_example(EXAMPLE, *argv).stdout
 
 
 def floats(pattern: str, text: str) -> list[float]:

@@ -3,19 +3,15 @@ early under continuous batching, every output equals generate's, the paged pool 
 contiguous caches, and pre-emption changes nothing but the speed."""
 from __future__ import annotations
 
-import pathlib
 import re
-import subprocess
-import sys
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "15_serving.py"
+from example_runner import run_example
+
+EXAMPLE = "15_serving.py"
 
 
 def run(*argv: str) -> str:
-    proc = subprocess.run([sys.executable, str(EXAMPLE), *argv], capture_output=True, text=True,
-                          timeout=180)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return run_example(EXAMPLE, *argv).stdout
 
 
 def test_help():
