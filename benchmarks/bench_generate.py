@@ -17,6 +17,7 @@ import argparse
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import THREADS, add_threads_argument, report_environment
+from _hf import hf_greedy
 from _timing import all_times, alternating_rounds, best_of, round_ratios
 import tempfile
 
@@ -92,12 +93,7 @@ def main() -> None:
             ours = best_of(run_ours, args.repeats)
             print(f"numpylm {n / ours:7.1f} tokens/s ({n / ours * floor:.0%} of the floor's rate)")
             return
-        ids = torch.tensor(prompt[None, :])
-        kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
-
-        def run_hf():
-            with torch.no_grad():
-                return hf.generate(ids, **kwargs)
+        run_hf = hf_greedy(torch, hf, prompt, n)
 
         hf_tokens = run_hf()[0, len(prompt):].numpy()  # warm-up
         # Both are warm (above); one timed run per side and round.

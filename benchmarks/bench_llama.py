@@ -21,6 +21,7 @@ import argparse
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import THREADS, add_threads_argument, report_environment
+from _hf import hf_greedy
 from _timing import all_times, alternating_rounds, best_of, round_ratios
 import statistics
 import tempfile
@@ -31,7 +32,6 @@ import numpy as np
 from numpylm import blas
 from numpylm.inference import generate
 from numpylm.models.llama import Llama, LlamaConfig
-from numpylm.models.llama_io import save_pretrained
 from numpylm.optim import AdamW
 
 TRAIN = dict(vocab_size=65, hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
@@ -161,12 +161,7 @@ def bench_decode(torch, transformers, rounds: int, n: int) -> None:
         t = best_of(run_ours, rounds)
         print(f"numpylm {n / t:.1f} tokens/s ({n / t * floor:.0%} of the floor's rate)")
         return
-    ids = torch.tensor(prompt[None, :])
-    kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
-
-    def run_hf():
-        with torch.no_grad():
-            return hf.generate(ids, **kwargs)
+    run_hf = hf_greedy(torch, hf, prompt, n)
 
     hf_tokens = run_hf()[0, len(prompt):].numpy()
     ours_r, hf_r = alternating_rounds([run_ours, run_hf], rounds, 1, warmup=0, settle=0)

@@ -22,6 +22,7 @@ import argparse
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import add_threads_argument, report_environment
+from _hf import hf_greedy
 from _timing import all_times, alternating_rounds, best_of, round_ratios
 import copy
 import resource
@@ -93,12 +94,7 @@ def bench_decode(model, tokenizer, rounds: int, n: int, prompt_tokens: int) -> N
         model.save_pretrained(d)
         hf = transformers.AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32,
                                                                attn_implementation="sdpa").eval()
-    ids = torch.tensor([prompt])
-    kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
-
-    def run_hf():
-        with torch.no_grad():
-            return hf.generate(ids, **kwargs)
+    run_hf = hf_greedy(torch, hf, prompt, n)
 
     hf_tokens = run_hf()[0, len(prompt):].numpy()
     ours_r, hf_r = alternating_rounds([run_ours, run_hf], rounds, 1, warmup=0, settle=0)
@@ -130,7 +126,6 @@ def bench_packed(model, tokenizer, rounds: int, n: int, prompt_tokens: int, path
         print(f"  {label:>20}: {n / t:5.1f} tokens/s ({f32 / t:.2f} of float32's), "
               f"{weight_bytes / 1e6:.0f} MB of weights ({weight_bytes / f32_bytes:.0%} of "
               f"float32's)", flush=True)
-        del packed
 
 
 def perplexity(model, ids: np.ndarray, window: int) -> float:
