@@ -223,11 +223,11 @@ def test_hf_sharded_bf16_checkpoint_loads(tmp_path):
 
 
 def test_load_pretrained_returns_the_directory_tokenizer(tmp_path):
-    from numpylm.models.llama_io import is_llama_directory, load_pretrained
+    from numpylm.models.pretrained import load_pretrained, pretrained_kind
 
     model = tiny()
     save_pretrained(model, tmp_path)
-    assert is_llama_directory(tmp_path) and not is_llama_directory(tmp_path / "nowhere")
+    assert pretrained_kind(tmp_path) == "llama" and pretrained_kind(tmp_path / "nowhere") is None
     assert load_pretrained(tmp_path)[1] is None  # no tokenizer.json: no tokenizer
     tokens = ["h", "e", "l", "o", "he", "ll", "hell", "hello"]
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,

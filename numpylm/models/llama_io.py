@@ -32,7 +32,7 @@ from numpylm.io.safetensors import (TensorInfo, check_finite, read_safetensors_h
 from numpylm.models.llama import Llama, LlamaConfig
 
 __all__ = ["config_from_hf", "config_to_hf", "expected_shapes", "from_pretrained",
-           "is_llama_directory", "load_pretrained", "save_pretrained"]
+           "load_pretrained", "save_pretrained"]
 
 CONFIG, WEIGHTS, INDEX = "config.json", "model.safetensors", "model.safetensors.index.json"
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
@@ -267,19 +267,6 @@ def save_pretrained(model: Llama, directory: str | os.PathLike[str],
         weight_map.update((name, shard) for name in group)
     total = sum(v.nbytes for v in tensors.values())
     save_json({"metadata": {"total_size": total}, "weight_map": weight_map}, directory / INDEX)
-
-
-def is_llama_directory(directory: str | os.PathLike[str]) -> bool:
-    """Whether `directory` holds an HF config.json of a Llama-layout model (llama, mistral,
-    qwen2), judged from its `model_type` or `architectures` alone."""
-    path = Path(directory) / CONFIG
-    if not path.is_file():
-        return False
-    try:
-        hf = load_json(path)
-        return isinstance(hf, dict) and _model_type(hf, str(path)) in ARCHITECTURES
-    except ValueError:
-        return False
 
 
 def load_pretrained(directory: str | os.PathLike[str], dtype: Any = np.float32):

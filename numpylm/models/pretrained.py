@@ -18,12 +18,12 @@ import numpy as np
 
 from numpylm.io.config import load_json
 from numpylm.io.errors import FileFormatError
+from numpylm.models.llama_io import ARCHITECTURES
 
 __all__ = ["LLAMA_TYPES", "load_pretrained", "pretrained_kind"]
 
-LLAMA_TYPES = ("llama", "mistral", "qwen2")
-_ARCHITECTURES = {"GPT2LMHeadModel": "gpt2", "LlamaForCausalLM": "llama",
-                  "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
+LLAMA_TYPES = tuple(ARCHITECTURES)  # llama, mistral, qwen2: llama_io reads them all
+_ARCHITECTURES = {"GPT2LMHeadModel": "gpt2", **{a: t for t, a in ARCHITECTURES.items()}}
 
 
 def pretrained_kind(path: str | os.PathLike[str]) -> str | None:
@@ -62,11 +62,8 @@ def load_pretrained(path: str | os.PathLike[str], dtype: Any = np.float32):
         model, tokenizer = load_gpt2(path, dtype=dtype)
         return model.eval(), tokenizer
     if kind == "llama":
-        from numpylm.models.llama_io import from_pretrained
-        from numpylm.tokenizers.hf_directory import load_hf_tokenizer
-        model = from_pretrained(path, dtype=dtype)
-        has_tokenizer = (Path(path) / "tokenizer.json").is_file()
-        return model, load_hf_tokenizer(path) if has_tokenizer else None
+        from numpylm.models.llama_io import load_pretrained as load_llama
+        return load_llama(path, dtype=dtype)
     what = "is not a directory" if not Path(path).exists() else "has no HF config.json"
     raise FileNotFoundError(f"{os.fspath(path)!r} {what} (expected a .gguf file or an HF model "
                             f"directory)")
