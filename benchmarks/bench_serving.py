@@ -31,7 +31,7 @@ from numpylm.serving.server import make_server
 
 def load(small: bool):
     if not small:
-        from numpylm.inference.commands import find_smollm2
+        from numpylm.models.pretrained import find_smollm2
         from numpylm.training.families import load_model
 
         path = find_smollm2()

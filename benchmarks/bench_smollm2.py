@@ -35,7 +35,7 @@ from bench_llama import weight_streaming_floor
 from numpylm import blas
 from numpylm.chat import render_chat
 from numpylm.inference import generate
-from numpylm.inference.commands import INSTALL_SMOLLM2, find_smollm2
+from numpylm.models.pretrained import INSTALL_SMOLLM2, find_smollm2
 from numpylm.models.llama_gguf import load_gguf
 
 

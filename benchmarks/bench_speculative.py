@@ -159,7 +159,7 @@ PARAGRAPH = ("The KV cache keeps the keys and values of every past token, so tha
 def bench_smollm2(repeats: int) -> None:
     """Prompt lookup on SmolLM2 asked to repeat a paragraph: its answer copies the prompt."""
     from numpylm.chat import render_chat
-    from numpylm.inference.commands import find_smollm2
+    from numpylm.models.pretrained import find_smollm2
     from numpylm.training.families import load_model
     path = find_smollm2()
     if path is None:

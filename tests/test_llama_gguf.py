@@ -11,7 +11,7 @@ import pytest
 
 from numpylm.autograd.ops_rope import interleaved_to_rotate_half
 from numpylm.inference import generate
-from numpylm.inference.commands import find_smollm2
+from numpylm.models.pretrained import find_smollm2
 from numpylm.io.errors import FileFormatError
 from numpylm.io.gguf import read_gguf, write_gguf
 from numpylm.models.llama import Llama, LlamaConfig

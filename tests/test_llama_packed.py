@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numpylm.inference import generate
-from numpylm.inference.commands import find_smollm2
+from numpylm.models.pretrained import find_smollm2
 from numpylm.models.llama import Llama, LlamaConfig
 from numpylm.models.llama_gguf import load_gguf, save_gguf
 from numpylm.models.llama_packed import pack_llama

