@@ -15,8 +15,13 @@ hold out for validation, so a model trained by numpylm has not read them.
 - `corpus_bpb` (perplexity): the held-out tail in documents of about 4,000 characters,
   scored with rolling bits per byte. Measures plain language modelling, comparable across
   tokenizers.
+- `mmlu_dev` (multiple choice, only where the `lm_eval` package is installed): the MMLU dev
+  questions it bundles, zero-shot, formatted and scored as lm-evaluation-harness's `mmlu`
+  (`numpylm.evaluation.mmlu`). Measures knowledge across 57 school and professional subjects.
 
-Every task is deterministic (fixed seeds); `BUILTIN_TASKS` maps each name to its maker.
+Every task is deterministic (fixed seeds); `BUILTIN_TASKS` maps each name to its maker, and
+`get_task` finds a task by built-in name or JSONL path, saying how to get `mmlu_dev` when
+lm_eval is absent.
 """
 from __future__ import annotations
 
@@ -26,10 +31,11 @@ from typing import Callable
 import numpy as np
 
 from numpylm.corpus import embedded_corpus
-from numpylm.evaluation.tasks import Task
+from numpylm.evaluation.mmlu import INSTALL_LM_EVAL, find_mmlu_file, mmlu_dev
+from numpylm.evaluation.tasks import Task, load_task
 
-__all__ = ["BUILTIN_TASKS", "arithmetic", "corpus_bpb", "held_out_tail", "identifier_cloze",
-           "next_sentence"]
+__all__ = ["BUILTIN_TASKS", "arithmetic", "corpus_bpb", "get_task", "held_out_tail",
+           "identifier_cloze", "next_sentence", "OFFLINE_TASKS"]
 
 N_TEST, N_TRAIN = 100, 10  # scored items, and the few-shot pool (split "train") before them
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)\"'][.!?])\s+(?=[A-Z\"])")
@@ -143,3 +149,15 @@ BUILTIN_TASKS: dict[str, Callable[[], Task]] = {
     "arithmetic": arithmetic,
     "corpus_bpb": corpus_bpb,
 }
+OFFLINE_TASKS = tuple(BUILTIN_TASKS)  # the four made here, with no package beyond numpy
+if find_mmlu_file() is not None:  # listed only where its data is on disk
+    BUILTIN_TASKS["mmlu_dev"] = mmlu_dev
+
+
+def get_task(name_or_path: str) -> Task:
+    """A built-in task by name or a JSONL task file by path (`tasks.load_task`); asking for
+    `mmlu_dev` without lm_eval says how to get it."""
+    if name_or_path == "mmlu_dev" and name_or_path not in BUILTIN_TASKS:
+        raise ValueError(f"the task 'mmlu_dev' reads the MMLU dev questions bundled with the "
+                         f"lm_eval package, which is not installed here: {INSTALL_LM_EVAL}")
+    return load_task(name_or_path, BUILTIN_TASKS)

@@ -6,7 +6,7 @@ models in one table with error bars.
 
 `--model` is a numpylm checkpoint or a model directory that
 `numpylm.training.families.load_model` reads; `--tasks` names built-in tasks
-(`numpylm.evaluation.builtin`) or JSONL task files (`numpylm.evaluation.tasks`). The table
+(`numpylm.evaluation.builtin`; `mmlu_dev` where lm_eval is installed) or JSONL task files (`numpylm.evaluation.tasks`). The table
 has one row per task and metric, one column per model (value ± standard error), and with
 two models their paired difference with a bootstrap 95% interval. `--output` writes every
 per-item score as JSON, so each number can be audited.
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from numpylm.evaluation.builtin import BUILTIN_TASKS
+from numpylm.evaluation.builtin import BUILTIN_TASKS, get_task
 
 
 def _positive(text: str) -> int:
@@ -59,7 +59,6 @@ def _names(models: list[str]) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     from numpylm.evaluation.harness import results_json, results_table, run_task
-    from numpylm.evaluation.tasks import load_task
     from numpylm.training.families import load_model
 
     if len(args.model) > 2:
@@ -67,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     task_names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not task_names:
         raise ValueError("--tasks is empty; built-in tasks: " + ", ".join(BUILTIN_TASKS))
-    tasks = [load_task(name, BUILTIN_TASKS) for name in task_names]  # fail before loading
+    tasks = [get_task(name) for name in task_names]  # fail before loading
     results = []
     for path, name in zip(args.model, _names(args.model)):
         loaded = load_model(path)
