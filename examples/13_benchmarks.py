@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
 
     models = {"5-gram": ngram, "GPT": gpt, "uniform": Uniform(V)}
     results = []
-    for name in OFFLINE_TASKS:  # mmlu_dev too where lm_eval is installed: not for a char model
+    for name in OFFLINE_TASKS:  # not mmlu_dev, where installed: no character model's task
         task = BUILTIN_TASKS[name]()
         for label, model in models.items():
             n = min(limit, 2) if task.kind == "perplexity" else limit  # 2 documents of 4,000
