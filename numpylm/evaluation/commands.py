@@ -7,9 +7,9 @@ models in one table with error bars.
 `--model` is a numpylm checkpoint or a model directory that
 `numpylm.training.families.load_model` reads; `--tasks` names built-in tasks
 (`numpylm.evaluation.builtin`; `mmlu_dev` where lm_eval is installed) or JSONL task files
-(`numpylm.evaluation.tasks`). The table has one row per task and metric, one column per model (value ± standard error), and with
-two models their paired difference with a bootstrap 95% interval. `--output` writes every
-per-item score as JSON, so each number can be audited.
+(`numpylm.evaluation.tasks`). The table has one row per task and metric, one column per
+model (value ± standard error), and with two models their paired difference with a bootstrap
+95% interval. `--output` writes every per-item score as JSON, so each number can be audited.
 """
 from __future__ import annotations
 
