@@ -140,3 +140,39 @@ def test_train_a_llama_from_the_command_line(capsys, tmp_path, text_file):
     assert main(["generate", "--checkpoint", str(out), "--prompt", "The ",
                  "--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out.startswith("The ")
+
+
+def test_generate_cuts_at_stop_strings_and_prints_logprobs(capsys, tmp_path, text_file):
+    out = tmp_path / "gpt"
+    assert main(["train", "--model", "gpt", "--data", str(text_file), "--out", str(out),
+                 "--n-layer", "1", "--n-head", "1", "--n-embd", "8", *TINY]) == 0
+    capsys.readouterr()
+    base = ["generate", "--checkpoint", str(out), "--prompt", "The ", "--max-new-tokens", "12",
+            "--temperature", "0", "--ignore-eos"]
+    assert main(base) == 0
+    full = capsys.readouterr().out[len("The "):-1]
+    assert len(full) == 12  # characters: one per token
+    stop = full[5:7]  # spans two tokens
+    assert main([*base, "--stop", stop, "--stop", "never seen text"]) == 0
+    assert capsys.readouterr().out == "The " + full[:full.find(stop)] + "\n"
+
+    assert main([*base, "--logprobs", "3", "--stop", stop]) == 0
+    printed = capsys.readouterr().out
+    text, _, table = printed.partition("\n\ntoken")
+    assert text == "The " + full[:full.find(stop)]
+    rows = [re.fullmatch(r"('.*?')\s+(-?\d+\.\d+)  (.*)", line)
+            for line in table.splitlines()[1:]]
+    assert all(rows) and len(rows) == full.find(stop)  # the tokens shown, one row each
+    for row, char in zip(rows, full):
+        assert row[1] == repr(char)
+        alternatives = re.findall(r"('.*?') (-?\d+\.\d+)", row[3])
+        assert len(alternatives) == 3
+        # Greedy: the chosen token is the most likely one, with the same log-probability.
+        assert alternatives[0] == (row[1], row[2]) and float(row[2]) <= 0
+        assert float(alternatives[1][1]) <= float(row[2])
+
+    for flags, message in ((["--logprobs", "21"], "--logprobs takes"),
+                           (["--stop", ""], "--stop takes a non-empty"),
+                           (["--logprobs", "2", "--num-beams", "2"], "--logprobs goes with")):
+        assert main([*base, *flags]) == 2
+        assert message in capsys.readouterr().err

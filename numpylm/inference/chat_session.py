@@ -22,6 +22,7 @@ import numpy as np
 from numpylm.chat import check_messages, render_chat
 from numpylm.inference.generate import end_of_text_ids
 from numpylm.inference.sampling import SamplingParams
+from numpylm.inference.stop_strings import TextStream
 from numpylm.nn.module import evaluating
 
 __all__ = ["ChatSession", "end_of_turn_ids"]
@@ -125,7 +126,7 @@ class ChatSession:
         self.messages.append({"role": "user", "content": text})
         check_messages(self.messages)
         answer_ids: list[int] = []
-        printed = ""
+        stream = TextStream(self.tokenizer)  # whole characters only
         try:
             with evaluating(self.model):
                 logits = self._feed(self._fit_context())
@@ -137,14 +138,13 @@ class ChatSession:
                 if token in self.stops:
                     break
                 answer_ids.append(token)
-                text_so_far = self.tokenizer.decode(answer_ids)
-                if not text_so_far.endswith("\ufffd"):  # wait for whole characters
-                    yield text_so_far[len(printed):]
-                    printed = text_so_far
+                piece = stream.push(token)
+                if piece:
+                    yield piece
                 with evaluating(self.model):
                     self._fed.append(token)
                     logits = self.model.step(self._state, np.asarray([[token]]))
-            rest = self.tokenizer.decode(answer_ids)[len(printed):]
+            rest = stream.flush()
             if rest:
                 yield rest
         finally:  # also when the caller stops early (Ctrl-C): keep what was written

@@ -34,27 +34,6 @@ def load_chat_model(path: str | None) -> tuple[Any, Any, str]:
     return loaded.model, loaded.tokenizer, loaded.source
 
 
-def _print_stream(tokenizer, tokens, skip: set[int] = frozenset()) -> None:
-    """Print the text of `tokens` (an iterable of ids) as they arrive. The whole text is
-    decoded each time and only what is new is printed: a BPE token can end in the middle of
-    a UTF-8 character, so decoding tokens one by one would print broken bytes. Ids in `skip`
-    (an end-of-sequence id outside the tokenizer) are not printed."""
-    new_ids: list[int] = []
-    printed = ""
-    for token in tokens:
-        if int(token) in skip:
-            continue
-        new_ids.append(int(token))
-        text = tokenizer.decode(new_ids)
-        if text.endswith("\ufffd"):
-            continue  # wait for the rest of the character
-        sys.stdout.write(text[len(printed):])
-        sys.stdout.flush()
-        printed = text
-    text = tokenizer.decode(new_ids)
-    sys.stdout.write(text[len(printed):])
-
-
 def _decode_otherwise(loaded, ids: list[int], args: argparse.Namespace, sampling,
                       stops: tuple[int, ...]) -> list[int]:
     """The new ids of beam search, speculative decoding or constrained output (not streamed:
@@ -89,9 +68,19 @@ def _decode_otherwise(loaded, ids: list[int], args: argparse.Namespace, sampling
     return result.ids[len(ids):].tolist()
 
 
+def _print_logprobs(tokenizer, records, shown: int) -> None:
+    """The table of `--logprobs`: each shown token, its log-probability and the alternatives."""
+    print("\n\ntoken                 logprob  top alternatives")
+    for record in records[:shown]:
+        alternatives = "  ".join(f"{tokenizer.decode([t])!r} {lp:.3f}" for t, lp in record.top)
+        print(f"{tokenizer.decode([record.token])!r:20} {record.logprob:8.3f}  {alternatives}")
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     from numpylm.inference import context_limit, end_of_text_ids, generate_stream
+    from numpylm.inference.logprobs import MAX_TOP_LOGPROBS, generate_with_logprobs
     from numpylm.inference.sampling import sampling_from_args
+    from numpylm.inference.stop_strings import TextStream
     from numpylm.training.families import load_model
 
     loaded = load_model(args.checkpoint)
@@ -103,15 +92,38 @@ def _run_generate(args: argparse.Namespace) -> int:
               f"{limit}; it sees the last {limit}", file=sys.stderr)
         ids = ids[-limit:]  # the rest is only printed
     sampling = sampling_from_args(args, stops)
+    if any(not text for text in args.stop):
+        raise ValueError("--stop takes a non-empty text")
+    stream = TextStream(loaded.tokenizer, args.stop, skip=stops)
+    other = args.num_beams or args.draft or args.prompt_lookup or args.regex
+    if args.logprobs is not None and not 0 <= args.logprobs <= MAX_TOP_LOGPROBS:
+        raise ValueError(f"--logprobs takes a number of alternatives in [0, {MAX_TOP_LOGPROBS}], "
+                         f"got {args.logprobs}")
+    if args.logprobs is not None and other:
+        raise ValueError("--logprobs goes with plain sampling, not with beam search, "
+                         "speculative decoding or --regex")
     sys.stdout.write(args.prompt)
-    if args.num_beams or args.draft or args.prompt_lookup or args.regex:
+    records = None
+    if other:
         new = _decode_otherwise(loaded, ids, args, sampling, stops)
-        sys.stdout.write(loaded.tokenizer.decode([t for t in new if t not in set(stops)]))
+    elif args.logprobs is not None:
+        out, records = generate_with_logprobs(loaded.model, ids, args.max_new_tokens,
+                                              args.logprobs, sampling=sampling)
+        new = out[len(ids):].tolist()
+    else:  # streamed as it is written
+        new = generate_stream(loaded.model, ids, max_new_tokens=args.max_new_tokens,
+                              sampling=sampling)
+    for token in new:
+        sys.stdout.write(stream.push(token))
+        sys.stdout.flush()
+        if stream.stopped:
+            break  # a streamed generation ends here too
+    sys.stdout.write(stream.flush())
+    if records is not None:  # the tokens shown: up to the stop string, end-of-text included
+        shown = len(stream.ids) if stream.stopped else len(records)
+        _print_logprobs(loaded.tokenizer, records, shown)
     else:
-        _print_stream(loaded.tokenizer, generate_stream(
-            loaded.model, ids, max_new_tokens=args.max_new_tokens, sampling=sampling),
-            skip=set(stops))
-    sys.stdout.write("\n")
+        sys.stdout.write("\n")
     return 0
 
 
@@ -189,6 +201,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--regex", metavar="PATTERN",
                    help="constrain the continuation to match this regular expression")
     p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the output before this text (it may span tokens); repeatable")
+    p.add_argument("--logprobs", type=int, default=None, metavar="N",
+                   help="after the text, a table of each token's log-probability and the N "
+                        "most likely alternatives (0 to 20)")
     add_sampling_arguments(p)
     p.set_defaults(func=guarded(_run_generate))
 
