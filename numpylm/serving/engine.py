@@ -3,15 +3,19 @@ scheduler, turned into a loop that takes requests and gives back tokens as they 
 
 Each `step()`:
 1. asks the scheduler which sequences feed how many tokens (`numpylm.serving.scheduler`);
-2. for the decoding sequences together, and for each prompt chunk on its own (padding a
-   one-token row to a chunk's length would waste the work of the chunk), reads their cached
-   keys and values out of the paged pool into one left-padded batch
-   (`PagedKVCache.gather_batch`), a contiguous `KVCache` the model's own inference stepper
-   (`gpt_inference` or `llama_inference.forward_logits`) appends the new tokens to: every row's
-   new tokens sit in the last columns, its cached ones before them, padding hidden by the mask,
-   positions counted per row, exactly the left padding of `numpylm.models.decoding`;
-3. writes the new tokens' keys and values back into each sequence's blocks;
-4. samples one token for each sequence whose pending tokens are all read, with its own
+2. runs the model once over all of them, in one of two ways (`kernel`):
+   - "paged" (Llama models, the default for them): every sequence's new tokens as the rows of
+     one ragged batch, one matrix product per weight for the whole step, attention read in
+     place from the pool (`numpylm.serving.forward`);
+   - "gather" (any GPT or Llama, the readable route): for the decoding sequences together,
+     and for each prompt chunk on its own, copy their cached keys and values out of the pool
+     into one left-padded batch (`PagedKVCache.gather_batch`), a contiguous `KVCache` the
+     model's own inference stepper (`gpt_inference` or `llama_inference.forward_logits`)
+     appends the new tokens to, exactly the left padding of `numpylm.models.decoding`; then
+     write the new keys and values back into each sequence's blocks. That copy of every
+     cached key, every step, is what "paged" avoids: at 16 sequences it cost more than the
+     weights (benchmarks/bench_serving.py);
+3. samples one token for each sequence whose pending tokens are all read, with its own
    `SamplingParams` and its own random generator.
 
 Because a request's tokens are drawn from its own generator, from its own row of logits, and a
@@ -28,6 +32,7 @@ import numpy as np
 
 from numpylm.inference.sampling import SamplingParams
 from numpylm.models.kv_cache import KVCache
+from numpylm.serving.forward import forward_paged, supports_paged
 from numpylm.serving.paged_cache import PagedKVCache
 from numpylm.serving.scheduler import Scheduler, SequenceState
 
@@ -71,15 +76,23 @@ class Engine:
 
     `num_blocks` blocks of `page_size` tokens make the pool (default: room for `max_running`
     sequences of the full context, or of 2048 tokens if less); `max_running` sequences run
-    at once, `max_tokens_per_step` tokens are fed per step. `add_request` queues a prompt;
-    `step` runs the model once and returns the new tokens; `abort` cancels a request and
-    frees its blocks.
+    at once, `max_tokens_per_step` tokens are fed per step. `kernel` is "paged" (Llama only;
+    the default for it) or "gather" (the default for GPT), see the module's docstring.
+    `add_request` queues a prompt; `step` runs the model once and returns the new tokens;
+    `abort` cancels a request and frees its blocks.
     """
 
     def __init__(self, model: Any, *, num_blocks: int | None = None, page_size: int = 16,
-                 max_running: int = 16, max_tokens_per_step: int = 256) -> None:
+                 max_running: int = 16, max_tokens_per_step: int = 256,
+                 kernel: str | None = None) -> None:
         self.model = model
         self.forward_logits = stepper_for(model)
+        if kernel is None:
+            kernel = "paged" if supports_paged(model) else "gather"
+        if kernel not in ("paged", "gather") or (kernel == "paged" and not supports_paged(model)):
+            raise ValueError(f"Engine: kernel must be 'gather', or 'paged' for a Llama model; "
+                             f"got {kernel!r} for {type(model).__name__}")
+        self.kernel = kernel
         probe = model.init_kv_cache(1, 1)  # (n_layer, 1, Hkv, 1, D): the cache's geometry
         n_layer, _, n_kv, _, D = probe.k.shape
         self.context = int(model.block_size)
@@ -132,12 +145,17 @@ class Engine:
         if not plan:
             return []
         self.steps += 1
-        # Rows are left-padded to the longest new piece, so a 300-token prompt chunk in one
-        # batch with 15 decoding rows would cost 16 x 300 rows of work: the decoding rows run
-        # together (one token each), each prompt chunk on its own.
-        groups = [[(s, n) for s, n in plan if n == 1]] + [[(s, n)] for s, n in plan if n > 1]
-        logits = {id(s): row for group in groups if group
-                  for (s, _), row in zip(group, self._run(group))}
+        if self.kernel == "paged":  # ragged rows: everyone in one pass, no padding
+            feeds = [(s.request_id, s.tokens[s.computed:s.computed + n]) for s, n in plan]
+            rows = forward_paged(self.model, self.cache, feeds)
+            logits = {id(s): row for (s, _), row in zip(plan, rows)}
+        else:
+            # Rows are left-padded to the longest new piece, so a 300-token prompt chunk in
+            # one batch with 15 decoding rows would cost 16 x 300 rows of work: the decoding
+            # rows run together (one token each), each prompt chunk on its own.
+            groups = [[(s, n) for s, n in plan if n == 1]] + [[(s, n)] for s, n in plan if n > 1]
+            logits = {id(s): row for group in groups if group
+                      for (s, _), row in zip(group, self._run(group))}
         events = []
         for seq, n in plan:
             row = logits[id(seq)]

@@ -14,8 +14,14 @@ blocks of `page_size` token slots, as an operating system pages memory:
   finishes, so memory follows the tokens actually written (waste: under one block a sequence).
 
 Attention reads a sequence's keys through its table. `gather` is the readable way (walk the
-table, concatenate the blocks); `gather_batch` is the fast one used by the engine (one fancy
-index over the slot numbers of a whole batch); the tests prove them equal.
+table, concatenate the blocks into a copy); `gather_batch` does it for a whole batch in one
+fancy index. Both copy every cached key of every sequence at every step, which at 16 sequences
+of a few hundred tokens costs more than the model's weights. So the allocator tries to give a
+sequence **consecutive** blocks (the block after its last one when free; a new sequence starts
+in the largest free gap, half-way in when a growing neighbour ends just before it), and
+`runs(seq)` lists the pieces of consecutive slots a sequence occupies: usually one, read in
+place as a view, no copy (`numpylm.serving.paged_attention`). Blocks stay the unit of
+allocation, so a fragmented pool still works: it only makes more runs.
 """
 from __future__ import annotations
 
@@ -46,8 +52,9 @@ class PagedKVCache:
         self.k = np.zeros(shape, dtype=dtype)
         self.v = np.zeros(shape, dtype=dtype)
         self.page_size, self.num_blocks = int(page_size), int(num_blocks)
-        # Free blocks as a stack, lowest id on top: a freed block is the next one reused.
-        self._free: list[int] = list(range(num_blocks - 1, -1, -1))
+        self._is_free = np.ones(num_blocks, dtype=bool)
+        self._num_free = int(num_blocks)
+        self._tails: set[int] = set()  # the last block of every sequence (it may grow past it)
         self.tables: dict[Hashable, list[int]] = {}
         self.lengths: dict[Hashable, int] = {}
 
@@ -56,7 +63,7 @@ class PagedKVCache:
     @property
     def num_free(self) -> int:
         """Blocks nobody uses."""
-        return len(self._free)
+        return self._num_free
 
     @property
     def bytes(self) -> int:
@@ -80,22 +87,49 @@ class PagedKVCache:
         if seq not in self.tables:
             raise ValueError(f"PagedKVCache: no sequence {seq!r} in the cache")
 
+    def _gap_start(self, need: int) -> int:
+        """Where a sequence with no free block after its last one (or no block yet) goes on:
+        in the largest run of free blocks. If a sequence ends just before that run it will
+        want to grow into it, so the new one starts far enough in to leave the neighbour half
+        of the run (or all it can spare beyond `need` blocks)."""
+        free = np.concatenate([[False], self._is_free, [False]]).astype(np.int8)
+        edges = np.flatnonzero(np.diff(free))  # run starts and stops, alternating
+        starts, stops = edges[0::2], edges[1::2]
+        longest = int(np.argmax(stops - starts))
+        start, size = int(starts[longest]), int(stops[longest] - starts[longest])
+        if start - 1 in self._tails:
+            start += min(size // 2, max(size - need, 0))
+        return start
+
     def reserve(self, seq: Hashable, n: int) -> bool:
-        """Make room for `n` more tokens of `seq`, taking blocks from the free list; False
-        (and nothing taken) when there are not enough free blocks."""
+        """Make room for `n` more tokens of `seq`, taking free blocks (the one after its last
+        block whenever it is free, so that its slots stay one run); False (and nothing
+        taken) when there are not enough free blocks."""
         self._check(seq)
-        need = self.blocks_for(self.lengths[seq] + n) - len(self.tables[seq])
-        if need > len(self._free):
+        table = self.tables[seq]
+        need = self.blocks_for(self.lengths[seq] + n) - len(table)
+        if need > self._num_free:
             return False
-        for _ in range(max(need, 0)):
-            self.tables[seq].append(self._free.pop())
+        for i in range(max(need, 0)):
+            after = table[-1] + 1 if table else -1
+            if not (0 <= after < self.num_blocks and self._is_free[after]):
+                after = self._gap_start(need - i)
+            if table:
+                self._tails.discard(table[-1])
+            table.append(after)
+            self._tails.add(after)
+            self._is_free[after] = False
+            self._num_free -= 1
         return True
 
     def free(self, seq: Hashable) -> None:
-        """Forget `seq` and return its blocks to the free list."""
+        """Forget `seq` and return its blocks to the pool."""
         self._check(seq)
-        for block in reversed(self.tables.pop(seq)):
-            self._free.append(block)
+        table = self.tables.pop(seq)
+        if table:
+            self._tails.discard(table[-1])
+            self._is_free[table] = True
+            self._num_free += len(table)
         del self.lengths[seq]
 
     def slots(self, seq: Hashable, start: int, stop: int) -> np.ndarray:
@@ -103,6 +137,34 @@ class PagedKVCache:
         positions = np.arange(start, stop)
         table = np.asarray(self.tables[seq], dtype=np.int64)
         return table[positions // self.page_size] * self.page_size + positions % self.page_size
+
+    def runs(self, seq: Hashable) -> list[tuple[int, int, int]]:
+        """The runs of consecutive pool slots holding `seq`'s tokens, in order, as (first
+        position, first slot, tokens): consecutive blocks of its table make one run."""
+        self._check(seq)
+        P, L, table = self.page_size, self.lengths[seq], self.tables[seq]
+        out, position, i, used = [], 0, 0, self.blocks_for(L)
+        while i < used:
+            j = i
+            while j + 1 < used and table[j + 1] == table[j] + 1:
+                j += 1
+            count = min((j - i + 1) * P, L - position)
+            out.append((position, table[i] * P, count))
+            position, i = position + count, j + 1
+        return out
+
+    def claim(self, seq: Hashable, n: int) -> np.ndarray:
+        """Count `n` more tokens of `seq` as stored and return their slot numbers (room must
+        have been `reserve`d): the caller writes their keys and values there, layer by layer,
+        as `numpylm.serving.forward` does."""
+        self._check(seq)
+        L = self.lengths[seq]
+        if self.blocks_for(L + n) > len(self.tables[seq]):
+            raise ValueError(f"PagedKVCache.claim: sequence {seq!r} has room for "
+                             f"{len(self.tables[seq]) * self.page_size - L} more tokens, got "
+                             f"{n}; reserve them first")
+        self.lengths[seq] = L + n
+        return self.slots(seq, L, L + n)
 
     # ---- writing and reading ----
 

@@ -1,0 +1,164 @@
+"""Attention read in place from the paged pool (numpylm.serving.paged_attention), the ragged
+batched step (numpylm.serving.forward), and the allocator that keeps a sequence's blocks in
+one run: proven equal to the readable gather version and to a contiguous KVCache."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from numpylm.models import llama_inference
+from numpylm.models.kv_cache import KVCache
+from numpylm.models.llama import Llama, LlamaConfig
+from numpylm.serving import Engine, PagedKVCache
+from numpylm.serving.forward import forward_paged
+from numpylm.serving.paged_attention import attend_gathered, attend_runs
+
+V = 40
+
+
+def tiny_llama(heads=4, kv_heads=2):
+    return Llama(LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=48,
+                             num_hidden_layers=2, num_attention_heads=heads,
+                             num_key_value_heads=kv_heads, max_position_embeddings=96),
+                 dtype=np.float64, rng=np.random.default_rng(5))
+
+
+def plain_attention(q, k, v, start):
+    """softmax(q K^T / sqrt(D) + causal mask) V head by head, keys repeated per group:
+    q (n, H, D), k and v (Hkv, L, D) -> (n, H D). Written without the module's layout."""
+    n, H, D = q.shape
+    G = H // k.shape[0]
+    out = np.zeros((n, H, D))
+    for h in range(H):
+        for i in range(n):
+            s = k[h // G] @ q[i, h] / np.sqrt(D)
+            s[start + i + 1:] = -np.inf
+            p = np.exp(s - s.max())
+            out[i, h] = (p / p.sum()) @ v[h // G]
+    return out.reshape(n, H * D)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(1, 9)), min_size=1, max_size=12),
+       st.sampled_from([(4, 2), (4, 4), (6, 1)]), st.integers(1, 5), st.data())
+def test_attention_over_runs_equals_gather_and_plain(pieces, heads, page, data):
+    """Three sequences written in interleaved pieces on a small pool (so their blocks are
+    fragmented into several runs); for a query chunk at the end of each, reading the runs in
+    place equals copying them out equals the plain masked softmax."""
+    H, Hkv = heads
+    D, n_layer = 4, 2
+    rng = np.random.default_rng(len(pieces))
+    totals = [sum(n for s, n in pieces if s == seq) for seq in range(3)]
+    tight = max(1, sum(-(-t // page) for t in totals))  # no spare block: runs must break
+    cache = PagedKVCache(n_layer, Hkv, D, num_blocks=tight, page_size=page, dtype=np.float64)
+    for s in range(3):
+        cache.add(s)
+    for s, n in pieces:
+        assert cache.reserve(s, n)
+        cache.claim(s, n)
+    cache.k[:] = rng.normal(size=cache.k.shape)
+    cache.v[:] = rng.normal(size=cache.v.shape)
+    for s in range(3):
+        L = cache.lengths[s]
+        if L == 0:
+            continue
+        n = data.draw(st.integers(1, L))  # the last n tokens are this step's queries
+        q = rng.normal(size=(n, H, D))
+        k, v = cache.gather(s)
+        layer = data.draw(st.integers(0, n_layer - 1))
+        want = plain_attention(q, k[layer], v[layer], L - n)
+        np.testing.assert_allclose(attend_gathered(cache, s, layer, q, L - n), want,
+                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(attend_runs(cache, cache.runs(s), layer, q, L - n), want,
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_runs_cover_the_table_and_fragment_when_forced():
+    cache = PagedKVCache(1, 1, 2, num_blocks=8, page_size=2)
+    for s in "ab":
+        cache.add(s)
+    # a takes blocks 0-1; b starts half-way into the free gap after it
+    assert cache.reserve("a", 4) and cache.reserve("b", 2)
+    assert cache.tables["a"] == [0, 1] and cache.tables["b"] == [5]  # gap 2-7: half of it
+    cache.claim("a", 3)
+    assert cache.runs("a") == [(0, 0, 3)]
+    # a grows into blocks 2-4; block 5 is b's, so it goes on in the free gap 6-7, one block
+    # in (b's last block ends just before the gap and may grow there)
+    assert cache.reserve("a", 8)
+    cache.claim("a", 8)
+    assert cache.tables["a"] == [0, 1, 2, 3, 4, 7]
+    assert cache.runs("a") == [(0, 0, 10), (10, 14, 1)]
+    k, _ = cache.gather("a")
+    assert k.shape == (1, 1, 11, 2)
+    with pytest.raises(ValueError, match="reserve them first"):
+        cache.claim("b", 3)
+
+
+def test_growing_sequences_keep_one_run_each():
+    """Eight sequences grow a token at a time, in turn (a decoding batch): with room in the
+    pool each one's blocks stay consecutive, so attention reads one view per sequence."""
+    cache = PagedKVCache(1, 1, 1, num_blocks=128, page_size=4)
+    for s in range(8):
+        cache.add(s)
+        assert cache.reserve(s, 5)
+        cache.claim(s, 5)
+    for _ in range(40):
+        for s in range(8):
+            assert cache.reserve(s, 1)
+            cache.claim(s, 1)
+    assert all(len(cache.runs(s)) == 1 for s in range(8))
+    assert cache.num_free == 128 - 8 * cache.blocks_for(45)
+    for s in range(8):
+        cache.free(s)
+    assert cache.num_free == 128
+
+
+@pytest.mark.parametrize("heads", [(4, 2), (4, 4)])
+@pytest.mark.parametrize("attention", ["runs", "gather"])
+def test_forward_paged_equals_the_contiguous_stepper(heads, attention):
+    """Three prompts read in uneven chunks, interleaved with each other and then decoded a
+    token at a time in one ragged batch: every logit row equals the single-sequence stepper's
+    over a contiguous KVCache (llama_inference.forward_logits)."""
+    model = tiny_llama(*heads)
+    rng = np.random.default_rng(0)
+    seqs = [list(rng.integers(0, V, n)) for n in (11, 4, 17)]
+    cache = PagedKVCache(2, heads[1], 32 // heads[0], num_blocks=40, page_size=3,
+                         dtype=np.float64)
+    contiguous = [KVCache(2, 1, heads[1], 96, 32 // heads[0], dtype=np.float64) for _ in seqs]
+    done = [0, 0, 0]
+    for s in range(3):
+        cache.add(s)
+
+    def want(s, n):
+        tokens = np.array(seqs[s][done[s]:done[s] + n])[None]
+        positions = np.arange(done[s], done[s] + n)
+        out = llama_inference.forward_logits(model, tokens, positions, contiguous[s],
+                                             last_only=True)[0, -1]
+        done[s] += n
+        return out
+
+    for plan in ([(0, 5), (2, 7)], [(1, 4), (0, 6), (2, 3)], [(2, 7)],
+                 [(0, 1), (1, 1), (2, 1)], [(2, 1), (0, 1)]):
+        feeds = []
+        for s, n in plan:
+            assert cache.reserve(s, n)
+            feeds.append((s, seqs[s][done[s]:done[s] + n]))
+            if done[s] + n > len(seqs[s]) - 1:  # decoding: a new token to feed
+                seqs[s].append(int(rng.integers(0, V)))
+        got = forward_paged(model, cache, feeds, attention=attention)
+        expected = np.stack([want(s, n) for s, n in plan])
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match="'runs' or 'gather'"):
+        forward_paged(model, cache, [(0, [1])], attention="magic")
+
+
+def test_engine_kernels_agree_with_each_other():
+    model = tiny_llama()
+    rng = np.random.default_rng(3)
+    ps = [[int(t) for t in rng.integers(0, V, n)] for n in (3, 19, 8, 30)]
+    paged = Engine(model, page_size=4, max_running=3, max_tokens_per_step=10)
+    gather = Engine(model, page_size=4, max_running=3, max_tokens_per_step=10, kernel="gather")
+    assert paged.kernel == "paged" and gather.kernel == "gather"
+    assert paged.generate(ps, 9) == gather.generate(ps, 9)
+    with pytest.raises(ValueError, match="kernel"):
+        Engine(model, kernel="fast")
