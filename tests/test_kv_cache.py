@@ -29,6 +29,25 @@ def test_prompt_then_one_token_at_a_time_matches_full_logits():
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunks", [(4, 3, 2, 1), (1, 5, 4), (2, 2, 2, 2, 2), (3, 7)])
+def test_a_few_tokens_at_a_time_over_the_cache_match_full_logits(chunks):
+    """Several new tokens over a filled cache (speculative decoding checks k + 1 at once) see
+    the cache and each other causally, never a later token."""
+    from numpylm.models.gpt_inference import forward_logits  # the stepper behind GPT.step
+
+    m = model()
+    idx = np.random.default_rng(1).integers(0, 23, (2, sum(chunks)))
+    with no_grad():
+        full = m(idx)[0].data
+        cache = m.init_kv_cache(batch_size=2)
+        pieces, at = [], 0
+        for n in chunks:
+            positions = np.broadcast_to(np.arange(at, at + n), (2, n))
+            pieces.append(forward_logits(m, idx[:, at:at + n], positions, cache))
+            at += n
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, rtol=1e-5, atol=1e-5)
+
+
 def test_greedy_tokens_identical_with_and_without_cache():
     m = model()
     prompt = [3, 1, 4, 1, 5]
