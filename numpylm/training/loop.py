@@ -34,6 +34,18 @@ every random generator, so N steps + resume + M steps is bit-identical to N + M.
 learning-rate schedule is part of the run: resuming with a larger `steps` keeps the cosine
 decay of the first run (`decay_steps`) and continues at `min_lr` after its end (the command
 line says so when it happens).
+
+What the loop trains on. Text: random windows of a `TokenData`'s ids. Anything else (the
+conversations of supervised fine-tuning, padded or packed) is a *batch source*, an object
+with `sample_batch(n, block_size, rng)` returning a tuple of arrays with n rows (inputs,
+targets, anything else its loss needs), `batch_loss(model, *rows)`, `validation_loss(model,
+config)` (None: nothing held out) and `record()` (what the checkpoint says about the data).
+The loop draws the whole step's n = k*B rows from its own generator and splits them into the
+k micro-batches, so a source resumes exactly like text does.
+
+Frozen parameters (`requires_grad` False: the base under LoRA adapters) stay out of the
+optimiser; with `save_frozen=False` a checkpoint keeps only the parameters that train, and
+resuming loads those onto a model whose frozen part the caller has rebuilt.
 """
 from __future__ import annotations
 
@@ -43,7 +55,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -55,7 +67,21 @@ from numpylm.training.checkpoint import Checkpoint, load_checkpoint, save_checkp
 from numpylm.tokenizers.base import Tokenizer
 from numpylm.training.data import TokenData, data_record, get_batch
 
-__all__ = ["TrainConfig", "TrainResult", "estimate_loss", "make_optimizer", "train"]
+__all__ = ["BatchSource", "TrainConfig", "TrainResult", "estimate_loss", "make_optimizer",
+           "train"]
+
+
+class BatchSource(Protocol):
+    """Training data other than one text's windows (see the module docstring)."""
+
+    def sample_batch(self, n: int, block_size: int,
+                     rng: np.random.Generator) -> Sequence[np.ndarray]: ...
+
+    def batch_loss(self, model: Module, *rows: np.ndarray) -> Any: ...
+
+    def validation_loss(self, model: Module, config: "TrainConfig") -> float | None: ...
+
+    def record(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -118,8 +144,9 @@ class TrainResult:
 
 
 def make_optimizer(model: Module, config: TrainConfig) -> AdamW:
-    """AdamW with two parameter groups: matrices decay, vectors (biases, norm gains) do not."""
-    params = list(model.parameters())
+    """AdamW with two parameter groups: matrices decay, vectors (biases, norm gains) do not.
+    Frozen parameters (requires_grad False) are left out."""
+    params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay, "name": "decay"}]
@@ -174,20 +201,23 @@ def estimate_loss(model, ids: np.ndarray, batch_size: int, block_size: int, n_ba
 
 
 
-def train(model: Module, data: TokenData, config: TrainConfig, *,
+def train(model: Module, data: TokenData | BatchSource, config: TrainConfig, *,
           tokenizer: Tokenizer | None = None,
           model_family: str = "custom", model_args: dict[str, Any] | None = None,
           resume_from: str | Checkpoint | None = None,
-          log: Callable[[str], None] = print) -> TrainResult:
-    """Train `model` on `data.train` for `config.steps` updates; see the module docstring.
+          log: Callable[[str], None] = print, save_frozen: bool = True) -> TrainResult:
+    """Train `model` on `data.train` (or a batch source's batches) for `config.steps`
+    updates; see the module docstring.
 
     `tokenizer`, `model_family` and `model_args` go into checkpoints (needed when
     `config.out_dir` is set). `resume_from` is a checkpoint directory to continue from (or
     that checkpoint already loaded with `load_checkpoint(..., for_resume=True)`).
+    `save_frozen=False` keeps the frozen parameters out of checkpoints.
     """
     if config.out_dir is not None and tokenizer is None:
         raise ValueError("train: saving checkpoints (config.out_dir) needs the tokenizer")
     run = _Run(model, data, config, tokenizer, model_family, model_args or {}, log)
+    run.save_frozen = save_frozen
     if resume_from is not None:
         run.resume(resume_from)
     model.train()
@@ -252,7 +282,10 @@ class _Run:
                  log: Callable[[str], None]) -> None:
         self.model, self.data, self.config, self.log = model, data, config, log
         self.tokenizer, self.model_family, self.model_args = tokenizer, model_family, model_args
-        self.params = list(model.parameters())
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("train: no parameter requires a gradient (everything is frozen)")
+        self.save_frozen = True
         self.optimizer = make_optimizer(model, config)
         self.batch_rng = np.random.default_rng(config.seed)
         self.step = 0
@@ -264,7 +297,10 @@ class _Run:
         """Restore weights, optimiser moments, the step and every random generator."""
         ckpt = (resume_from if isinstance(resume_from, Checkpoint)
                 else load_checkpoint(resume_from, for_resume=True))
-        self.model.load_state_dict(ckpt.model_state)
+        if self.save_frozen:
+            self.model.load_state_dict(ckpt.model_state)
+        else:
+            self._load_trained(ckpt)
         self.optimizer.load_state_dict(ckpt.optimizer_state)
         _restore_random_states(self.model, self.batch_rng, ckpt.trainer_state["random_states"])
         self.step = self.first_step = self.result.step = int(ckpt.trainer_state["step"])
@@ -278,6 +314,23 @@ class _Run:
             self.log(f"note: {', '.join(changed)} differ from the checkpoint's settings, so "
                      f"this is not the run the checkpoint came from")
 
+    def _load_trained(self, ckpt: Checkpoint) -> None:
+        """Load a checkpoint that holds only the parameters that train: every one of them
+        must be there, and nothing else."""
+        trained = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        report = self.model.load_state_dict(ckpt.model_state, strict=False)
+        missing = sorted(trained - set(ckpt.model_state))
+        if missing or report["unexpected"] or report["mismatched"]:
+            raise ValueError(f"checkpoint {ckpt.path}: its parameters do not fit the model's "
+                             f"trained ones (missing: {missing[:4]}, unexpected: "
+                             f"{report['unexpected'][:4]}, mis-shaped: "
+                             f"{report['mismatched'][:4]})")
+
+    def model_state(self) -> dict[str, np.ndarray]:
+        if self.save_frozen:
+            return self.model.state_dict()
+        return {n: p.data for n, p in self.model.named_parameters() if p.requires_grad}
+
     def train_step(self) -> tuple[float, float]:
         """Set the learning rate, accumulate the gradients of k micro-batches, clip them;
         return (mean loss, gradient norm before clipping). The update itself is left to
@@ -285,12 +338,17 @@ class _Run:
         config, k = self.config, self.config.grad_accum
         self.lr = set_lr(self.optimizer, config.lr_at(self.step))
         # One batch of k*B windows, split into k micro-batches: the same windows whatever k is.
-        x, y = get_batch(self.data.train, k * config.batch_size, config.block_size,
-                         self.batch_rng)
+        sample = getattr(self.data, "sample_batch", None)
+        if sample is None:
+            rows = get_batch(self.data.train, k * config.batch_size, config.block_size,
+                             self.batch_rng)
+        else:
+            rows = sample(k * config.batch_size, config.block_size, self.batch_rng)
         self.optimizer.zero_grad()
         loss_sum = 0.0
-        for xm, ym in zip(np.split(x, k), np.split(y, k)):
-            _, loss = self.model(xm, ym)
+        for part in zip(*(np.split(np.asarray(a), k) for a in rows)):
+            loss = (self.model(*part)[1] if sample is None
+                    else self.data.batch_loss(self.model, *part))
             (loss * (1.0 / k)).backward()
             loss_sum += loss.item()
         if config.grad_clip > 0:
@@ -324,18 +382,26 @@ class _Run:
         if not _all_finite(self.model):
             self.stop_nonfinite("the parameters are no longer finite; not saving")
             return False
-        if len(data.val) <= config.block_size:
+        if hasattr(data, "validation_loss"):  # a batch source measures its own held-out part
+            with evaluating(self.model):
+                val = data.validation_loss(self.model, config)
+            if val is None:
+                return True
+        elif len(data.val) <= config.block_size:
             return True
-        # A generator of its own, seeded the same each time: the same windows at every
-        # evaluation, and the training batches never depend on when we evaluated.
-        val = estimate_loss(self.model, data.val, config.batch_size, config.block_size,
-                            config.eval_batches, seed=config.seed + 1)
+        else:
+            # A generator of its own, seeded the same each time: the same windows at every
+            # evaluation, and the training batches never depend on when we evaluated.
+            val = estimate_loss(self.model, data.val, config.batch_size, config.block_size,
+                                config.eval_batches, seed=config.seed + 1)
         if not math.isfinite(val):
             self.stop_nonfinite(f"validation loss {val}: not finite; not saving")
             return False
         self.result.val_losses.append((self.step, val))
-        self.log(f"step {self.step}: val loss {val:.4f} | {data.val_bits_per_char(val):.4f} "
-                 f"bits/char | {data.val_bits_per_byte(val):.4f} bits/byte")
+        per_text = (f" | {data.val_bits_per_char(val):.4f} bits/char | "
+                    f"{data.val_bits_per_byte(val):.4f} bits/byte"
+                    if isinstance(data, TokenData) else "")
+        self.log(f"step {self.step}: val loss {val:.4f}{per_text}")
         return True
 
     def save_checkpoint(self) -> bool:
@@ -348,13 +414,14 @@ class _Run:
         trainer_state = {"step": step, "random_states": _random_states(self.model, self.batch_rng),
                          # The text's absolute path and fingerprint, so that resume and
                          # eval can check they read the same text.
-                         "data": {**data_record(self.data),
+                         "data": {**(self.data.record() if hasattr(self.data, "record")
+                                     else data_record(self.data)),
                                   # Windows are drawn at random, so the position in the data
                                   # is the state of the "batches" generator above.
                                   "windows_drawn": step * config.grad_accum * config.batch_size},
                          "train_config": asdict(config)}
         save_checkpoint(config.out_dir, model_family=self.model_family,
-                        model_args=self.model_args, model_state=self.model.state_dict(),
+                        model_args=self.model_args, model_state=self.model_state(),
                         tokenizer=self.tokenizer, optimizer_state=self.optimizer.state_dict(),
                         trainer_state=trainer_state)
         self.result.checkpoint = config.out_dir

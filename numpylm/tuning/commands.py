@@ -1,21 +1,34 @@
 """`numpylm finetune`: supervised fine-tuning (full or LoRA/QLoRA) and DPO from the command line.
 
     numpylm finetune --method lora --model SmolLM2.gguf --task reverse --steps 60 --out adapter/
+    numpylm finetune --method lora ... --out adapter/ --resume --steps 120   # continue the run
     numpylm finetune --method sft --model model.gguf --data chats.jsonl --out tuned/
     numpylm finetune --method dpo --model model.gguf --data pairs.jsonl --out adapter/
 
 LoRA, QLoRA and DPO (which trains LoRA adapters, against the model as loaded as its reference)
-write a PEFT adapter directory; full SFT of a Llama-family model writes `model.gguf` (float32,
-with the tokenizer when it came from a GGUF file). With `--task`, held-out exact-match
-accuracy (or, for DPO, preference accuracy) is measured before and after.
+write a PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`, its base
+named by absolute path), which `generate`, `chat`, `eval`, `evaluate` and `serve` take in place
+of a model; full SFT of a Llama-family model writes `model.gguf` (float32, with the
+tokenizer). With `--task`, held-out exact-match accuracy (or, for DPO, preference accuracy) is
+measured before and after.
+
+SFT, LoRA and QLoRA train through the shared loop (`numpylm.training.loop`): `OUT/run/` is
+its checkpoint (the trained parameters, the optimiser, every random state, and the run's
+settings in config.json), written every `--eval-interval` steps, at the end and on Ctrl-C;
+`--resume` continues it with a new total `--steps`, exactly as if it had not stopped.
 """
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
+from typing import Any
 
 METHODS = ("sft", "lora", "qlora", "dpo")
+RUN_DIR = "run"  # the loop's checkpoint, inside --out
+# The flags that define a run: saved in OUT/run/config.json and taken from there by --resume.
+RUN_FLAGS = ("method", "model", "data", "task", "examples", "eval", "batch_size", "grad_accum",
+             "lr", "rank", "alpha", "dropout", "targets", "quant", "template", "max_length",
+             "pack", "seed")
 
 
 def _positive(text: str) -> int:
@@ -25,15 +38,57 @@ def _positive(text: str) -> int:
     return value
 
 
+def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = {k: getattr(args, k) for k in RUN_FLAGS}
+    for k in ("model", "data"):  # absolute, so --resume works from another directory
+        if settings[k] is not None:
+            settings[k] = str(Path(settings[k]).resolve())
+    return settings
+
+
+def _resume_settings(args: argparse.Namespace, run_dir: Path):
+    """The saved run (checkpoint) with its settings put into `args`; flags that ask for
+    something else are refused."""
+    from numpylm.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run_dir, for_resume=True)
+    saved = ckpt.model_args
+    defaults = getattr(args, "_defaults", {})
+    mine = _run_settings(args)
+    conflicts = [f"--{k.replace('_', '-')} {getattr(args, k)} (the run: {saved.get(k)})"
+                 for k in RUN_FLAGS if getattr(args, k) != defaults.get(k)
+                 and mine[k] != saved.get(k)]
+    if conflicts:
+        raise ValueError(f"--resume continues the run saved in {run_dir} as it was, but these "
+                         f"flags ask for something else: {'; '.join(conflicts)}")
+    for k in RUN_FLAGS:
+        setattr(args, k, saved.get(k))
+    return ckpt
+
+
 def _run(args: argparse.Namespace) -> int:
     from numpylm.training.families import load_model
     from numpylm.tuning import data as D
-    from numpylm.tuning.dpo import dpo_train, encode_pairs, preference_accuracy
     from numpylm.tuning.lora import LoRAConfig, apply_lora, merge_lora, unmerge_lora
-    from numpylm.tuning.peft_io import save_adapter
-    from numpylm.tuning.qlora import apply_qlora
-    from numpylm.tuning.sft import encode_conversations, exact_match, finetune
 
+    out = Path(args.out)
+    run_dir = out / RUN_DIR
+    ckpt = None
+    if args.resume:
+        if args.method == "dpo":
+            raise ValueError("--resume continues SFT, LoRA and QLoRA runs; DPO keeps no "
+                             "checkpoint")
+        ckpt = _resume_settings(args, run_dir)
+        step = int(ckpt.trainer_state["step"])
+        if args.steps <= step:
+            print(f"nothing to train: the run in {run_dir} is at step {step} and --steps is "
+                  f"{args.steps}; give a larger --steps to continue")
+            return 0
+    elif (run_dir / "config.json").exists() and not args.overwrite:
+        raise ValueError(f"{out} already holds a fine-tuning run; continue it with --resume, "
+                         f"replace it with --overwrite, or choose another --out")
+    if args.model is None:
+        raise ValueError("give the model to fine-tune: --model PATH")
     if (args.data is None) == (args.task is None):
         raise ValueError("give exactly one of --data FILE and --task NAME")
     task = D.get_task(args.task) if args.task else None
@@ -41,10 +96,16 @@ def _run(args: argparse.Namespace) -> int:
     lora = LoRAConfig(r=args.rank, lora_alpha=args.alpha, target_modules=targets,
                       lora_dropout=args.dropout)  # checked before the model loads
     loaded = load_model(args.model)
-    model, tok = loaded.model, loaded.tokenizer
+    model, tok = loaded.model, D.chat_tokenizer(loaded.tokenizer)
+    if args.method == "sft":
+        from numpylm.models.llama import Llama
+        if not isinstance(model, Llama):
+            raise ValueError("full fine-tuning writes a GGUF file; it supports Llama-family "
+                             "models (use --method lora for others)")
     held_out = [q for q, _ in task.examples(args.eval, seed=args.seed + 10_000)] if task else []
 
     def accuracy() -> float:
+        from numpylm.tuning.sft import exact_match
         merge = args.method == "lora"
         if merge:
             merge_lora(model)  # decoding then costs what the base costs
@@ -57,47 +118,80 @@ def _run(args: argparse.Namespace) -> int:
     if args.method in ("lora", "dpo"):
         apply_lora(model, lora, rng=args.seed)
     elif args.method == "qlora":
+        from numpylm.tuning.qlora import apply_qlora
         apply_qlora(model, lora, args.quant, rng=args.seed)
     if args.method == "dpo":
-        pairs = (D.task_preferences(task, args.examples, args.seed) if task
-                 else D.load_preferences(args.data))
-        encoded = encode_pairs(pairs, tok, args.template)
-        test = encode_pairs(D.task_preferences(task, args.eval, args.seed + 10_000), tok,
-                            args.template) if task else []
-        if test:
-            print(f"held-out preference accuracy before: {preference_accuracy(model, test):.3f}")
-        start = time.perf_counter()
-        dpo_train(model, encoded, args.steps, args.batch_size, args.beta, args.lr,
-                  seed=args.seed, log=print)
-        print(f"{args.steps} steps in {time.perf_counter() - start:.1f} s")
-        if test:
-            print(f"held-out preference accuracy after: {preference_accuracy(model, test):.3f}")
+        _dpo(args, model, tok, task)
+        code = 0
     else:
-        conversations = (D.task_conversations(task, args.examples, args.seed) if task
-                         else D.load_conversations(args.data))
-        examples = encode_conversations(conversations, tok, args.template, args.max_length)
-        if task:
-            print(f"held-out exact match before: {accuracy():.3f}")
-        result = finetune(model, examples, args.steps, args.batch_size, args.lr,
-                          seed=args.seed, log=print)
-        print(f"{args.steps} steps in {result.seconds:.1f} s, {result.trainable:,} of "
-              f"{result.total:,} parameters trained")
-        if task:
-            print(f"held-out exact match after: {accuracy():.3f}")
-    out = Path(args.out)
+        code = _sft(args, model, tok, task, ckpt, run_dir, accuracy)
     if args.method == "sft":
-        from numpylm.models.llama import Llama
         from numpylm.models.llama_gguf import save_gguf
-        if not isinstance(model, Llama):
-            raise ValueError("full fine-tuning writes a GGUF file; it supports Llama-family "
-                             "models (use --method lora for others)")
         out.mkdir(parents=True, exist_ok=True)
         save_gguf(model, out / "model.gguf", tok)
         print(f"wrote {out / 'model.gguf'}")
     else:
-        save_adapter(model, out, base_model_name_or_path=str(args.model))
+        from numpylm.tuning.peft_io import save_adapter
+        save_adapter(model, out, base_model_name_or_path=str(Path(args.model).resolve()))
         print(f"wrote the adapter to {out}/ (adapter_config.json, adapter_model.safetensors)")
-    return 0
+    return code
+
+
+def _sft(args, model, tok, task, ckpt, run_dir: Path, accuracy) -> int:
+    from numpylm.tokenizers.bpe import BPETokenizer
+    from numpylm.tokenizers.char import CharTokenizer
+    from numpylm.tuning import data as D
+    from numpylm.tuning.sft import SFTData, encode_conversations, finetune
+
+    conversations = (D.task_conversations(task, args.examples, args.seed) if task
+                     else D.load_conversations(args.data))
+    train = encode_conversations(conversations, tok, args.template, args.max_length)
+    val = (encode_conversations(D.task_conversations(task, min(args.eval, 16),
+                                                     args.seed + 20_000),
+                                tok, args.template, args.max_length) if task else [])
+    data = SFTData(train, val, pack_block=args.pack,
+                   source=f"task {args.task}" if task else str(args.data))
+    if task and ckpt is None:
+        print(f"held-out exact match before: {accuracy():.3f}")
+    # A checkpoint keeps its tokenizer in numpylm's own format; the run is rebuilt from its
+    # base model (and its tokenizer) on --resume, so a tokenizer that format cannot hold
+    # (an HF tokenizer.json) is stood in for by an empty one.
+    run_tok = tok if isinstance(tok, (CharTokenizer, BPETokenizer)) \
+        else CharTokenizer.from_text("", unk="<unk>")
+    try:
+        result = finetune(model, data, args.steps, args.batch_size, args.lr, seed=args.seed,
+                          log=print, out_dir=str(run_dir), resume_from=ckpt, tokenizer=run_tok,
+                          run_info=_run_settings(args), eval_interval=args.eval_interval,
+                          max_seconds=args.max_seconds, grad_accum=args.grad_accum)
+    except FloatingPointError as err:
+        print(f"numpylm finetune: {err}")
+        return 1
+    print(f"{len(result.losses)} steps in {result.seconds:.1f} s, {result.trainable:,} of "
+          f"{result.total:,} parameters trained; the run is saved in {run_dir}")
+    if task:
+        print(f"held-out exact match after: {accuracy():.3f}")
+    return 130 if result.stopped == "interrupted" else 0
+
+
+def _dpo(args, model, tok, task) -> None:
+    import time
+
+    from numpylm.tuning import data as D
+    from numpylm.tuning.dpo import dpo_train, encode_pairs, preference_accuracy
+
+    pairs = (D.task_preferences(task, args.examples, args.seed) if task
+             else D.load_preferences(args.data))
+    encoded = encode_pairs(pairs, tok, args.template)
+    test = encode_pairs(D.task_preferences(task, args.eval, args.seed + 10_000), tok,
+                        args.template) if task else []
+    if test:
+        print(f"held-out preference accuracy before: {preference_accuracy(model, test):.3f}")
+    start = time.perf_counter()
+    dpo_train(model, encoded, args.steps, args.batch_size, args.beta, args.lr,
+              seed=args.seed, log=print)
+    print(f"{args.steps} steps in {time.perf_counter() - start:.1f} s")
+    if test:
+        print(f"held-out preference accuracy after: {preference_accuracy(model, test):.3f}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -111,8 +205,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     + ", ".join(sorted(TASKS)) + "); the loss counts assistant tokens only.",
         formatter_class=HelpFormatter)
     p.add_argument("--method", choices=METHODS, default="lora", help="what to train")
-    p.add_argument("--model", required=True, metavar="PATH",
-                   help="a numpylm checkpoint, an HF model directory or a GGUF file")
+    p.add_argument("--model", metavar="PATH",
+                   help="a numpylm checkpoint, an HF model directory or a GGUF file "
+                        "(required, except with --resume)")
     p.add_argument("--data", metavar="FILE", help="a JSONL file of conversations or pairs")
     p.add_argument("--task", help="a built-in task instead of --data")
     p.add_argument("--examples", type=_positive, default=512,
@@ -137,4 +232,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=_positive, default=24,
                    help="reply length when measuring exact match")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=guarded(_run, (ValueError, FileNotFoundError)))
+    r = p.add_argument_group("the run (sft, lora, qlora: through the training loop)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run saved in OUT/run (its settings; --steps is the new "
+                        "total)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start afresh even though OUT already holds a run")
+    r.add_argument("--eval-interval", type=_positive, default=None,
+                   help="checkpoint (and, with --task, a validation loss) every N steps "
+                        "(default: at the end)")
+    r.add_argument("--max-seconds", type=float, default=None,
+                   help="stop (and save) once training has taken this long")
+    r.add_argument("--grad-accum", type=_positive, default=1, help="micro-batches per step")
+    r.add_argument("--pack", type=_positive, default=None, metavar="N",
+                   help="pack examples into rows of N tokens instead of padding (Llama)")
+    p.set_defaults(func=guarded(_run, (ValueError, FileNotFoundError)),
+                   _defaults={a.dest: a.default for a in p._actions if a.dest != "help"})

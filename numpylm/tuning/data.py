@@ -227,7 +227,24 @@ def task_preferences(task: Task | str, n: int, seed: int = 0) -> list[Preference
     return pairs
 
 
-class TaskTokenizer(CharTokenizer):
+class ChatCharTokenizer(CharTokenizer):
+    """A character tokenizer that also gives each id's bytes (what `numpylm.chat` needs to
+    place the assistant mask), so a char model trained here can be fine-tuned on chats."""
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The UTF-8 bytes of one id."""
+        return self.decode([token_id]).encode("utf-8")
+
+
+def chat_tokenizer(tokenizer: Any) -> Any:
+    """`tokenizer` itself, or, for a plain `CharTokenizer` (a numpylm checkpoint's), the same
+    characters as a `ChatCharTokenizer`."""
+    if type(tokenizer) is CharTokenizer:
+        return ChatCharTokenizer.from_string(tokenizer.to_string())
+    return tokenizer
+
+
+class TaskTokenizer(ChatCharTokenizer):
     """A character tokenizer over everything the built-in tasks and ChatML write, for models
     trained here from scratch on them (ids are characters: the chat markers are spelled out)."""
 
@@ -236,7 +253,3 @@ class TaskTokenizer(CharTokenizer):
 
     def __init__(self) -> None:
         super().__init__(self.ALPHABET)
-
-    def token_bytes(self, token_id: int) -> bytes:
-        """The UTF-8 bytes of one id (what `numpylm.chat` needs to place the mask)."""
-        return self.decode([token_id]).encode("utf-8")

@@ -117,7 +117,8 @@ class LoRALinear(Module):
         self.lora_A = Linear(self.in_features, r, bias=False, dtype=dtype, rng=rng)
         self.lora_B = Linear(r, self.out_features, bias=False, dtype=dtype, rng=rng)
         self.lora_B.weight.data[...] = 0.0
-        self._dropout_rng = np.random.default_rng(rng.integers(2**63))
+        # `rng` by name: the training loop saves and restores every module's `rng` on resume.
+        self.rng = np.random.default_rng(rng.integers(2**63))
         freeze(base_layer)
 
     # The inference steppers read `layer.weight.data` and `layer.bias`: give them the
@@ -144,7 +145,7 @@ class LoRALinear(Module):
             return y
         h = x
         if self.lora_dropout and self.training:
-            h = F.dropout(x, p=self.lora_dropout, training=True, rng=self._dropout_rng)
+            h = F.dropout(x, p=self.lora_dropout, training=True, rng=self.rng)
         # x A^T B^T: two thin products, (.., in) -> (.., r) -> (.., out), never an (out, in)
         return y + self.lora_B(self.lora_A(h)) * self.scaling
 

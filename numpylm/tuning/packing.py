@@ -30,7 +30,7 @@ from numpylm.autograd.tensor import Tensor
 from numpylm.models.base import IGNORE_INDEX
 from numpylm.tuning.sft import SFTExample
 
-__all__ = ["pack", "packed_positions", "packed_forward"]
+__all__ = ["pack", "pack_random", "packed_positions", "packed_forward"]
 
 
 def pack(examples: Sequence[SFTExample], block_size: int,
@@ -59,6 +59,26 @@ def pack(examples: Sequence[SFTExample], block_size: int,
             ids[r, t:t + n], targets[r, t:t + n], doc[r, t:t + n] = e.ids, e.targets, d
             t += n
     return ids, targets, doc
+
+
+def pack_random(examples: Sequence[SFTExample], rows: int, block_size: int,
+                rng: np.random.Generator, pad_id: int = 0) -> tuple[np.ndarray, ...]:
+    """`pack` of examples drawn at random until exactly `rows` rows are full: the first drawn
+    example that fits in no row left is put back (training batches of a fixed size)."""
+    drawn: list[SFTExample] = []
+    used, filled = 0, 1
+    while True:
+        e = examples[int(rng.integers(len(examples)))]
+        if len(e.ids) > block_size:
+            raise ValueError(f"pack_random: an example of {len(e.ids)} tokens is longer than "
+                             f"block_size {block_size}; crop it (max_length) first")
+        if used + len(e.ids) > block_size:  # pack() would open a new row for it
+            if filled == rows:
+                break
+            filled, used = filled + 1, 0
+        drawn.append(e)
+        used += len(e.ids)
+    return pack(drawn, block_size, pad_id)
 
 
 def packed_positions(doc: np.ndarray) -> np.ndarray:

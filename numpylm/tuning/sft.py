@@ -21,27 +21,31 @@ positions' compute; `finetune(..., pack_block=N)` packs examples end to end inst
 block-diagonal attention mask and positions restarting per example (`numpylm.tuning.packing`,
 Llama models), which the tests prove gives every example its own loss.
 
-`finetune` is the loop: sample a batch, loss, backward, clip, AdamW on the parameters that
-still require gradients (all of them for full fine-tuning, the adapters alone after
-`apply_lora`).
+Training goes through the shared loop (`numpylm.training.loop.train`): `SFTData` is a batch
+source for it (random examples, padded or packed, targets already masked), so fine-tuning has
+the loop's learning-rate schedule, gradient accumulation and clipping, its NaN guard, and its
+checkpoints, and a run stopped after N steps and resumed is bit-identical to one that never
+stopped. The optimiser holds the parameters that still require gradients: all of them for full
+fine-tuning, the adapters alone after `apply_lora`.
 """
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from numpylm.blas import choose_threads, threads
 from numpylm.chat import render_chat
 from numpylm.inference.generate import generate
 from numpylm.models.base import IGNORE_INDEX
 from numpylm.nn.module import Module, evaluating
-from numpylm.optim import AdamW, clip_grad_norm_
+from numpylm.training.checkpoint import Checkpoint
+from numpylm.training.loop import TrainConfig, train
 from numpylm.tuning.data import Task, check_conversation
 
-__all__ = ["SFTExample", "encode_conversation", "encode_conversations", "pad_batch",
+__all__ = ["SFTExample", "encode_conversation", "encode_conversations", "pad_batch", "SFTData",
            "FinetuneResult", "finetune", "answer", "exact_match"]
 
 
@@ -87,70 +91,133 @@ def pad_batch(examples: Sequence[SFTExample], pad_id: int = 0) -> tuple[np.ndarr
     return x, y
 
 
+def _fingerprint(examples: Sequence[SFTExample]) -> str:
+    """sha256 over every example's ids and targets: a resumed run checks it trains on the
+    same examples."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(np.asarray(e.ids, np.int64).tobytes())
+        h.update(np.asarray(e.targets, np.int64).tobytes())
+        h.update(b"|")
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass
+class SFTData:
+    """Encoded conversations as a batch source of the training loop (`numpylm.training.loop`).
+
+    A batch of n rows is n examples drawn at random, right-padded (`pad_batch`), or, with
+    `pack_block`, n rows of `pack_block` tokens filled with examples drawn at random and kept
+    apart by the packed mask (`numpylm.tuning.packing`, Llama models). `val` examples, if any,
+    give the validation loss: the mean over their assistant tokens, in a fixed order.
+    """
+
+    train: Sequence[SFTExample]
+    val: Sequence[SFTExample] = ()
+    pack_block: int | None = None
+    pad_id: int = 0
+    source: str = "conversations"
+    loss_fn: Callable[[Module, np.ndarray, np.ndarray], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.train:
+            raise ValueError("SFTData: no training examples")
+        if self.pack_block is not None:
+            longest = max(len(e.ids) for e in self.train)
+            if longest > self.pack_block:
+                raise ValueError(f"SFTData: an example of {longest} tokens does not fit a packed "
+                                 f"row of {self.pack_block}; crop it (max_length) first")
+
+    def sample_batch(self, n: int, block_size: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        if self.pack_block:
+            from numpylm.tuning.packing import pack_random
+            return pack_random(self.train, n, self.pack_block, rng, self.pad_id)
+        return pad_batch([self.train[i] for i in rng.integers(len(self.train), size=n)],
+                         self.pad_id)
+
+    def batch_loss(self, model: Module, x: np.ndarray, y: np.ndarray,
+                   doc: np.ndarray | None = None) -> Any:
+        if doc is not None:
+            from numpylm.tuning.packing import packed_forward
+            return packed_forward(model, x, doc, y)[1]
+        return self.loss_fn(model, x, y) if self.loss_fn else model(x, y)[1]
+
+    def validation_loss(self, model: Module, config: TrainConfig) -> float | None:
+        """Mean loss per assistant token over up to eval_batches * batch_size held-out
+        examples (each batch's mean weighted by its number of targets)."""
+        if not self.val:
+            return None
+        examples = list(self.val)[:config.eval_batches * config.batch_size]
+        total = count = 0.0
+        for i in range(0, len(examples), config.batch_size):
+            x, y = pad_batch(examples[i:i + config.batch_size], self.pad_id)
+            n = float((y != IGNORE_INDEX).sum())
+            total += float(self.batch_loss(model, x, y).item()) * n
+            count += n
+        return total / count
+
+    def record(self) -> dict[str, Any]:
+        return {"source": self.source, "examples": len(self.train),
+                "val_examples": len(self.val), "pack_block": self.pack_block,
+                "sha256": _fingerprint(self.train)}
+
+
 @dataclass
 class FinetuneResult:
     losses: list[float]
     seconds: float
     trainable: int      # number of trained parameters
     total: int          # number of parameters of the model
+    step: int = 0       # the step the run ended at (after a resume: counted from the start)
+    stopped: str = "completed"  # or "time", "interrupted" (see numpylm.training.loop)
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+    checkpoint: str | None = None
 
 
-def finetune(model: Module, examples: Sequence[SFTExample], steps: int, batch_size: int = 8,
-             lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float = 1.0,
-             seed: int = 0, loss_fn: Callable[[Module, np.ndarray, np.ndarray], Any] | None = None,
+def finetune(model: Module, examples: Sequence[SFTExample] | SFTData, steps: int,
+             batch_size: int = 8, lr: float = 1e-3, weight_decay: float = 0.0,
+             grad_clip: float = 1.0, seed: int = 0,
+             loss_fn: Callable[[Module, np.ndarray, np.ndarray], Any] | None = None,
              log: Callable[[str], None] | None = None, log_interval: int = 10,
-             pack_block: int | None = None) -> FinetuneResult:
-    """`steps` AdamW updates of the parameters that require gradients, on random batches of
-    `examples`; `loss_fn(model, x, y)` defaults to the model's own masked cross-entropy.
-    With `pack_block` (Llama models), each batch's examples are packed into rows of that many
-    tokens with attention kept inside each example (`numpylm.tuning.packing`) instead of
-    padded."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+             pack_block: int | None = None, *, out_dir: str | None = None,
+             resume_from: str | Checkpoint | None = None, tokenizer: Any = None,
+             run_info: dict[str, Any] | None = None, eval_interval: int | None = None,
+             max_seconds: float | None = None, grad_accum: int = 1) -> FinetuneResult:
+    """`steps` AdamW updates (constant `lr`) of the parameters that require gradients, on
+    random batches of `examples`, through `numpylm.training.loop.train`; `loss_fn(model, x, y)`
+    defaults to the model's own masked cross-entropy. With `pack_block` (Llama models), rows
+    of that many tokens are packed with attention kept inside each example
+    (`numpylm.tuning.packing`) instead of padded.
+
+    With `out_dir`, the loop checkpoints there every `eval_interval` steps (default: at the
+    end) and on Ctrl-C, keeping only the parameters that train (plus the optimiser and every
+    random state); `tokenizer` and `run_info` (the run's settings, config.json's model_args)
+    go with them. `resume_from` continues such a checkpoint on a model rebuilt as before: the
+    result is the run that would have happened without the stop.
+    """
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("finetune: no parameter requires a gradient (everything is frozen)")
-    if not examples:
-        raise ValueError("finetune: no examples")
-    optimizer = AdamW(params, lr=lr, weight_decay=weight_decay)
-    rng = np.random.default_rng(seed)
-    loss_fn = loss_fn or (lambda m, x, y: m(x, y)[1])
-    losses, start = [], time.perf_counter()
-    model.train()
-    # The typical product: a batch's tokens through the widest matrix (BLAS threads only pay
-    # off for large products; small ones run faster on one thread, see numpylm.blas).
-    widest = max((p.size for p in model.parameters() if p.ndim == 2), default=0)
-    rows = batch_size * max(len(e.ids) for e in examples[:64])
-    with threads(choose_threads(2.0 * rows * widest)):
-        _steps(model, examples, steps, batch_size, optimizer, params, rng, loss_fn, grad_clip,
-               losses, log, log_interval, pack_block)
+    data = examples if isinstance(examples, SFTData) else SFTData(
+        list(examples), pack_block=pack_block, loss_fn=loss_fn)
+    longest = data.pack_block or max(len(e.ids) for e in data.train)
+    config = TrainConfig(steps=steps, batch_size=batch_size, block_size=longest,
+                         grad_accum=grad_accum, lr=lr, min_lr=lr, warmup_steps=0,
+                         weight_decay=weight_decay, beta2=0.999, grad_clip=grad_clip,
+                         eval_interval=eval_interval or max(steps, 1), eval_batches=4,
+                         log_interval=log_interval, seed=seed, out_dir=out_dir,
+                         max_seconds=max_seconds)
+    start = time.perf_counter()
+    result = train(model, data, config, tokenizer=tokenizer, model_family="finetune",
+                   model_args=run_info or {}, resume_from=resume_from,
+                   log=log or (lambda _: None), save_frozen=False)
     model.eval()
-    return FinetuneResult(losses, time.perf_counter() - start,
-                          sum(p.size for p in params), model.num_parameters())
-
-
-def _steps(model, examples, steps, batch_size, optimizer, params, rng, loss_fn, grad_clip,
-           losses, log, log_interval, pack_block) -> None:
-    from numpylm.tuning.packing import pack, packed_forward  # packing builds on this module
-
-    for step in range(steps):
-        batch = [examples[i] for i in rng.integers(len(examples), size=batch_size)]
-        for p in params:
-            p.grad = None
-        if pack_block:
-            x, y, doc = pack(batch, pack_block)
-            loss = packed_forward(model, x, doc, y)[1]
-        else:
-            x, y = pad_batch(batch)
-            loss = loss_fn(model, x, y)
-        value = float(loss.item())
-        if not np.isfinite(value):
-            raise FloatingPointError(f"finetune: the loss is {value} at step {step}")
-        loss.backward()
-        if grad_clip:
-            clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        losses.append(value)
-        if log and (step % log_interval == 0 or step == steps - 1):
-            log(f"step {step:4d}  loss {value:.4f}")
+    if result.stopped == "nonfinite":
+        raise FloatingPointError(f"finetune: {result.message}")
+    trained = [p for p in model.parameters() if p.requires_grad]
+    return FinetuneResult(result.losses, time.perf_counter() - start,
+                          sum(p.size for p in trained), model.num_parameters(), result.step,
+                          result.stopped, result.val_losses, result.checkpoint)
 
 
 def answer(model: Any, tokenizer: Any, questions: Sequence[str], template: str | None = None,
