@@ -6,6 +6,12 @@ budget each, all measured the same way: validation bits per character on the hel
 10% of the text. Each rung adds one idea (longer context, learned representations,
 recurrence, gates, attention), and the table shows what each idea buys for the time spent.
 
+Each rung is also scored on the built-in benchmark tasks (`numpylm.evaluation.builtin`), made
+from the same held-out tail: next_sentence (acc_norm, as HellaSwag is reported),
+identifier_cloze (acc) and arithmetic (exact match, three solved examples first), on the
+first `eval_items` items of each, with the binomial standard error. Bits per byte is left
+out: it is the validation bits/char column again, in other units.
+
 `numpylm ladder` prints the table; `--format csv`, `--output FILE` and `--plot FILE.png`
 (needs the `plot` extra) save it.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -52,6 +59,7 @@ class LadderConfig:
     seed: int = 1337
     tiny: bool = False             # tiny models (for tests and a quick look)
     max_chars: int | None = None   # use only the first max_chars characters of the text
+    eval_items: int = 40           # items of each built-in task per rung; 0 = no task columns
 
 
 @dataclass
@@ -63,6 +71,8 @@ class Rung:
     sample: str
     steps: int | None = None  # optimiser steps (neural models)
     cut_short: bool = False   # stopped by the time cap before its schedule ended
+    # task column -> (value, standard error); NaN when the task could not be scored
+    tasks: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _printable(text: str) -> str:
@@ -70,7 +80,53 @@ def _printable(text: str) -> str:
     return "".join("⏎" if c == "\n" else ("·" if not c.isprintable() else c) for c in text)
 
 
-def _ngram_rung(order: int, data, tokenizer, config: LadderConfig) -> Rung:
+# (column, task maker, metric, few-shot examples)
+TASK_COLUMNS = (("next_sentence acc_norm", "next_sentence", "acc_norm", 0),
+                ("identifier_cloze acc", "identifier_cloze", "acc", 0),
+                ("arithmetic exact", "arithmetic", "exact_match", 3))
+
+
+def _ladder_tasks(text: str, tokenizer, config: LadderConfig,
+                  log: Callable[[str], None]) -> dict:
+    """column -> Task, built from the ladder's own text (its held-out tail); a task the text
+    is too short for, or whose characters the tokenizer lacks (a `--data` text without "?"),
+    is left out with a line in the log."""
+    from numpylm.evaluation.builtin import arithmetic, identifier_cloze, next_sentence
+
+    if config.eval_items <= 0:
+        return {}
+    # A choice must fit the neural models' window: " " + sentence, at most block_size tokens.
+    makers = {"next_sentence": lambda: next_sentence(text, longest=config.block_size - 1),
+              "identifier_cloze": lambda: identifier_cloze(text), "arithmetic": arithmetic}
+    tasks = {}
+    for column, name, _, shots in TASK_COLUMNS:
+        try:
+            task = makers[name]()
+            for i in range(min(config.eval_items, len(task.split(task.eval_split)))):
+                item = task.split(task.eval_split)[i]
+                tokenizer.encode(task.context(i, shots, config.seed)
+                                 + "".join(item.get("choices", [item.get("answer", "")])))
+            tasks[column] = task
+        except ValueError as err:
+            log(f"  (no {name} column: {err})")
+    return tasks
+
+
+def _task_scores(model, tokenizer, tasks: dict, config: LadderConfig) -> dict:
+    """"column (n=items)" -> (value, stderr) of one model on the ladder's tasks."""
+    from numpylm.evaluation.harness import run_task
+
+    scores = {}
+    specs = {column: (metric, shots) for column, _, metric, shots in TASK_COLUMNS}
+    for column, task in tasks.items():
+        metric, shots = specs[column]
+        result = run_task(model, tokenizer, task, limit=config.eval_items, num_fewshot=shots,
+                          max_length=config.block_size, seed=config.seed)
+        scores[f"{column} (n={len(result.items)})"] = result.metrics[metric]
+    return scores
+
+
+def _ngram_rung(order: int, data, tokenizer, config: LadderConfig) -> tuple[Rung, Any]:
     from numpylm.evaluation.evaluate import evaluate_ids
     from numpylm.inference import generate
     from numpylm.models.ngram import NGramLM
@@ -84,11 +140,11 @@ def _ngram_rung(order: int, data, tokenizer, config: LadderConfig) -> Rung:
     text = tokenizer.decode([int(i) for i in ids if i != model.eos_id])  # boundaries unshown
     # A count model's "parameters" are its stored counts: one per distinct m-gram.
     params = sum(len(table.keys) for table in model.tables_)
-    return Rung(f"ngram{order} (KN)", params, seconds, bpc, text)
+    return Rung(f"ngram{order} (KN)", params, seconds, bpc, text), model
 
 
 def _neural_rung(family: Family, data, tokenizer, config: LadderConfig,
-                 log: Callable[[str], None]) -> Rung:
+                 log: Callable[[str], None]) -> tuple[Rung, Any]:
     from numpylm.evaluation.evaluate import evaluate_ids
     from numpylm.inference import generate
     from numpylm.nn import manual_seed
@@ -134,7 +190,7 @@ def _neural_rung(family: Family, data, tokenizer, config: LadderConfig,
     ids = generate(model, prompt, config.sample_chars - 1, temperature=0.8, seed=config.seed)
     sample = tokenizer.decode([int(i) for i in ids])
     return Rung(family.name, model.num_parameters(), seconds, bpc, sample, result.step,
-                cut_short=result.stopped == "time")
+                cut_short=result.stopped == "time"), model
 
 
 def run_ladder(config: LadderConfig, log: Callable[[str], None] = print) -> list[Rung]:
@@ -155,14 +211,20 @@ def run_ladder(config: LadderConfig, log: Callable[[str], None] = print) -> list
     log(f"ladder: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
         f"{len(data.train):,} train / {len(data.val):,} validation tokens, "
         f"{config.budget_seconds:g} s per neural model")
+    tasks = _ladder_tasks(text, tokenizer, config, log)
     rungs = []
     for name in config.models:
         log(f"  {name} ...")
         if name.startswith("ngram"):
-            rung = _ngram_rung(int(name[5:]), data, tokenizer, config)
+            rung, model = _ngram_rung(int(name[5:]), data, tokenizer, config)
         else:
-            rung = _neural_rung(FAMILIES[name], data, tokenizer, config, log)
+            rung, model = _neural_rung(FAMILIES[name], data, tokenizer, config, log)
         log(f"  {rung.model}: {rung.val_bpc:.3f} bits/char after {rung.train_seconds:.1f} s")
+        if tasks:
+            t0 = time.perf_counter()
+            rung.tasks = _task_scores(model, tokenizer, tasks, config)
+            scored = ", ".join(f"{c} {v:.2f}" for c, (v, _) in rung.tasks.items())
+            log(f"  {rung.model}: {scored} ({time.perf_counter() - t0:.1f} s)")
         rungs.append(rung)
     return rungs
 
@@ -173,30 +235,51 @@ COLUMNS = ("model", "parameters", "training seconds", "validation bits/char", "s
 CUT_SHORT = "†"  # marks a run the time cap stopped before the end of its schedule
 
 
-def _row(r: Rung) -> list[str]:
-    return [r.model + (f" {CUT_SHORT}" if r.cut_short else ""), f"{r.parameters:,}", f"{r.train_seconds:.2f}", f"{r.val_bpc:.3f}",
-            _printable(r.sample)]
+def _task_columns(rungs: list[Rung]) -> list[str]:
+    return list(dict.fromkeys(c for r in rungs for c in r.tasks))
+
+
+def _score(value: tuple[float, float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value[0]:.2f} ± {value[1]:.2f}"
+
+
+def _row(r: Rung, tasks: list[str]) -> list[str]:
+    return [r.model + (f" {CUT_SHORT}" if r.cut_short else ""), f"{r.parameters:,}",
+            f"{r.train_seconds:.2f}", f"{r.val_bpc:.3f}",
+            *(_score(r.tasks.get(c)) for c in tasks), _printable(r.sample)]
 
 
 def format_markdown(rungs: list[Rung]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    tasks = _task_columns(rungs)
+    columns = (*COLUMNS[:-1], *tasks, COLUMNS[-1])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rungs:
-        cells = [c.replace("|", "\\|") for c in _row(r)]
+        cells = [c.replace("|", "\\|") for c in _row(r, tasks)]
         cells[-1] = f"`{cells[-1]}`"
         lines.append("| " + " | ".join(cells) + " |")
     if any(r.cut_short for r in rungs):
         lines.append(f"\n{CUT_SHORT} stopped by the time cap before its learning-rate schedule "
                      f"ended (the step-time estimate was too low)")
+    if tasks:
+        lines.append("\nTask columns: value ± standard error over the first n items of each "
+                     "built-in task (`numpylm.evaluation.builtin`, made from the held-out "
+                     "tail; contexts cropped to the models' window); chance is 0.25 for the "
+                     "two four-choice tasks.")
     return "\n".join(lines) + "\n"
 
 
 def format_csv(rungs: list[Rung]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(COLUMNS + ("cut short",))
+    tasks = _task_columns(rungs)
+    writer.writerow([*COLUMNS[:-1], *(x for c in tasks for x in (c, f"{c} stderr")),
+                     COLUMNS[-1], "cut short"])
     for r in rungs:
+        scores = [f"{x:.4f}" for c in tasks for x in r.tasks.get(c, (math.nan, math.nan))]
         writer.writerow([r.model, r.parameters, f"{r.train_seconds:.2f}", f"{r.val_bpc:.4f}",
-                         r.sample, int(r.cut_short)])
+                         *scores, r.sample, int(r.cut_short)])
     return buf.getvalue()
 
 
@@ -222,13 +305,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=LadderConfig.seed)
     p.add_argument("--max-chars", type=int, help="use only the first N characters of the text")
     p.add_argument("--tiny", action="store_true", help="tiny models, for a quick smoke test")
+    p.add_argument("--eval-items", type=int, default=LadderConfig.eval_items,
+                   help="items of each built-in task each rung is scored on (0: no task "
+                        "columns; default %(default)s)")
     p.set_defaults(func=_run_command)
 
 
 def _run_command(args: argparse.Namespace) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     config = LadderConfig(models=models, budget_seconds=args.budget_seconds, data=args.data,
-                          seed=args.seed, tiny=args.tiny, max_chars=args.max_chars)
+                          seed=args.seed, tiny=args.tiny, max_chars=args.max_chars,
+                          eval_items=args.eval_items)
     if args.plot:
         try:
             import matplotlib  # noqa: F401

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from numpylm.evaluation.builtin import BUILTIN_TASKS, arithmetic
+from numpylm.evaluation.builtin import (BUILTIN_TASKS, arithmetic, identifier_cloze,
+                                       next_sentence)
 from numpylm.evaluation.tasks import Task, load_task, read_task_file
 from numpylm.io.errors import FileFormatError
 
@@ -114,3 +115,17 @@ def test_builtin_tasks_are_deterministic_and_answerable():
     for item in arithmetic().items:
         x, op, y = item["prompt"][len("What is "):-1].split()
         assert int(item["answer"]) == (int(x) + int(y) if op == "+" else int(x) - int(y))
+
+
+def test_next_sentence_choices_can_be_kept_short_for_a_small_window():
+    task = next_sentence(longest=63)
+    assert len(task.split("test")) >= 10
+    assert all(len(c) <= 63 for item in task.items for c in item["choices"])
+    assert any(len(item["context"]) > 63 for item in task.items)  # contexts are not cut
+    assert len(next_sentence().split("test")) > len(task.split("test"))
+
+
+@pytest.mark.parametrize("make", [next_sentence, identifier_cloze])
+def test_a_text_too_short_for_a_built_in_task_says_so(make):
+    with pytest.raises(ValueError, match="too short"):
+        make("A short text. It has two sentences.\n" * 3)

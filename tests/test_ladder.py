@@ -10,7 +10,8 @@ from numpylm.ladder import ALL_MODELS, LadderConfig, format_markdown, run_ladder
 
 @pytest.fixture(scope="module")
 def rungs():
-    config = LadderConfig(budget_seconds=0.3, tiny=True, max_chars=12000, sample_chars=20)
+    config = LadderConfig(budget_seconds=0.3, tiny=True, max_chars=12000, sample_chars=20,
+                          eval_items=0)
     return run_ladder(config, log=lambda line: None)
 
 
@@ -45,7 +46,8 @@ def test_markdown_table(rungs):
 def test_command_writes_csv(tmp_path, capsys):
     out = tmp_path / "ladder.csv"
     code = main(["ladder", "--tiny", "--budget-seconds", "0.2", "--max-chars", "8000",
-                 "--models", "ngram1,ngram2,bigram", "--format", "csv", "--output", str(out)])
+                 "--models", "ngram1,ngram2,bigram", "--format", "csv", "--output", str(out),
+                 "--eval-items", "0"])
     assert code == 0
     rows = list(csv.reader(io.StringIO(out.read_text())))
     assert rows[0][0] == "model" and [r[0] for r in rows[1:]] == ["ngram1 (KN)", "ngram2 (KN)",
@@ -98,3 +100,42 @@ def test_the_eta_counts_the_time_cap():
                       eval_interval=10**6, max_seconds=0.5), log=lines.append)
     etas = [line.split("ETA ")[1] for line in lines if "ETA" in line]
     assert etas and all(eta.startswith("0m0") for eta in etas), etas
+
+
+@pytest.fixture(scope="module")
+def scored_rungs():
+    """Three rungs on the whole corpus (the tasks need its held-out tail), four items a task."""
+    lines = []
+    rungs = run_ladder(LadderConfig(models=("ngram1", "ngram4", "bigram"), budget_seconds=0.3,
+                                    tiny=True, sample_chars=10, eval_items=4), log=lines.append)
+    return rungs, lines
+
+
+def test_every_rung_is_scored_on_the_built_in_tasks(scored_rungs):
+    rungs, lines = scored_rungs
+    columns = ["next_sentence acc_norm (n=4)", "identifier_cloze acc (n=4)",
+               "arithmetic exact (n=4)"]
+    for r in rungs:
+        assert list(r.tasks) == columns, r.model
+        for value, stderr in r.tasks.values():
+            assert value in (0.0, 0.25, 0.5, 0.75, 1.0)
+            # the binomial standard error with n - 1, by hand: sqrt(m (1 - m) / 3)
+            assert stderr == pytest.approx((value * (1 - value) / 3) ** 0.5)
+    assert any("ngram4 (KN): next_sentence acc_norm (n=4)" in line for line in lines)
+    table = format_markdown(rungs)
+    header = table.splitlines()[0]
+    assert header == ("| model | parameters | training seconds | validation bits/char | "
+                      + " | ".join(columns) + " | sample |")
+    assert "Task columns: value ± standard error" in table
+    from numpylm.ladder import format_csv
+    rows = list(csv.reader(io.StringIO(format_csv(rungs))))
+    assert rows[0][4:6] == [columns[0], columns[0] + " stderr"] and len(rows[1]) == len(rows[0])
+
+
+def test_a_text_too_short_for_a_task_leaves_its_column_out():
+    lines = []
+    rungs = run_ladder(LadderConfig(models=("ngram2",), budget_seconds=0.2, tiny=True,
+                                    max_chars=12000, sample_chars=10, eval_items=3),
+                       log=lines.append)
+    assert any("no next_sentence column" in line and "too short" in line for line in lines)
+    assert not any(c.startswith("next_sentence") for c in rungs[0].tasks)

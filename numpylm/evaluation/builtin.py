@@ -68,15 +68,21 @@ def _split(items: list[dict]) -> list[dict]:
     return items
 
 
-def next_sentence(text: str | None = None, seed: int = 0) -> Task:
-    """HellaSwag-style: a sentence, then the true next one among four (module docstring)."""
+def next_sentence(text: str | None = None, seed: int = 0, longest: int = 160) -> Task:
+    """HellaSwag-style: a sentence, then the true next one among four (module docstring).
+    Sentences have 25 to 160 characters, choices at most `longest` (a smaller `longest`
+    makes choices that fit a short window, and fewer items)."""
     rng = np.random.default_rng(seed)
     pairs, pool = [], []
     for sentences in _prose_sentences(held_out_tail(text)):
         ok = [25 <= len(s) <= 160 and s.endswith(".") for s in sentences]
-        pool.extend(s for s, good in zip(sentences, ok) if good)
-        pairs.extend((a, b) for (a, b, x, y) in zip(sentences, sentences[1:], ok, ok[1:])
+        short = [good and len(s) <= longest for s, good in zip(sentences, ok)]
+        pool.extend(s for s, good in zip(sentences, short) if good)
+        pairs.extend((a, b) for (a, b, x, y) in zip(sentences, sentences[1:], ok, short[1:])
                      if x and y)
+    if len(pool) < 9 or not pairs:
+        raise ValueError(f"next_sentence: the text's held-out tail has {len(pairs)} pairs of "
+                         f"sentences and {len(pool)} sentences to draw from; it is too short")
     items = []
     for i in rng.permutation(len(pairs))[:N_TEST + N_TRAIN]:
         context, true = pairs[i]
@@ -103,6 +109,9 @@ def identifier_cloze(text: str | None = None, seed: int = 0) -> Task:
                 context = sentence[:m.start() + 1]   # ends with the opening quote
                 if len(context) >= 30 and m.group(1) in vocabulary:
                     candidates.append((context, m.group(1)))
+    if len(vocabulary) < 7 or not candidates:
+        raise ValueError(f"identifier_cloze: the text's held-out tail quotes {len(vocabulary)} "
+                         f"names at least twice (7 needed); it is too short")
     items = []
     for i in rng.permutation(len(candidates))[:N_TEST + N_TRAIN]:
         context, true = candidates[i]
