@@ -17,7 +17,7 @@ for about 25 seconds, then decodes with each technique; about 40 seconds in all 
    costs, printed first: models this small spend most of a call on fixed overhead, so a
    1-layer draft costs about half a 4-layer target step and checking k + 1 positions costs
    about two steps; the draft then gains little or loses (about 0.7-1x here, timings noisy
-   on a shared machine; benchmarks/bench_speculative.py measures 1.3-1.6x with a wider
+   on a shared machine; benchmarks/bench_decoding.py measures 1.3-1.6x with a wider
    target). Prompt lookup drafts for free and gains 2-3x here: a looping character model
    repeats itself a lot;
 4. constrained decoding: whatever the model would rather write, the output matches a date

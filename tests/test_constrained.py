@@ -126,3 +126,33 @@ def test_logit_processors_still_apply_within_the_constraint():
         out = constrained_generate(MODEL, CHARS, CHARS.encode("x"), 5, "[ab]{3}",
                                    sampling=SamplingParams(0, logit_bias={b: bias}))
         assert CHARS.decode(list(out[1:])) == expected
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    (r"[0-9]{4}-[0-9]{2}", True), ("yes|no", True), (r"[A-Za-z ,.]+", True), (r"a\.b", True),
+    (r"[]a]+", True), (r"(?:ab)(?P<n>c)", True), (json_schema_regex({"type": "number"}), True),
+    (".", False), (r"\w+", False), (r"\d", False), (r"\s", False), (r'[^"]', False),
+    (r"(?i)abc", False), (r"\x41", False), (r"\\.", False), ("é", False),
+    (r"[[:alpha:]]", False), (r"\p{L}", False), (json_schema_regex({"type": "string"}), False),
+])
+def test_ascii_only_patterns_are_recognised_conservatively(pattern, expected):
+    from numpylm.inference.constrained import ascii_only
+    assert ascii_only(pattern) is expected
+    if expected:  # a claim of ASCII-only must hold: no non-ASCII text is ever a prefix
+        for text in ("é", "aé", "٣", "\u212a", "1\u00a0"):
+            m = regex.fullmatch(pattern, text, partial=True)
+            assert m is None, (pattern, text)
+
+
+MULTI = BPETokenizer.train("naïve café 12-34 über straße 日本 ab.cd, x " * 30, 320)
+
+
+@given(pattern=st.sampled_from([r"[0-9]{2}-[0-9]{2}", r"ab\.cd|x", r"[a-z ]+", r"[ab]+,",
+                                r"caf[eé]", r".{1,3}", r"\w+"]),
+       done=st.sampled_from(["", "1", "12-", "ab", "caf", "a", "x "]))
+def test_skipping_non_ascii_bytes_keeps_the_mask(pattern, done):
+    """The ASCII-only shortcut allows exactly what the full walk allows."""
+    fast = RegexConstraint(pattern, MULTI)
+    slow = RegexConstraint(pattern, MULTI)
+    slow.ascii_only = False
+    np.testing.assert_array_equal(fast.allowed(done.encode()), slow.allowed(done.encode()))

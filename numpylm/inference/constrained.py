@@ -21,6 +21,13 @@ middle of a UTF-8 character is allowed when some character that begins with its 
 that the vocabulary holds whole in some token, keeps the text matchable (one partial match per
 such character; characters the vocabulary never holds whole are not considered).
 
+A multi-byte character costs most: the bytes that begin one can be finished by every
+character of the vocabulary with that lead byte (thousands, for CJK), each one partial match.
+A pattern that can only ever match ASCII text (`ascii_only`: a conservative reading of its
+source, e.g. `[0-9]{4}-[0-9]{2}` or `yes|no`, but not `.`, `\\w` or `[^"]`, which match
+other characters too) prunes every byte >= 0x80 without a test, which makes such patterns
+tens of times cheaper per step on a 49k vocabulary.
+
 `json_schema_regex` turns a small subset of JSON Schema into a regex: `type` string, integer,
 number, boolean, null, object (`properties`, all written, in order, no spaces) and array
 (`items`, with `minItems`/`maxItems`), and `enum`; anything else is a ValueError.
@@ -37,7 +44,49 @@ from numpylm.inference.generate import _as_prompts, _crop, context_limit
 from numpylm.inference.sampling import SamplingParams, sample_next
 from numpylm.nn.module import evaluating
 
-__all__ = ["RegexConstraint", "choice_regex", "constrained_generate", "json_schema_regex"]
+__all__ = ["RegexConstraint", "ascii_only", "choice_regex", "constrained_generate",
+           "json_schema_regex"]
+
+
+_SAFE_ESCAPES = set("tnrfvbBAZ")  # escapes of letters that match no non-ASCII character
+
+
+def ascii_only(pattern: str, flags: int = 0) -> bool:
+    """True when `pattern` can match nothing but ASCII text, read conservatively from its
+    source: ASCII itself, case-sensitive, without `.`, negated sets `[^...]`, escapes of
+    letters or digits that stand for classes or code points (`\\w`, `\\d`, `\\s`, `\\p`, `\\x`,
+    `\\u`, octal, ...) and inline flags. False may be wrong (a slower walk, same masks); True is
+    never wrong."""
+    if not pattern.isascii() or flags & (regex.IGNORECASE | regex.V1 | regex.FULLCASE):
+        return False
+    i, in_set = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            escaped = pattern[i + 1:i + 2]
+            if escaped.isalnum() and escaped not in _SAFE_ESCAPES:
+                return False
+            i += 2
+            continue
+        if in_set:
+            if c == "[" and pattern[i + 1:i + 2] == ":":  # [:alpha:] matches other letters
+                return False
+            if c == "]":
+                in_set = False
+        elif c == ".":
+            return False
+        elif c == "[":
+            if pattern[i + 1:i + 2] == "^":
+                return False
+            in_set = True
+            if pattern[i + 1:i + 2] == "]":  # a "]" first in a set is a literal
+                i += 1
+        elif c == "(" and pattern[i + 1:i + 2] == "?":
+            after = pattern[i + 2:i + 3]
+            if after.isalpha() and after != "P":  # inline flags such as (?i)
+                return False
+        i += 1
+    return True
 
 
 def _token_bytes(tokenizer: Any, token: int) -> bytes:
@@ -78,6 +127,7 @@ class RegexConstraint:
         specials = getattr(tokenizer, "special_tokens", None)
         specials = set(specials.values()) if isinstance(specials, dict) else set()
         self.vocab_size = V
+        self.ascii_only = ascii_only(pattern, self.pattern.flags)
         self.trie: dict = {}  # byte -> child node; key None at a node: ids ending there
         # The non-ASCII characters that some token holds whole, by each proper prefix of their
         # UTF-8 bytes: the ways a character split across tokens may be finished.
@@ -127,7 +177,7 @@ class RegexConstraint:
         while stack:  # depth-first over the trie, pruning dead prefixes
             node, prefix = stack.pop()
             for byte, child in node.items():
-                if byte is None:
+                if byte is None or (byte >= 0x80 and self.ascii_only):
                     continue
                 extended = prefix + bytes([byte])
                 if not self.status(extended)[0]:

