@@ -116,7 +116,6 @@ def test_finetune_resume_gives_the_uninterrupted_adapter(capsys, tmp_path, base,
 
 
 def test_full_sft_resumes_exactly(capsys, tmp_path, base):
-    from numpylm.models.llama_gguf import load_gguf
 
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     flags = ("--method", "sft", "--model", base, *COMMON)
@@ -124,7 +123,7 @@ def test_full_sft_resumes_exactly(capsys, tmp_path, base):
     assert finetune_cli(capsys, *flags, "--out", stopped, "--steps", "1")[0] == 0
     assert finetune_cli(capsys, "--method", "sft", "--out", stopped, "--resume",
                         "--steps", "3")[0] == 0
-    a, b = (load_gguf(d / "model.gguf")[0].state_dict() for d in (straight, stopped))
+    a, b = (load_checkpoint(d / "model").model_state for d in (straight, stopped))
     for key in a:
         assert np.array_equal(a[key], b[key]), key
 

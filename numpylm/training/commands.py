@@ -229,9 +229,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     from numpylm.corpus import read_text
     from numpylm.evaluation.evaluate import evaluate_text
     from numpylm.training.data import train_val_split
-    from numpylm.training.families import load_model
+    from numpylm.tuning.loading import load_adapted_model
 
-    loaded = load_model(args.checkpoint)
+    loaded = load_adapted_model(args.checkpoint, args.adapter)
     block_size = args.block_size or loaded.block_size
     if args.data is not None:
         text, what = read_text(args.data), f"all of {args.data}"
@@ -332,7 +332,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score a numpylm checkpoint or a GPT-2-format directory on the validation tail "
                     "of its training text, or on all of --data FILE.",
         formatter_class=HelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="a checkpoint, a model directory, a GGUF file or a PEFT adapter directory")
+    p.add_argument("--adapter", metavar="DIR", help="a PEFT adapter to merge into the model")
     p.add_argument("--data", metavar="FILE", help="score this whole file instead")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="held-out fraction, when the checkpoint does not record it")

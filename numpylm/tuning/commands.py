@@ -7,9 +7,9 @@
 
 LoRA, QLoRA and DPO (which trains LoRA adapters, against the model as loaded as its reference)
 write a PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`, its base
-named by absolute path), which `generate`, `chat`, `eval`, `evaluate` and `serve` take in place
-of a model; full SFT of a Llama-family model writes `model.gguf` (float32, with the
-tokenizer). With `--task`, held-out exact-match accuracy (or, for DPO, preference accuracy) is
+named by absolute path); full SFT writes `OUT/model/`, a numpylm checkpoint, when the base was
+one, else `OUT/model.gguf` (a Llama-family model, float32, with the tokenizer). `generate`,
+`chat`, `eval`, `evaluate` and `serve` take OUT in place of a model. With `--task`, held-out exact-match accuracy (or, for DPO, preference accuracy) is
 measured before and after.
 
 SFT, LoRA and QLoRA train through the shared loop (`numpylm.training.loop`): `OUT/run/` is
@@ -67,6 +67,7 @@ def _resume_settings(args: argparse.Namespace, run_dir: Path):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from numpylm.models.pretrained import pretrained_kind
     from numpylm.training.families import load_model
     from numpylm.tuning import data as D
     from numpylm.tuning.lora import LoRAConfig, apply_lora, merge_lora, unmerge_lora
@@ -97,11 +98,12 @@ def _run(args: argparse.Namespace) -> int:
                       lora_dropout=args.dropout)  # checked before the model loads
     loaded = load_model(args.model)
     model, tok = loaded.model, D.chat_tokenizer(loaded.tokenizer)
-    if args.method == "sft":
+    checkpoint_base = pretrained_kind(args.model) is None  # a numpylm checkpoint
+    if args.method == "sft" and not checkpoint_base:
         from numpylm.models.llama import Llama
         if not isinstance(model, Llama):
-            raise ValueError("full fine-tuning writes a GGUF file; it supports Llama-family "
-                             "models (use --method lora for others)")
+            raise ValueError("full fine-tuning of a pretrained model writes a GGUF file; it "
+                             "supports Llama-family models (use --method lora for others)")
     held_out = [q for q, _ in task.examples(args.eval, seed=args.seed + 10_000)] if task else []
 
     def accuracy() -> float:
@@ -125,7 +127,15 @@ def _run(args: argparse.Namespace) -> int:
         code = 0
     else:
         code = _sft(args, model, tok, task, ckpt, run_dir, accuracy)
-    if args.method == "sft":
+    if args.method == "sft" and checkpoint_base:  # the same kind of checkpoint it came from
+        from numpylm.io import load_json
+        from numpylm.training.checkpoint import save_checkpoint
+        base = load_json(Path(args.model) / "config.json")
+        save_checkpoint(out / "model", model_family=base["model_family"],
+                        model_args=base["model_args"], model_state=model.state_dict(),
+                        tokenizer=tok)
+        print(f"wrote {out / 'model'}/ (a numpylm checkpoint)")
+    elif args.method == "sft":
         from numpylm.models.llama_gguf import save_gguf
         out.mkdir(parents=True, exist_ok=True)
         save_gguf(model, out / "model.gguf", tok)
