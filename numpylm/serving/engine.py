@@ -30,6 +30,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
+from numpylm.inference.logprobs import TokenLogprob, token_logprobs
 from numpylm.inference.sampling import SamplingParams
 from numpylm.models.kv_cache import KVCache
 from numpylm.serving.forward import forward_paged, supports_paged
@@ -41,11 +42,13 @@ __all__ = ["Engine", "TokenEvent", "stepper_for"]
 
 @dataclass
 class TokenEvent:
-    """One new token of a request, and whether (and why: "stop" or "length") it was the last."""
+    """One new token of a request, and whether (and why: "stop" or "length") it was the last;
+    with `logprob` when the request asked for log-probabilities."""
 
     request_id: Hashable
     token: int
     finish_reason: str | None = None
+    logprob: TokenLogprob | None = None
 
 
 def stepper_for(model: Any) -> Callable[..., np.ndarray]:
@@ -65,10 +68,11 @@ def stepper_for(model: Any) -> Callable[..., np.ndarray]:
 
 
 class _Request:
-    """What the engine keeps with a sequence: its sampling settings and generator."""
+    """What the engine keeps with a sequence: its sampling settings and generator, and how
+    many alternatives to report with each token's log-probability (None: no logprobs)."""
 
-    def __init__(self, sampling: SamplingParams) -> None:
-        self.sampling, self.rng = sampling, sampling.rng()
+    def __init__(self, sampling: SamplingParams, logprobs: int | None) -> None:
+        self.sampling, self.rng, self.logprobs = sampling, sampling.rng(), logprobs
 
 
 class Engine:
@@ -106,8 +110,11 @@ class Engine:
 
     def add_request(self, prompt: Sequence[int], max_new_tokens: int,
                     sampling: SamplingParams | None = None,
-                    request_id: Hashable | None = None) -> Hashable:
-        """Queue `prompt` (token ids) for up to `max_new_tokens` new tokens; its id."""
+                    request_id: Hashable | None = None, logprobs: int | None = None
+                    ) -> Hashable:
+        """Queue `prompt` (token ids) for up to `max_new_tokens` new tokens; its id. With
+        `logprobs` = k (0 to 20) every token's event carries its log-probability and its k
+        most likely alternatives (`numpylm.inference.logprobs`)."""
         prompt = [int(t) for t in prompt]
         if not prompt:
             raise ValueError("Engine: the prompt is empty; give at least one token")
@@ -120,12 +127,17 @@ class Engine:
         if len(prompt) >= self.context:
             raise ValueError(f"Engine: the prompt has {len(prompt)} tokens; the model's "
                              f"context is {self.context}, leaving no room for an answer")
+        if logprobs is not None and (isinstance(logprobs, bool) or
+                                     not isinstance(logprobs, (int, np.integer)) or
+                                     not 0 <= logprobs <= 20):
+            raise ValueError(f"Engine: logprobs must be None or an integer in [0, 20], "
+                             f"got {logprobs!r}")
         max_new_tokens = min(int(max_new_tokens), self.context - len(prompt))
         request_id = next(self._ids) if request_id is None else request_id
         if request_id in self.sequences:
             raise ValueError(f"Engine: request id {request_id!r} is already in use")
-        seq = SequenceState(request_id, prompt, max_new_tokens,
-                            payload=_Request(sampling or SamplingParams(temperature=0.0)))
+        req = _Request(sampling or SamplingParams(temperature=0.0), logprobs)
+        seq = SequenceState(request_id, prompt, max_new_tokens, payload=req)
         self.scheduler.add(seq)
         self.sequences[request_id] = seq
         return request_id
@@ -174,7 +186,9 @@ class Engine:
             if reason is not None:
                 self.scheduler.finish(seq, reason)
                 del self.sequences[seq.request_id]
-            events.append(TokenEvent(seq.request_id, token, reason))
+            record = (None if req.logprobs is None else  # the model's own distribution
+                      token_logprobs(row[None], [token], req.logprobs)[0])
+            events.append(TokenEvent(seq.request_id, token, reason, record))
         return events
 
     def _run(self, plan: list[tuple[SequenceState, int]]) -> np.ndarray:

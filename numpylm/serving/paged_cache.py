@@ -55,6 +55,7 @@ class PagedKVCache:
         self._is_free = np.ones(num_blocks, dtype=bool)
         self._num_free = int(num_blocks)
         self._tails: set[int] = set()  # the last block of every sequence (it may grow past it)
+        self.peak_used = 0  # the most blocks in use at once (`reset_peak` starts again)
         self.tables: dict[Hashable, list[int]] = {}
         self.lengths: dict[Hashable, int] = {}
 
@@ -69,6 +70,10 @@ class PagedKVCache:
     def bytes(self) -> int:
         """Memory of the pool (keys and values)."""
         return self.k.nbytes + self.v.nbytes
+
+    def reset_peak(self) -> None:
+        """Start counting `peak_used` again from the blocks in use now."""
+        self.peak_used = self.num_blocks - self._num_free
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks needed to hold `tokens` tokens: ceil(tokens / page_size)."""
@@ -120,6 +125,7 @@ class PagedKVCache:
             self._tails.add(after)
             self._is_free[after] = False
             self._num_free -= 1
+        self.peak_used = max(self.peak_used, self.num_blocks - self._num_free)
         return True
 
     def free(self, seq: Hashable) -> None:

@@ -4,19 +4,26 @@ keeps serving the others.
 
 `parse_request` turns the JSON body of `/v1/completions` or `/v1/chat/completions` into a
 `ParsedRequest`: the prompt's token ids (a chat's messages rendered by the model's template),
-`max_tokens`, a `SamplingParams`, the stop strings and whether to stream; the request also
+`max_tokens`, a `SamplingParams`, the stop strings, whether to stream, how many answers (`n`)
+and how many alternatives to report with each token's log-probability; the request also
 builds its own response objects (`response`, `chunk`) in the API's layout.
+
+Log-probabilities come in the two layouts of the API: a completion's `logprobs` (an integer,
+the alternatives per token, at most 5) gives parallel lists `{"tokens", "token_logprobs",
+"top_logprobs", "text_offset"}`; a chat's `logprobs: true` with `top_logprobs` (0-20) gives
+`{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}, ...]}`.
 """
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from numpylm.chat import render_chat
 from numpylm.inference.chat_session import end_of_turn_ids
 from numpylm.inference.generate import end_of_text_ids
+from numpylm.inference.logprobs import TokenLogprob
 from numpylm.inference.sampling import SamplingParams
 
 __all__ = ["APIError", "ParsedRequest", "parse_request"]
@@ -44,6 +51,20 @@ def _bad(param: str, message: str) -> APIError:
     return APIError(400, f"'{param}': {message}", "invalid_value", param)
 
 
+MAX_N = 8  # answers per request: each is a sequence in the batch
+
+
+@dataclass
+class Choice:
+    """One answer of a request as it stands: its text, finish reason, and the log-probability
+    records of the tokens in that text, each with the offset of its text."""
+
+    index: int
+    text: str = ""
+    finish: str | None = None
+    logprobs: list[tuple[TokenLogprob, int]] = field(default_factory=list)
+
+
 @dataclass
 class ParsedRequest:
     """A checked request, and the builder of its response objects."""
@@ -56,6 +77,9 @@ class ParsedRequest:
     stop: tuple[str, ...]
     stream: bool
     request_id: str
+    n: int = 1
+    logprobs: int | None = None  # alternatives per token; None: no log-probabilities
+    piece: Callable[[int], tuple[str, bytes]] | None = None  # a token's text and bytes
     created: int = field(default_factory=lambda: int(time.time()))
     completion_tokens: int = 0
 
@@ -66,27 +90,50 @@ class ParsedRequest:
         return {"prompt_tokens": len(self.prompt), "completion_tokens": self.completion_tokens,
                 "total_tokens": len(self.prompt) + self.completion_tokens}
 
-    def response(self, text: str, finish: str | None) -> dict[str, Any]:
-        """The whole answer: a `text_completion` or a `chat.completion`."""
+    def _logprobs(self, records: Sequence[tuple[TokenLogprob, int]]) -> dict | None:
+        """The `logprobs` object of a choice (or of one streamed piece) in the API's layout."""
+        if self.logprobs is None:
+            return None
+        piece = self.piece or (lambda t: (str(t), str(t).encode()))
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                      "logprobs": None, "finish_reason": finish}
-            return {**self._base("chat.completion"), "choices": [choice], "usage": self.usage()}
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-        return {**self._base("text_completion"), "choices": [choice], "usage": self.usage()}
+            def entry(token: int, logprob: float) -> dict[str, Any]:
+                text, raw = piece(token)
+                return {"token": text, "logprob": logprob, "bytes": list(raw)}
+            return {"content": [{**entry(r.token, r.logprob),
+                                 "top_logprobs": [entry(t, lp) for t, lp in r.top]}
+                                for r, _ in records], "refusal": None}
+        return {"tokens": [piece(r.token)[0] for r, _ in records],
+                "token_logprobs": [r.logprob for r, _ in records],
+                "top_logprobs": [{piece(t)[0]: lp for t, lp in r.top} for r, _ in records],
+                "text_offset": [offset for _, offset in records]}
 
-    def chunk(self, text: str | None, finish: str | None, first: bool = False
-              ) -> dict[str, Any] | None:
-        """One server-sent event: a piece of text, or the finish reason (the opening event of
-        a chat says the role; completions have none)."""
+    def response(self, choices: Sequence[Choice]) -> dict[str, Any]:
+        """The whole answer: a `text_completion` or a `chat.completion`, one choice per answer."""
+        if self.chat:
+            out = [{"index": c.index, "message": {"role": "assistant", "content": c.text},
+                    "logprobs": self._logprobs(c.logprobs), "finish_reason": c.finish}
+                   for c in choices]
+            return {**self._base("chat.completion"), "choices": out, "usage": self.usage()}
+        out = [{"index": c.index, "text": c.text, "logprobs": self._logprobs(c.logprobs),
+                "finish_reason": c.finish} for c in choices]
+        return {**self._base("text_completion"), "choices": out, "usage": self.usage()}
+
+    def chunk(self, text: str | None, finish: str | None, first: bool = False, index: int = 0,
+              records: Sequence[tuple[TokenLogprob, int]] = ()) -> dict[str, Any] | None:
+        """One server-sent event of answer `index`: a piece of text (with its tokens'
+        log-probabilities when asked), or the finish reason (the opening event of a chat says
+        the role; completions have none)."""
+        logprobs = self._logprobs(records) if records else None
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else (
                 {"content": text} if text else {})
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice = {"index": index, "delta": delta, "logprobs": logprobs,
+                      "finish_reason": finish}
             return {**self._base("chat.completion.chunk"), "choices": [choice]}
         if first:
             return None
-        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        choice = {"index": index, "text": text or "", "logprobs": logprobs,
+                  "finish_reason": finish}
         return {**self._base("text_completion"), "choices": [choice]}
 
 
@@ -146,11 +193,14 @@ def parse_request(raw: bytes, chat: bool, app: Any) -> ParsedRequest:
     if model != app.model_name:
         raise APIError(404, f"the model '{model}' does not exist; this server serves "
                             f"'{app.model_name}'", "model_not_found", "model")
-    if body.get("n", 1) != 1:
-        raise _bad("n", "only n=1 is supported")
-    for name in ("logprobs", "top_logprobs", "echo"):
-        if body.get(name) not in (None, False, 0):
-            raise _bad(name, "is not supported by this server")
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise _bad("n", f"must be an integer in [1, {MAX_N}], got {n!r}")
+    if body.get("echo") not in (None, False):
+        raise _bad("echo", "is not supported by this server")
+    logprobs = _logprobs_setting(body, chat)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _bad("stream", f"must be true or false, got {stream!r}")
@@ -186,4 +236,43 @@ def parse_request(raw: bytes, chat: bool, app: Any) -> ParsedRequest:
         frequency_penalty=_number(body, "frequency_penalty", -2.0, 2.0, 0.0))
     prefix = "chatcmpl" if chat else "cmpl"
     return ParsedRequest(chat, model, prompt, max_tokens, sampling, tuple(stop), stream,
-                         app.new_id(prefix))
+                         app.new_id(prefix), n=n, logprobs=logprobs,
+                         piece=_token_piece(tokenizer))
+
+
+def _logprobs_setting(body: dict, chat: bool) -> int | None:
+    """How many alternatives to report per token (None: no log-probabilities). A completion
+    asks with `logprobs` = k in [0, 5]; a chat with `logprobs: true` and `top_logprobs` in
+    [0, 20] (which needs `logprobs: true`)."""
+    value, top = body.get("logprobs"), body.get("top_logprobs")
+    if not chat:
+        if top is not None:
+            raise _bad("top_logprobs", "belongs to /v1/chat/completions; a completion asks "
+                                       "with 'logprobs' (an integer in [0, 5])")
+        if value is None or value is False:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 5:
+            raise _bad("logprobs", f"must be an integer in [0, 5], got {value!r}")
+        return value
+    if value is not None and not isinstance(value, bool):
+        raise _bad("logprobs", f"must be true or false, got {value!r}")
+    if top is not None:
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+            raise _bad("top_logprobs", f"must be an integer in [0, 20], got {top!r}")
+        if not value:
+            raise _bad("top_logprobs", "needs 'logprobs': true")
+    return (top or 0) if value else None
+
+
+def _token_piece(tokenizer: Any) -> Callable[[int], tuple[str, bytes]]:
+    """A token's text and bytes (a byte-level token may hold part of a character: its bytes
+    say which, its text shows the replacement character)."""
+    token_bytes = getattr(tokenizer, "token_bytes", None)
+
+    def piece(token: int) -> tuple[str, bytes]:
+        if token_bytes is not None:
+            raw = token_bytes(token)
+            return raw.decode("utf-8", errors="replace"), raw
+        text = tokenizer.decode([token])
+        return text, text.encode()
+    return piece

@@ -9,8 +9,12 @@ the loop produces them: all requests share every step of the model (continuous b
     GET  /health                {"status": "ok"}
     GET  /v1/models             the one model served
     POST /v1/completions        {"prompt", "max_tokens", "temperature", "top_p", "seed",
-                                 "stop", "stream"}
-    POST /v1/chat/completions   the same with "messages", rendered by the model's chat template
+                                 "stop", "stream", "n", "logprobs"}
+    POST /v1/chat/completions   the same with "messages", rendered by the model's chat
+                                template, and "logprobs": true with "top_logprobs"
+
+`n` answers to one request are n sequences in the batch (seeds seed, seed + 1, ...), their
+events read from one queue.
 
 With `"stream": true` the answer comes as server-sent events, one `data: {json}` per piece of
 text, ending with `data: [DONE]`. Errors are OpenAI's shape, `{"error": {"message", "type",
@@ -20,6 +24,7 @@ A client that goes away mid-stream has its sequence cancelled, its blocks freed 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import threading
@@ -30,7 +35,7 @@ from typing import Any
 
 from numpylm.serving.chat_page import CHAT_PAGE
 from numpylm.serving.engine import Engine
-from numpylm.serving.requests import APIError, parse_request
+from numpylm.serving.requests import APIError, Choice, ParsedRequest, parse_request
 
 __all__ = ["EngineLoop", "make_server"]
 
@@ -46,20 +51,29 @@ class EngineLoop:
         self._thread = threading.Thread(target=self._run, name="numpylm-engine", daemon=True)
         self._thread.start()
 
-    def submit(self, prompt: list[int], max_tokens: int, sampling) -> tuple[Any, queue.Queue]:
-        """Queue a request; its id and the queue its `TokenEvent`s arrive on (None: the
-        engine failed). Raises APIError 429 when the queue is full."""
+    def submit(self, prompt: list[int], max_tokens: int, samplings: list,
+               logprobs: int | None = None) -> tuple[list[Any], queue.Queue]:
+        """Queue one sequence per `SamplingParams` of `samplings` (the answers of one request);
+        their ids and the one queue their `TokenEvent`s arrive on (an exception: the engine
+        failed). Raises APIError 429 when the queue is full."""
         with self._cond:
-            if len(self.engine.scheduler.waiting) >= self.max_waiting:
+            if len(self.engine.scheduler.waiting) + len(samplings) > self.max_waiting:
                 raise APIError(429, f"the queue is full ({self.max_waiting} requests waiting); "
                                     f"retry later", "rate_limit_exceeded")
+            q: queue.Queue = queue.Queue()
+            ids: list[Any] = []
             try:
-                request_id = self.engine.add_request(prompt, max_tokens, sampling)
+                for sampling in samplings:
+                    ids.append(self.engine.add_request(prompt, max_tokens, sampling,
+                                                       logprobs=logprobs))
+                    self._queues[ids[-1]] = q
             except ValueError as err:  # e.g. more tokens than the whole pool holds
+                for request_id in ids:
+                    self._queues.pop(request_id, None)
+                    self.engine.abort(request_id)
                 raise APIError(400, str(err), "invalid_request") from None
-            self._queues[request_id] = q = queue.Queue()
             self._cond.notify()
-        return request_id, q
+        return ids, q
 
     def cancel(self, request_id: Any) -> None:
         """Forget a request (its client left); its blocks are freed before the next step."""
@@ -110,6 +124,47 @@ def _stream_text(tokenizer, ids: list[int], stops: tuple[str, ...],
     hold = max((len(s) - 1 for s in stops), default=0)
     text = text[:len(text) - hold] if hold else text
     return text.rstrip("\ufffd"), False
+
+
+def _samplings(req: ParsedRequest) -> list:
+    """One `SamplingParams` per answer: answer i draws with seed + i (so n answers differ,
+    and each is the answer a request with that seed gets alone)."""
+    base = req.sampling
+    if base.seed is None:  # each sequence draws from its own fresh generator anyway
+        return [base] * req.n
+    return [dataclasses.replace(base, seed=base.seed + i) for i in range(req.n)]
+
+
+class _Answer:
+    """One answer as it streams: its token ids, the text safe to show, and the records of
+    the tokens whose text is shown (each with the offset where its text starts)."""
+
+    def __init__(self, index: int) -> None:
+        self.choice = Choice(index)
+        self.ids: list[int] = []
+        self.pending: list[tuple[Any, int]] = []  # records whose text is not shown yet
+
+    def add(self, event, tokenizer, stops: tuple[str, ...]) -> list[tuple[Any, int]]:
+        """Take one token event; the records that became visible with it."""
+        finish = event.finish_reason
+        if finish != "stop":  # a stop token ends the text without showing
+            if event.logprob is not None:
+                offset = len(tokenizer.decode(self.ids)) if self.ids else 0
+                self.pending.append((event.logprob, offset))
+            self.ids.append(event.token)
+        text, stopped = _stream_text(tokenizer, self.ids, stops, finish is not None)
+        self.choice.text = text
+        if stopped:
+            finish = "stop"
+        self.choice.finish = finish
+        if finish is not None:  # the end: every token whose text starts before the cut
+            shown = [r for r in self.pending if not stopped or r[1] < len(text)]
+            self.pending = []
+        else:
+            shown = [r for r in self.pending if r[1] < len(text)]
+            self.pending = self.pending[len(shown):]
+        self.choice.logprobs.extend(shown)
+        return shown
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -171,20 +226,22 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._authorised():
                 return
             req = parse_request(body, chat=path.endswith("chat/completions"), app=self.server)
-            request_id, q = self.server.loop.submit(req.prompt, req.max_tokens, req.sampling)
+            request_ids, q = self.server.loop.submit(req.prompt, req.max_tokens,
+                                                     _samplings(req), req.logprobs)
         except APIError as err:
             self.close_connection = err.status == 413
             self._error(err)
             return
         try:
             if req.stream:
-                self._stream(req, request_id, q)
+                self._stream(req, request_ids, q)
             else:
-                self._complete(req, request_id, q)
+                self._complete(req, request_ids, q)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         finally:
-            self.server.loop.cancel(request_id)  # a no-op when it finished
+            for request_id in request_ids:
+                self.server.loop.cancel(request_id)  # a no-op when it finished
 
     def _drain(self) -> None:
         length = self.headers.get("Content-Length")
@@ -200,46 +257,46 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"{self.server.max_body}", "body_too_large")
         return self.rfile.read(int(length))
 
-    def _events(self, req, q: queue.Queue):
-        """Yield (text so far, finish_reason or None) as tokens arrive."""
-        ids: list[int] = []
-        while True:
+    def _events(self, req: ParsedRequest, request_ids: list, q: queue.Queue):
+        """Yield (choice, records of its tokens now shown) as tokens arrive, until every
+        answer has finished; `choice.text` is the text safe to show so far."""
+        answers = {rid: _Answer(i) for i, rid in enumerate(request_ids)}
+        while any(a.choice.finish is None for a in answers.values()):
             event = q.get()
             if isinstance(event, Exception):
                 raise event
-            finish = event.finish_reason
+            answer = answers[event.request_id]
+            if answer.choice.finish is not None:  # cut by a stop string a step ago
+                continue
             req.completion_tokens += 1
-            if finish != "stop":  # a stop token ends the text without showing
-                ids.append(event.token)
-            text, stopped = _stream_text(self.server.tokenizer, ids, req.stop, finish is not None)
-            if stopped:
-                yield text, "stop"
-                return
-            yield text, finish
-            if finish is not None:
-                return
+            records = answer.add(event, self.server.tokenizer, req.stop)
+            if answer.choice.finish is not None and event.finish_reason is None:
+                self.server.loop.cancel(event.request_id)  # a stop string: free it now
+            yield answer.choice, records
 
-    def _complete(self, req, request_id, q: queue.Queue) -> None:
-        text, finish = "", None
-        for text, finish in self._events(req, q):
-            pass
-        self._json(200, req.response(text, finish))
+    def _complete(self, req: ParsedRequest, request_ids: list, q: queue.Queue) -> None:
+        choices = {}
+        for choice, _ in self._events(req, request_ids, q):
+            choices[choice.index] = choice
+        self._json(200, req.response([choices[i] for i in sorted(choices)]))
 
-    def _stream(self, req, request_id, q: queue.Queue) -> None:
+    def _stream(self, req: ParsedRequest, request_ids: list, q: queue.Queue) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        sent = 0
-        self._event(req.chunk(None, None, first=True))
-        for text, finish in self._events(req, q):
-            if len(text) > sent:
-                self._event(req.chunk(text[sent:], None))
-                sent = len(text)
-            if finish is not None:
-                self._event(req.chunk(None, finish))
+        sent = [0] * len(request_ids)
+        for i in range(len(request_ids)):
+            self._event(req.chunk(None, None, first=True, index=i))
+        for choice, records in self._events(req, request_ids, q):
+            i = choice.index
+            if len(choice.text) > sent[i] or records:
+                self._event(req.chunk(choice.text[sent[i]:], None, index=i, records=records))
+                sent[i] = len(choice.text)
+            if choice.finish is not None:
+                self._event(req.chunk(None, choice.finish, index=i))
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
