@@ -219,3 +219,29 @@ def test_engine_rejects_bad_requests():
         engine.add_request([1], 0)
     with pytest.raises(ValueError, match="GPT or Llama"):
         Engine(object())
+
+
+def test_logprobs_in_a_busy_batch_equal_generate_with_logprobs():
+    from numpylm.inference.logprobs import generate_with_logprobs
+
+    model = tiny_llama()
+    ps = prompts([7, 15, 3], seed=6)
+    engine = Engine(model, page_size=4, max_tokens_per_step=9)
+    ids = [engine.add_request(p, 6, logprobs=k) for p, k in zip(ps, (2, None, 0))]
+    events = []
+    while engine.has_work():
+        events += engine.step()
+    for rid, p, k in zip(ids, ps, (2, None, 0)):
+        mine = [e for e in events if e.request_id == rid]
+        if k is None:
+            assert all(e.logprob is None for e in mine)
+            continue
+        _, want = generate_with_logprobs(model, np.array(p), 6, k,
+                                         sampling=SamplingParams(temperature=0.0))
+        assert [e.logprob.token for e in mine] == [r.token for r in want]
+        np.testing.assert_allclose([e.logprob.logprob for e in mine],
+                                   [r.logprob for r in want], rtol=1e-9)
+        assert [[t for t, _ in e.logprob.top] for e in mine] == [[t for t, _ in r.top]
+                                                                 for r in want]
+    with pytest.raises(ValueError, match="logprobs"):
+        engine.add_request([1], 2, logprobs=21)

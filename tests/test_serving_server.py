@@ -275,3 +275,83 @@ def test_request_larger_than_the_pool_is_a_400(model, tokenizer):
         server.shutdown()
         server.server_close()
         server.loop.stop()
+
+
+# ---- log-probabilities and several answers ----
+
+def _reference_logprobs(model, ids, n, top):
+    """Greedy tokens and their records from numpylm.inference.logprobs, outside the server."""
+    from numpylm.inference import SamplingParams
+    from numpylm.inference.logprobs import generate_with_logprobs
+
+    out, records = generate_with_logprobs(model, np.array(ids), n, top,
+                                          sampling=SamplingParams(temperature=0.0))
+    return [int(t) for t in out[len(ids):]], records
+
+
+def test_completion_logprobs_match_generate_with_logprobs(served, model, tokenizer):
+    _, url = served
+    prompt = "Logs"
+    status, body, _ = call(url, "/v1/completions", {"prompt": prompt, "max_tokens": 5,
+                                                    "temperature": 0, "logprobs": 3})
+    assert status == 200
+    choice = json.loads(body)["choices"][0]
+    lp = choice["logprobs"]
+    new, records = _reference_logprobs(model, tokenizer.encode(prompt), 5, 3)
+    assert EOT not in new
+    assert lp["tokens"] == [tokenizer.decode([t]) for t in new]
+    assert "".join(lp["tokens"]) == choice["text"]
+    np.testing.assert_allclose(lp["token_logprobs"], [r.logprob for r in records], rtol=1e-4)
+    assert all(v <= 0 for v in lp["token_logprobs"])
+    for got, r in zip(lp["top_logprobs"], records):
+        # keyed by text, as the API's layout is: tokens with the same text share a key
+        want = {tokenizer.decode([t]): v for t, v in r.top}
+        assert list(got) == list(want)
+        np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=1e-4)
+    assert lp["text_offset"] == [len(tokenizer.decode(new[:i])) for i in range(5)]
+    # without the parameter: no log-probabilities
+    plain = json.loads(call(url, "/v1/completions", {"prompt": prompt, "max_tokens": 5,
+                                                     "temperature": 0})[1])
+    assert plain["choices"][0]["logprobs"] is None and plain["choices"][0]["text"] == choice["text"]
+
+
+def test_chat_logprobs_layout_and_stream(served, model, tokenizer):
+    _, url = served
+    body = {"messages": [{"role": "user", "content": "hey"}], "max_tokens": 4,
+            "temperature": 0, "logprobs": True, "top_logprobs": 2}
+    whole = json.loads(call(url, "/v1/chat/completions", body)[1])["choices"][0]
+    content = whole["logprobs"]["content"]
+    assert 1 <= len(content) <= 4
+    assert "".join(e["token"] for e in content) == whole["message"]["content"]
+    for e in content:
+        assert set(e) == {"token", "logprob", "bytes", "top_logprobs"}
+        assert bytes(e["bytes"]).decode("utf-8", "replace") == e["token"]
+        assert len(e["top_logprobs"]) == 2
+        assert e["top_logprobs"][0]["logprob"] >= e["top_logprobs"][1]["logprob"]
+        assert e["logprob"] == pytest.approx(e["top_logprobs"][0]["logprob"])  # greedy
+    chunks = events(call(url, "/v1/chat/completions", {**body, "stream": True})[1])
+    streamed = [e for c in chunks if c["choices"][0]["logprobs"]
+                for e in c["choices"][0]["logprobs"]["content"]]
+    assert streamed == content
+    status, text, _ = call(url, "/v1/chat/completions", {**body, "logprobs": False})
+    assert status == 400 and json.loads(text)["error"]["param"] == "top_logprobs"
+
+
+def test_n_answers_are_the_seeded_answers_alone(served):
+    _, url = served
+    base = {"prompt": "Once", "max_tokens": 6, "temperature": 1.0}
+    reply = json.loads(call(url, "/v1/completions", {**base, "n": 3, "seed": 7})[1])
+    choices = reply["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    alone = [json.loads(call(url, "/v1/completions", {**base, "seed": 7 + i})[1])
+             ["choices"][0]["text"] for i in range(3)]
+    assert [c["text"] for c in choices] == alone
+    assert len(set(alone)) > 1  # different seeds, different answers (the test can fail)
+    if all(c["finish_reason"] == "length" for c in choices):
+        assert reply["usage"]["completion_tokens"] == 18  # usage counts every answer
+    chunks = events(call(url, "/v1/completions", {**base, "n": 2, "seed": 7,
+                                                  "stream": True})[1])
+    texts = ["", ""]
+    for c in chunks:
+        texts[c["choices"][0]["index"]] += c["choices"][0]["text"]
+    assert texts == alone[:2]
