@@ -86,8 +86,8 @@ TASK_COLUMNS = (("next_sentence acc_norm", "next_sentence", "acc_norm", 0),
                 ("arithmetic exact", "arithmetic", "exact_match", 3))
 
 
-def _ladder_tasks(text: str, tokenizer, config: LadderConfig,
-                  log: Callable[[str], None]) -> dict:
+def ladder_tasks(text: str, tokenizer: Any, config: LadderConfig,
+                 log: Callable[[str], None]) -> dict:
     """column -> Task, built from the ladder's own text (its held-out tail); a task the text
     is too short for, or whose characters the tokenizer lacks (a `--data` text without "?"),
     is left out with a line in the log."""
@@ -112,8 +112,11 @@ def _ladder_tasks(text: str, tokenizer, config: LadderConfig,
     return tasks
 
 
-def _task_scores(model, tokenizer, tasks: dict, config: LadderConfig) -> dict:
-    """"column (n=items)" -> (value, stderr) of one model on the ladder's tasks."""
+def score_tasks(model: Any, tokenizer: Any, tasks: dict, config: LadderConfig,
+                crop: bool = True) -> dict:
+    """"column (n=items)" -> (value, stderr) of one model on the ladder's tasks; contexts are
+    cropped to the ladder's block size (`crop=False`: to the model's own window, for a
+    pretrained model set beside the rungs)."""
     from numpylm.evaluation.harness import run_task
 
     scores = {}
@@ -121,7 +124,8 @@ def _task_scores(model, tokenizer, tasks: dict, config: LadderConfig) -> dict:
     for column, task in tasks.items():
         metric, shots = specs[column]
         result = run_task(model, tokenizer, task, limit=config.eval_items, num_fewshot=shots,
-                          max_length=config.block_size, seed=config.seed)
+                          max_length=config.block_size if crop else None,
+                          seed=config.seed)
         scores[f"{column} (n={len(result.items)})"] = result.metrics[metric]
     return scores
 
@@ -211,7 +215,7 @@ def run_ladder(config: LadderConfig, log: Callable[[str], None] = print) -> list
     log(f"ladder: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
         f"{len(data.train):,} train / {len(data.val):,} validation tokens, "
         f"{config.budget_seconds:g} s per neural model")
-    tasks = _ladder_tasks(text, tokenizer, config, log)
+    tasks = ladder_tasks(text, tokenizer, config, log)
     rungs = []
     for name in config.models:
         log(f"  {name} ...")
@@ -222,7 +226,7 @@ def run_ladder(config: LadderConfig, log: Callable[[str], None] = print) -> list
         log(f"  {rung.model}: {rung.val_bpc:.3f} bits/char after {rung.train_seconds:.1f} s")
         if tasks:
             t0 = time.perf_counter()
-            rung.tasks = _task_scores(model, tokenizer, tasks, config)
+            rung.tasks = score_tasks(model, tokenizer, tasks, config)
             scored = ", ".join(f"{c} {v:.2f}" for c, (v, _) in rung.tasks.items())
             log(f"  {rung.model}: {scored} ({time.perf_counter() - t0:.1f} s)")
         rungs.append(rung)
