@@ -8,24 +8,44 @@ directly, the residual stream updated in place, the SwiGLU product and the RMSNo
 done in place, and grouped-query attention for the one newest token done as G query rows
 per key-value head, so the cache of Hkv heads is read once and never repeated. It is the
 stepper behind `Llama.step`; the tests prove it gives `Llama.forward`'s logits.
+
+Per token, a layer's seven products with one row are seven BLAS calls, and the work
+between them is some fifty small numpy calls; at 30 layers the calls alone cost a few ms a
+token. So the stepper lays each layer's q, k and v projections side by side in one matrix,
+and gate and up in another (`_Plan`): one product for q, k and v, one for gate and up. The
+parameters become views of those matrices (the same numbers under the same names; an
+optimiser's in-place update or a LoRA merge changes them there), and a parameter given a
+new array (`model.to`, packing, loading) is noticed at the next call, which lays the layer
+out again or, for a layer that cannot be (packed, LoRA-wrapped), multiplies projection by
+projection as before. RoPE rotates q and k together, with cos and sin rows looked up in a
+table computed once (`rope_tables` of 0..P-1: the same numbers as for the positions alone).
 """
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
 from numpylm.autograd.ops_attention import (_attention_forward, _from_rows, _grouped_mask,
                                             _to_rows)
+from numpylm.autograd.ops_rope import rope_tables
+from numpylm.nn import Linear
 
 
 def _rms_norm(x: np.ndarray, norm) -> np.ndarray:
     """x / sqrt(mean(x^2) + eps) * weight over the last axis, as `F.rms_norm`, (N, C)."""
-    ms = np.einsum("nc,nc->n", x, x)[:, None]  # sum of squares, then the mean in place
-    ms *= 1.0 / x.shape[-1]
+    if x.shape[0] == 1:  # decoding one token: the scale is one number, Python's arithmetic
+        rstd = 1.0 / math.sqrt(float(np.vecdot(x[0], x[0])) / x.shape[1] + norm.eps)
+        y = x * rstd  # stays float32 (a Python number does not widen an array)
+        y *= norm.weight.data
+        return y
+    ms = np.vecdot(x, x)[:, None]  # sum of squares (a ufunc: no einsum parsing), then the mean
+    ms /= x.shape[-1]
     ms += norm.eps
     np.sqrt(ms, out=ms)
-    y = x / ms
+    np.reciprocal(ms, out=ms)  # rstd, multiplied in as `F.rms_norm` does
+    y = x * ms
     y *= norm.weight.data
     return y
 
@@ -107,6 +127,108 @@ def _attention(q, k, v, kv_cache, layer: int, attn_mask) -> np.ndarray:
     return out.transpose(0, 2, 1, 3).reshape(B * T, H * D)
 
 
+def _side_by_side(linears) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The weights (and biases) of `linears` as row blocks of one new matrix (and vector),
+    each parameter rebound to a view of its block; None when they cannot share one (a layer
+    packed or wrapped, mixed dtypes or widths, biases on some only)."""
+    if not all(type(lin) is Linear and getattr(lin, "packed", None) is None
+               for lin in linears):
+        return None
+    ws = [lin.weight.data for lin in linears]
+    biased = {lin.bias is not None for lin in linears}
+    if (len(biased) > 1 or any(w.ndim != 2 for w in ws)
+            or len({(w.shape[1], w.dtype) for w in ws}) > 1):
+        return None
+    weight = np.concatenate(ws)
+    bias = np.concatenate([lin.bias.data for lin in linears]) if True in biased else None
+    start = 0
+    for lin in linears:
+        end = start + lin.weight.data.shape[0]
+        lin.weight.data = weight[start:end]
+        if bias is not None:
+            lin.bias.data = bias[start:end]
+        start = end
+    return weight, bias
+
+
+class _Group:
+    """Projections that read the same input, multiplied as one matrix (see `_side_by_side`)."""
+
+    __slots__ = ("linears", "weight", "bias", "views")
+
+    def __init__(self, linears) -> None:
+        self.linears = linears
+        fused = _side_by_side(linears)
+        self.weight, self.bias = fused if fused is not None else (None, None)
+        # Not laid out: multiplied one by one, which reads each layer afresh, so only a
+        # different layer (an adapter put on or taken off) calls for another look.
+        self.views = None if fused is None else self._current()
+
+    def _current(self) -> tuple:
+        return tuple(a for lin in self.linears
+                     for a in (lin.weight.data, None if lin.bias is None else lin.bias.data))
+
+    def valid(self, linears) -> bool:
+        """Whether these are still the layers laid out, with their arrays untouched."""
+        if any(a is not b for a, b in zip(linears, self.linears)):
+            return False
+        return self.views is None or all(a is b for a, b in zip(self._current(), self.views))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = x @ self.weight.T
+        if self.bias is not None:
+            y += self.bias
+        return y
+
+
+class _Plan:
+    """A model's fused projection groups (qkv, gate_up per layer) and its RoPE table."""
+
+    def __init__(self) -> None:
+        self.layers: list[tuple[_Group, _Group]] = []
+        self.rope_key = None
+        self.cos = self.sin = None
+
+    def groups(self, model) -> list[tuple[_Group, _Group]]:
+        layers = model.model.layers
+        if len(self.layers) != len(layers):
+            self.layers = [None] * len(layers)
+        for i, layer in enumerate(layers):
+            a, m = layer.self_attn, layer.mlp
+            qkv, gate_up = (a.q_proj, a.k_proj, a.v_proj), (m.gate_proj, m.up_proj)
+            old = self.layers[i]
+            if old is None or not (old[0].valid(qkv) and old[1].valid(gate_up)):
+                self.layers[i] = (_Group(qkv), _Group(gate_up))
+        return self.layers
+
+    def rope(self, model, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`model.rope_tables(positions)`, as rows of a table of 0..P-1 (grown by doubling)."""
+        c = model.config
+        dtype = model.model.embed_tokens.weight.dtype
+        key = (c.head_dim, c.rope_theta, repr(c.rope_scaling), dtype)
+        if positions.size and positions.min() < 0:  # no row of the table: compute them
+            return model.rope_tables(positions)
+        need = int(positions.max()) + 1 if positions.size else 1
+        if key != self.rope_key or need > len(self.cos):
+            size = max(need, 2 * len(self.cos) if key == self.rope_key else 256)
+            self.cos, self.sin = rope_tables(np.arange(size), c.head_dim, c.rope_theta,
+                                             c.rope_scaling, dtype=dtype)
+            self.rope_key = key
+        return self.cos[positions], self.sin[positions]
+
+
+# One plan per model, outside it: a copy of the model (copy.deepcopy) copies no plan, and
+# builds its own over its own arrays at its first step.
+_PLANS: "weakref.WeakKeyDictionary[object, _Plan]" = weakref.WeakKeyDictionary()
+
+
+def _plan(model) -> _Plan:
+    plan = _PLANS.get(model)
+    if plan is None:
+        plan = _PLANS[model] = _Plan()
+    return plan
+
+
 def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=None,
                    attn_mask=None, last_only: bool = False) -> np.ndarray:
     """Logits (B, T, V), or (B, 1, V) with `last_only`, for token ids idx (B, T) at
@@ -117,21 +239,32 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
     C, H, Hkv, D = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
     if kv_cache is not None:  # once, not per layer: the layers write into it directly
         kv_cache.reserve(T)
-    cos, sin = model.rope_tables(np.broadcast_to(position_ids, (B, T)))  # (B, T, D/2)
+    plan = _plan(model)
+    cos, sin = plan.rope(model, np.broadcast_to(position_ids, (B, T)))  # (B, T, D/2)
     cos, sin = cos[:, :, None], sin[:, :, None]  # (B, T, 1, D/2): every head alike
     embedding = model.model.embed_tokens
     rows = getattr(embedding, "packed", None) or embedding.weight.data
     x = rows[idx].reshape(B * T, C)  # a fresh array
-    for i, layer in enumerate(model.model.layers):
-        a = layer.self_attn
+    for i, (layer, (qkv, gate_up)) in enumerate(zip(model.model.layers, plan.groups(model))):
+        a, m = layer.self_attn, layer.mlp
         h = _rms_norm(x, layer.input_layernorm)
-        q = _rope_(_linear(h, a.q_proj).reshape(B, T, H, D), cos, sin)
-        k = _rope_(_linear(h, a.k_proj).reshape(B, T, Hkv, D), cos, sin)
-        v = _linear(h, a.v_proj).reshape(B, T, Hkv, D)
+        if qkv.weight is not None:  # one product, then q and k heads rotated together
+            y = qkv(h)  # (B T, (H + 2 Hkv) D)
+            qk = _rope_(y[:, :(H + Hkv) * D].reshape(B, T, H + Hkv, D), cos, sin)
+            q, k = qk[:, :, :H], qk[:, :, H:]
+            v = y[:, (H + Hkv) * D:].reshape(B, T, Hkv, D)
+        else:
+            q = _rope_(_linear(h, a.q_proj).reshape(B, T, H, D), cos, sin)
+            k = _rope_(_linear(h, a.k_proj).reshape(B, T, Hkv, D), cos, sin)
+            v = _linear(h, a.v_proj).reshape(B, T, Hkv, D)
         x += _linear(_attention(q, k, v, kv_cache, i, attn_mask), a.o_proj)
         h = _rms_norm(x, layer.post_attention_layernorm)
-        m = layer.mlp
-        g = _swiglu_(_linear(h, m.gate_proj), _linear(h, m.up_proj))  # (B T, I)
+        if gate_up.weight is not None:
+            y = gate_up(h)  # (B T, 2 I): gate's columns, then up's
+            half = y.shape[1] // 2
+            g = _swiglu_(y[:, :half], y[:, half:])
+        else:
+            g = _swiglu_(_linear(h, m.gate_proj), _linear(h, m.up_proj))  # (B T, I)
         x += _linear(g, m.down_proj)  # the residual stream, updated in place
     if kv_cache is not None:
         kv_cache.advance(T)

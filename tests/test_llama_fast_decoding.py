@@ -1,0 +1,120 @@
+"""The Llama stepper's fast path: q/k/v and gate/up multiplied as one matrix each, and RoPE
+rows from a table, proven to give `Llama.forward`'s logits however the weights change."""
+import copy
+
+import numpy as np
+import pytest
+
+from numpylm import no_grad
+from numpylm.autograd.ops_rope import rope_tables
+from numpylm.models import llama_inference
+from numpylm.models.llama import Llama, LlamaConfig
+from numpylm.optim import AdamW
+
+TINY = dict(vocab_size=11, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16)
+IDS = np.array([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]])
+
+
+def tiny(**overrides) -> Llama:
+    model = Llama(LlamaConfig(**{**TINY, **overrides}), rng=1)
+    rng = np.random.default_rng(2)
+    for p in model.parameters():
+        p.data[...] = rng.normal(0, 0.4, p.shape) + (1.0 if p.ndim == 1 else 0.0)
+    return model.eval()
+
+
+def assert_step_equals_forward(model: Llama, atol: float = 1e-6) -> None:
+    """The prompt, then one token at a time, against the graph's logits."""
+    with no_grad():
+        full = model(IDS)[0].data
+    state = model.init_state(2)
+    np.testing.assert_allclose(model.step(state, IDS[:, :3]), full[:, 2], rtol=1e-5, atol=atol)
+    for t in range(3, IDS.shape[1]):
+        np.testing.assert_allclose(model.step(state, IDS[:, t:t + 1]), full[:, t], rtol=1e-5,
+                                   atol=atol, err_msg=f"position {t}")
+
+
+@pytest.mark.parametrize("overrides", [{}, {"attention_bias": True},
+                                       {"num_key_value_heads": 1, "head_dim": 6}])
+def test_projections_are_laid_side_by_side_and_the_logits_stay(overrides):
+    model = tiny(**overrides)
+    names = [n for n, _ in model.named_parameters()]
+    assert_step_equals_forward(model)
+    assert [n for n, _ in model.named_parameters()] == names  # the same parameters, by name
+    for layer in model.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        qkv = [a.q_proj.weight.data, a.k_proj.weight.data, a.v_proj.weight.data]
+        assert qkv[0].base is not None and all(w.base is qkv[0].base for w in qkv)
+        assert qkv[0].base.shape == (sum(w.shape[0] for w in qkv), model.config.hidden_size)
+        np.testing.assert_array_equal(qkv[0].base, np.concatenate(qkv))
+        assert m.gate_proj.weight.data.base is m.up_proj.weight.data.base is not None
+        if model.config.attention_bias:
+            assert a.q_proj.bias.data.base is a.v_proj.bias.data.base is not None
+
+
+def test_weights_changed_in_place_or_replaced_reach_the_next_step():
+    model = tiny(attention_bias=True)
+    assert_step_equals_forward(model)  # laid out now
+    layer = model.model.layers[1]
+    layer.self_attn.k_proj.weight.data *= 1.7  # in place: the view writes the shared matrix
+    layer.mlp.up_proj.weight.data[0] += 0.5
+    assert_step_equals_forward(model)
+    rng = np.random.default_rng(9)
+    layer.self_attn.q_proj.weight.data = rng.normal(0, 0.5, (8, 8)).astype(np.float32)
+    layer.self_attn.v_proj.bias.data = rng.normal(0, 0.5, 4).astype(np.float32)
+    layer.mlp.gate_proj.weight.data = rng.normal(0, 0.5, (12, 8)).astype(np.float32)
+    assert_step_equals_forward(model)
+
+
+def test_training_after_decoding_updates_what_the_stepper_reads():
+    model = tiny()
+    assert_step_equals_forward(model)
+    model.train()
+    opt = AdamW(model.parameters(), lr=0.05)
+    for _ in range(3):
+        _, loss = model(IDS, np.roll(IDS, -1, axis=1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert_step_equals_forward(model.eval())
+
+
+def test_a_copy_decodes_on_its_own_arrays():
+    model = tiny()
+    assert_step_equals_forward(model)
+    with no_grad():
+        before = model(IDS)[0].data
+    twin = copy.deepcopy(model)
+    for p in twin.parameters():
+        p.data *= 0.5
+    assert_step_equals_forward(twin)
+    assert_step_equals_forward(model)
+    with no_grad():
+        np.testing.assert_array_equal(model(IDS)[0].data, before)
+
+
+def test_a_wrapped_projection_is_multiplied_alone():
+    lora = pytest.importorskip("numpylm.tuning.lora")
+    model = tiny()
+    assert_step_equals_forward(model)
+    attn = model.model.layers[0].self_attn
+    attn.k_proj = lora.LoRALinear(attn.k_proj, r=2, rng=0)
+    attn.k_proj.lora_B.weight.data[...] = 0.3  # a non-zero update
+    # (the graph adds B A x to W x, the stepper multiplies by W + B A: float32 rounding apart)
+    assert_step_equals_forward(model, atol=2e-5)
+
+
+@pytest.mark.parametrize("scaling", [None, {"rope_type": "llama3", "factor": 8.0,
+                                            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                            "original_max_position_embeddings": 8}])
+def test_rope_rows_are_the_tables_of_the_positions(scaling):
+    model = tiny(rope_theta=500.0, rope_scaling=scaling, max_position_embeddings=2048)
+    plan = llama_inference._plan(model)
+    for positions in (np.array([[0, 1, 2]]), np.array([[700], [5]]), np.array([[1500, 3]])):
+        cos, sin = plan.rope(model, positions)  # the table grows past 256, then past 1024
+        want = rope_tables(positions, 2, 500.0, scaling)
+        np.testing.assert_array_equal(cos, want[0])
+        np.testing.assert_array_equal(sin, want[1])
+    cos, _ = plan.rope(model, np.array([[-3, 2]]))  # no row for a negative position
+    np.testing.assert_array_equal(cos, rope_tables(np.array([[-3, 2]]), 2, 500.0, scaling)[0])
