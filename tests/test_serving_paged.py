@@ -162,3 +162,58 @@ def test_engine_kernels_agree_with_each_other():
     assert paged.generate(ps, 9) == gather.generate(ps, 9)
     with pytest.raises(ValueError, match="kernel"):
         Engine(model, kernel="fast")
+
+
+# ---- prefix sharing ----
+
+def _greedy(model, prompt, n):
+    from numpylm.inference import generate
+
+    return [int(t) for t in generate(model, np.array(prompt), n, temperature=0)[len(prompt):]]
+
+
+def test_shared_prefix_blocks_give_the_same_tokens_and_are_counted():
+    """A 21-token prefix, page 4: the first request names its full blocks; each later request
+    with the same prefix takes its 5 pure-prefix blocks (tokens 0-19) instead of computing
+    them, after the first has finished (freed blocks keep their names) and while another holds
+    them; the tokens are generate's, and every block is free at the end."""
+    model = tiny_llama()
+    rng = np.random.default_rng(8)
+    prefix = [int(t) for t in rng.integers(0, V, 21)]
+    ps = [prefix + [int(t) for t in rng.integers(0, V, k)] for k in (4, 6, 2, 9)]
+    engine = Engine(model, page_size=4, num_blocks=60, share_prefixes=True)
+    assert engine.generate(ps[:1], 5) == [_greedy(model, ps[0], 5)]
+    assert engine.cache.prefix_hits == 0
+    assert engine.generate(ps[1:2], 5) == [_greedy(model, ps[1], 5)]
+    assert engine.cache.prefix_hits == 5
+    assert engine.generate(ps[2:], 5) == [_greedy(model, p, 5) for p in ps[2:]]
+    assert engine.cache.prefix_hits == 15
+    assert engine.cache.num_free == 60 and not engine.cache.refs.any()
+    plain = Engine(model, page_size=4, num_blocks=60)  # off by default
+    plain.generate(ps[:2], 5)
+    assert plain.cache.prefix_hits == 0
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(1, 7), st.integers(1, 6)),
+                min_size=2, max_size=6),
+       st.integers(8, 16), st.integers(2, 4))
+def test_prefix_sharing_with_preemption_never_leaks(requests, num_blocks, max_running):
+    """Prompts that start with one of three prefixes, on a pool small enough to pre-empt:
+    greedy tokens stay generate's, and at the end every block is free and owned by no one."""
+    model = tiny_llama()
+    rng = np.random.default_rng(0)
+    prefixes = [[int(t) for t in rng.integers(0, V, n)] for n in (9, 13, 4)]
+    ps = [prefixes[i] + [int(t) for t in rng.integers(0, V, k)] for i, k, _ in requests]
+    news = [n for _, _, n in requests]
+    engine = Engine(model, page_size=3, num_blocks=num_blocks, max_running=max_running,
+                    max_tokens_per_step=7, share_prefixes=True)
+    fits = [engine.cache.blocks_for(len(p) + n) <= num_blocks for p, n in zip(ps, news)]
+    ids = [engine.add_request(p, n) for p, n, ok in zip(ps, news, fits) if ok]
+    out = {i: [] for i in ids}
+    while engine.has_work():
+        for event in engine.step():
+            out[event.request_id].append(event.token)
+    kept = [(p, n) for p, n, ok in zip(ps, news, fits) if ok]
+    assert [out[i] for i in ids] == [_greedy(model, p, n) for p, n in kept]
+    assert engine.cache.num_free == num_blocks and not engine.cache.refs.any()

@@ -81,14 +81,16 @@ class Engine:
     `num_blocks` blocks of `page_size` tokens make the pool (default: room for `max_running`
     sequences of the full context, or of 2048 tokens if less); `max_running` sequences run
     at once, `max_tokens_per_step` tokens are fed per step. `kernel` is "paged" (Llama only;
-    the default for it) or "gather" (the default for GPT), see the module's docstring.
+    the default for it) or "gather" (the default for GPT), see the module's docstring. With
+    `share_prefixes`, a prompt that begins like one already in the pool reuses its blocks
+    (`PagedKVCache.share`; `engine.cache.prefix_hits` counts them).
     `add_request` queues a prompt; `step` runs the model once and returns the new tokens;
     `abort` cancels a request and frees its blocks.
     """
 
     def __init__(self, model: Any, *, num_blocks: int | None = None, page_size: int = 16,
                  max_running: int = 16, max_tokens_per_step: int = 256,
-                 kernel: str | None = None) -> None:
+                 kernel: str | None = None, share_prefixes: bool = False) -> None:
         self.model = model
         self.forward_logits = stepper_for(model)
         if kernel is None:
@@ -102,7 +104,8 @@ class Engine:
         self.context = int(model.block_size)
         if num_blocks is None:  # room for max_running sequences of up to 2048 tokens
             num_blocks = max_running * -(-min(self.context, 2048) // page_size)
-        self.cache = PagedKVCache(n_layer, n_kv, D, num_blocks, page_size, dtype=probe.k.dtype)
+        self.cache = PagedKVCache(n_layer, n_kv, D, num_blocks, page_size, dtype=probe.k.dtype,
+                                  share_prefixes=share_prefixes)
         self.scheduler = Scheduler(self.cache, max_running, max_tokens_per_step)
         self.sequences: dict[Hashable, SequenceState] = {}
         self._ids = itertools.count()
@@ -172,6 +175,8 @@ class Engine:
         for seq, n in plan:
             row = logits[id(seq)]
             seq.computed += n
+            if self.cache.share_prefixes:  # name its full blocks, for later prompts to share
+                self.cache.record(seq.request_id, seq.tokens)
             if seq.pending:  # a prompt chunk that is not the last: nothing to choose yet
                 continue
             req = seq.payload

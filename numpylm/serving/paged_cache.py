@@ -22,6 +22,16 @@ in the largest free gap, half-way in when a growing neighbour ends just before i
 `runs(seq)` lists the pieces of consecutive slots a sequence occupies: usually one, read in
 place as a view, no copy (`numpylm.serving.paged_attention`). Blocks stay the unit of
 allocation, so a fragmented pool still works: it only makes more runs.
+
+**Prefix sharing** (`share_prefixes=True`): requests often begin alike (one system prompt, a
+chat resent with its history each turn). A full block's keys and values depend only on the
+tokens up to its end, so a block is named by those tokens (a chain of hashes, block by block,
+`record`), and a new sequence whose prompt begins with the same tokens takes the same blocks
+(`share`) instead of computing them again; each block counts its owners and returns to the
+pool when the last one leaves. A freed block keeps its name until it is handed out again, so
+the next turn of a chat still finds it. Only full blocks are shared, and a sequence writes only
+after its last token, so a shared block is never written again: the copy of copy-on-write is
+never needed (`claim` checks it). `prefix_hits` counts the blocks reused.
 """
 from __future__ import annotations
 
@@ -42,7 +52,8 @@ class PagedKVCache:
     """
 
     def __init__(self, n_layer: int, n_kv_heads: int, head_size: int, num_blocks: int,
-                 page_size: int = 16, dtype: Any = np.float32) -> None:
+                 page_size: int = 16, dtype: Any = np.float32,
+                 share_prefixes: bool = False) -> None:
         for name, value in (("n_layer", n_layer), ("n_kv_heads", n_kv_heads),
                             ("head_size", head_size), ("num_blocks", num_blocks),
                             ("page_size", page_size)):
@@ -58,6 +69,12 @@ class PagedKVCache:
         self.peak_used = 0  # the most blocks in use at once (`reset_peak` starts again)
         self.tables: dict[Hashable, list[int]] = {}
         self.lengths: dict[Hashable, int] = {}
+        self.refs = np.zeros(num_blocks, dtype=np.int64)  # owners of each block
+        self.share_prefixes = bool(share_prefixes)
+        self.prefix_hits = 0  # blocks a sequence took from another instead of computing
+        self._named: dict[int, int] = {}  # the name (hash of its tokens) of a full block -> block
+        self._name_of: dict[int, int] = {}  # block -> its name
+        self._names: dict[Hashable, list[int]] = {}  # the names of each sequence's full blocks
 
     # ---- bookkeeping ----
 
@@ -123,20 +140,72 @@ class PagedKVCache:
                 self._tails.discard(table[-1])
             table.append(after)
             self._tails.add(after)
-            self._is_free[after] = False
-            self._num_free -= 1
+            self._take(after)
         self.peak_used = max(self.peak_used, self.num_blocks - self._num_free)
         return True
 
+    def _take(self, block: int) -> None:
+        """Hand a free block to a sequence; what it held is about to be overwritten."""
+        name = self._name_of.pop(block, None)
+        if name is not None:
+            del self._named[name]
+        self._is_free[block] = False
+        self._num_free -= 1
+        self.refs[block] = 1
+
     def free(self, seq: Hashable) -> None:
-        """Forget `seq` and return its blocks to the pool."""
+        """Forget `seq`; each of its blocks returns to the pool when no one else owns it."""
         self._check(seq)
         table = self.tables.pop(seq)
         if table:
             self._tails.discard(table[-1])
-            self._is_free[table] = True
-            self._num_free += len(table)
+            self.refs[table] -= 1
+            done = [b for b in table if self.refs[b] == 0]
+            self._is_free[done] = True
+            self._num_free += len(done)
         del self.lengths[seq]
+        self._names.pop(seq, None)
+
+    # ---- prefix sharing ----
+
+    def _name(self, previous: int, tokens: Sequence[int]) -> int:
+        return hash((previous, tuple(tokens)))
+
+    def record(self, seq: Hashable, tokens: Sequence[int]) -> None:
+        """Name `seq`'s newly full blocks by `tokens` (its token ids, at least as many as it
+        has stored), so that later sequences with the same prefix can `share` them."""
+        if not self.share_prefixes:
+            return
+        self._check(seq)
+        P, names, table = self.page_size, self._names.setdefault(seq, []), self.tables[seq]
+        for i in range(len(names), self.lengths[seq] // P):
+            name = self._name(names[-1] if names else 0, tokens[i * P:(i + 1) * P])
+            names.append(name)
+            if name not in self._named:  # the first holder of these tokens names the block
+                self._named[name], self._name_of[table[i]] = table[i], name
+
+    def share(self, seq: Hashable, tokens: Sequence[int]) -> int:
+        """Give a new, empty `seq` the named blocks that hold a prefix of `tokens`, leaving at
+        least one token to compute (its logits are needed); the tokens now stored."""
+        self._check(seq)
+        if not self.share_prefixes or self.tables[seq]:
+            return 0
+        P, table, names = self.page_size, self.tables[seq], self._names.setdefault(seq, [])
+        for i in range((len(tokens) - 1) // P):
+            name = self._name(names[-1] if names else 0, tokens[i * P:(i + 1) * P])
+            block = self._named.get(name)
+            if block is None:
+                break
+            if self._is_free[block]:  # freed but not yet reused: still holds these tokens
+                self._is_free[block] = False
+                self._num_free -= 1
+            self.refs[block] += 1
+            table.append(block)
+            names.append(name)
+            self.prefix_hits += 1
+        self.lengths[seq] = len(table) * P
+        self.peak_used = max(self.peak_used, self.num_blocks - self._num_free)
+        return self.lengths[seq]
 
     def slots(self, seq: Hashable, start: int, stop: int) -> np.ndarray:
         """Pool slot numbers of positions start..stop-1 of `seq`, through its block table."""
@@ -169,6 +238,9 @@ class PagedKVCache:
             raise ValueError(f"PagedKVCache.claim: sequence {seq!r} has room for "
                              f"{len(self.tables[seq]) * self.page_size - L} more tokens, got "
                              f"{n}; reserve them first")
+        written = self.tables[seq][L // self.page_size:self.blocks_for(L + n)]
+        if written and self.refs[written].max() > 1:  # never happens: shared blocks are full
+            raise ValueError(f"PagedKVCache.claim: sequence {seq!r} would write a shared block")
         self.lengths[seq] = L + n
         return self.slots(seq, L, L + n)
 

@@ -137,10 +137,14 @@ class Scheduler:
         # New (or pre-empted) sequences join while there is room; they never pre-empt.
         while self.waiting and budget > 0 and len(self.running) < self.max_running:
             seq = self.waiting[0]
-            n = min(seq.pending, budget)
             self.cache.add(seq.request_id)
+            # Blocks another sequence already holds for the same first tokens are taken,
+            # not computed (a no-op unless the cache shares prefixes).
+            seq.computed = self.cache.share(seq.request_id, seq.tokens)
+            n = min(seq.pending, budget)
             if not self.cache.reserve(seq.request_id, n):
                 self.cache.free(seq.request_id)
+                seq.computed = 0
                 break
             self.waiting.popleft()
             self.running.append(seq)
