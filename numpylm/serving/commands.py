@@ -25,7 +25,8 @@ def _run(args: argparse.Namespace) -> int:
 
     model, tokenizer, source = load_chat_model(args.model, args.adapter)
     engine = Engine(model, num_blocks=args.num_blocks, page_size=args.page_size,
-                    max_running=args.max_running, max_tokens_per_step=args.max_tokens_per_step)
+                    max_running=args.max_running, max_tokens_per_step=args.max_tokens_per_step,
+                    share_prefixes=not args.no_prefix_sharing)
     name = args.model_name or (Path(args.model).stem if args.model else "SmolLM2-135M-Instruct")
     api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
     server = make_server(engine, tokenizer, model_name=name, host=args.host, port=args.port,
@@ -76,6 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-blocks", type=int, default=None,
                    help="blocks in the KV pool (default: max-running contexts of up to "
                         "2048 tokens)")
+    p.add_argument("--no-prefix-sharing", action="store_true",
+                   help="compute every prompt in full, even when it begins like one in the "
+                        "pool (a chat's history, a shared system prompt)")
     p.add_argument("--verbose", action="store_true", help="log every HTTP request")
 
     p.set_defaults(func=guarded(_run, (ValueError, FileNotFoundError, OSError)))
