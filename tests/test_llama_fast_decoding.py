@@ -9,6 +9,7 @@ from numpylm import no_grad
 from numpylm.autograd.ops_rope import rope_tables
 from numpylm.models import llama_inference
 from numpylm.models.llama import Llama, LlamaConfig
+from numpylm.nn import Parameter
 from numpylm.optim import AdamW
 
 TINY = dict(vocab_size=11, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
@@ -65,6 +66,8 @@ def test_weights_changed_in_place_or_replaced_reach_the_next_step():
     layer.self_attn.v_proj.bias.data = rng.normal(0, 0.5, 4).astype(np.float32)
     layer.mlp.gate_proj.weight.data = rng.normal(0, 0.5, (12, 8)).astype(np.float32)
     assert_step_equals_forward(model)
+    layer.self_attn.k_proj.weight = Parameter(rng.normal(0, 0.5, (4, 8)), np.float32)
+    assert_step_equals_forward(model)  # a new parameter object, not only new data
 
 
 def test_training_after_decoding_updates_what_the_stepper_reads():

@@ -162,17 +162,21 @@ class _Group:
         self.weight, self.bias = fused if fused is not None else (None, None)
         # Not laid out: multiplied one by one, which reads each layer afresh, so only a
         # different layer (an adapter put on or taken off) calls for another look.
-        self.views = None if fused is None else self._current()
-
-    def _current(self) -> tuple:
-        return tuple(a for lin in self.linears
-                     for a in (lin.weight.data, None if lin.bias is None else lin.bias.data))
+        self.views = () if fused is None else tuple(
+            (lin, lin.weight, lin.weight.data, lin.bias,
+             None if lin.bias is None else lin.bias.data) for lin in linears)
 
     def valid(self, linears) -> bool:
-        """Whether these are still the layers laid out, with their arrays untouched."""
-        if any(a is not b for a, b in zip(linears, self.linears)):
-            return False
-        return self.views is None or all(a is b for a, b in zip(self._current(), self.views))
+        """Whether these are still the layers laid out, with their arrays untouched (the
+        same parameters holding the same views)."""
+        for lin, old in zip(linears, self.linears):
+            if lin is not old:
+                return False
+        for lin, w, wd, b, bd in self.views:
+            if lin.weight is not w or w.data is not wd or lin.bias is not b or (
+                    b is not None and b.data is not bd):
+                return False
+        return True
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = x @ self.weight.T
