@@ -16,7 +16,8 @@ given; else a small random Llama (4 layers, width 256) that runs in seconds. `--
 (default 1, for numpy's BLAS and torch alike): one thread keeps the ratio between
 concurrencies fair on a machine shared with other work. `--quick` is a small workload (8
 requests, short prompts and answers, C = 1 and 8) that runs in about two minutes.
-`--profile` instead profiles engine steps at batch 16 (cProfile): where a step's time goes.
+`--profile` instead times decoding steps alone (no HTTP, prompts already read) at batch 1 and
+16, and profiles the latter (cProfile): where a step's time goes, and what batching buys.
 
 Usage: `bench_serving.py [--quick] [--small] [--requests 64] [--concurrency 1 4 16 32]
 [--prompt-range 16 512] [--new-range 64 256] [--threads 1] [--no-hf] [--kernel paged]`.
@@ -97,14 +98,15 @@ def run_load(url: str, work: list[tuple[list[int], int]], concurrency: int) -> d
                 itl.extend(gaps)
                 tokens[0] += count
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"tokens": tokens[0], "tokens/s": tokens[0] / seconds, "seconds": seconds,
+            "tokens/cpu-s": tokens[0] / cpu,
             "ttft": np.percentile(ttft, [50, 95]), "itl": np.percentile(itl, [50, 95])}
 
 
@@ -126,7 +128,7 @@ def hf_peer(model, threads: int):
 def run_hf_static(torch, hf, work: list[tuple[list[int], int]], batch: int) -> dict:
     """The work in static batches of `batch` (in arrival order), each left-padded and run
     greedily until its longest request is done; tokens counted are those asked for."""
-    start, tokens = time.perf_counter(), 0
+    start, cpu, tokens = time.perf_counter(), time.process_time(), 0
     for i in range(0, len(work), batch):
         group = work[i:i + batch]
         width = max(len(p) for p, _ in group)
@@ -140,54 +142,69 @@ def run_hf_static(torch, hf, work: list[tuple[list[int], int]], batch: int) -> d
             hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
                         do_sample=False, pad_token_id=0)
         tokens += sum(m for _, m in group)
-    seconds = time.perf_counter() - start
-    return {"tokens/s": tokens / seconds, "seconds": seconds}
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"tokens/s": tokens / seconds, "seconds": seconds, "tokens/cpu-s": tokens / cpu}
 
 
-def profile_steps(model, work, batch: int = 16, steps: int = 6) -> None:
-    """cProfile of `steps` decoding steps at `batch` running sequences (prompts read first)."""
-    engine = Engine(model, max_running=batch, max_tokens_per_step=512)
+def decode_steps(model, work, batch: int, steps: int, profile: bool = False,
+                 kernel: str | None = None) -> float:
+    """Seconds of one decoding step with `batch` running sequences (their prompts, from
+    `work`, read first), the median of `steps`; with `profile`, cProfile's table of them."""
+    engine = Engine(model, max_running=batch, max_tokens_per_step=512, kernel=kernel)
     for prompt, _ in work[:batch]:
-        engine.add_request(prompt, 10_000 if len(prompt) < 4096 else 1)
+        engine.add_request(prompt, model.block_size - len(prompt) - 1)
     while engine.scheduler.waiting or any(s.pending > 1 for s in engine.scheduler.running):
         engine.step()
     engine.step()
     profiler = cProfile.Profile()
-    start = time.perf_counter()
-    profiler.enable()
+    times, cpu = [], []
     for _ in range(steps):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        if profile:
+            profiler.enable()
         engine.step()
-    profiler.disable()
-    seconds = (time.perf_counter() - start) / steps
+        profiler.disable()
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    seconds, cpu_seconds = float(np.median(times)), float(np.median(cpu))
     cached = np.mean(list(engine.cache.lengths.values()))
     print(f"one decoding step at batch {batch} ({cached:.0f} cached tokens a sequence on "
           f"average, kernel {engine.kernel}): {seconds * 1e3:.0f} ms, "
-          f"{batch / seconds:.1f} tokens/s")
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(10)
+          f"{batch / seconds:.1f} tokens/s ({cpu_seconds * 1e3:.0f} ms of CPU, "
+          f"{batch / cpu_seconds:.1f} tokens per CPU-s)", flush=True)
+    if profile:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(10)
+    return cpu_seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="a small random Llama")
     parser.add_argument("--quick", action="store_true",
-                        help="8 requests, prompts 16-128, 16-48 new tokens, C = 1 and 8")
+                        help="6 requests, prompts 16-64, 16-32 new tokens, C = 1 and 6")
     parser.add_argument("--requests", type=int, default=None)
     parser.add_argument("--concurrency", type=int, nargs="+", default=None)
     parser.add_argument("--prompt-range", type=int, nargs=2, default=None)
     parser.add_argument("--new-range", type=int, nargs=2, default=None)
     parser.add_argument("--no-hf", action="store_true", help="skip the HF transformers peer")
+    parser.add_argument("--hf-concurrency", type=int, nargs="+", default=None,
+                        help="the concurrencies to run the HF peer at (default: all; "
+                             "--quick: the largest)")
     parser.add_argument("--kernel", choices=["paged", "gather"], default=None,
                         help="the engine's step (default: paged for a Llama)")
     parser.add_argument("--profile", action="store_true",
-                        help="profile engine steps at batch 16 instead of the load test")
+                        help="time decoding steps at batch 1 and 16 and profile the latter, "
+                             "instead of the load test")
     add_threads_argument(parser)
     args = parser.parse_args()
-    quick = dict(requests=8, concurrency=[1, 8], prompt_range=[16, 128], new_range=[16, 48])
+    quick = dict(requests=6, concurrency=[1, 6], prompt_range=[16, 64], new_range=[16, 32])
     full = dict(requests=64, concurrency=[1, 4, 16, 32], prompt_range=[16, 512],
                 new_range=[64, 256])
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.hf_concurrency is None:
+        args.hf_concurrency = args.concurrency[-1:] if args.quick else args.concurrency
     threads = args.threads or 1
     blas.set_threads(threads)
     report_environment()
@@ -196,8 +213,12 @@ def main() -> None:
     V = model.vocab_size
     work = [([int(t) for t in rng.integers(0, V, rng.integers(*args.prompt_range, endpoint=True))],
              int(rng.integers(*args.new_range, endpoint=True))) for _ in range(args.requests)]
-    if args.profile:
-        profile_steps(model, work)
+    if args.profile:  # decoding alone: what batching buys once the prompts are read
+        mean = np.mean([len(p) for p, _ in work[:16]])  # batch 1: a prompt of the mean length
+        typical = min(work[:16], key=lambda w: abs(len(w[0]) - mean))
+        one = decode_steps(model, [typical], 1, 8, kernel=args.kernel)
+        many = decode_steps(model, work, 16, 8, profile=True, kernel=args.kernel)
+        print(f"decoding tokens per CPU-s at batch 16 against batch 1: {16 * one / many:.2f}x")
         return
     max_running = max(args.concurrency)
     engine = Engine(model, max_running=max_running, max_tokens_per_step=512,
@@ -213,29 +234,34 @@ def main() -> None:
           f"{args.requests} requests, prompts {args.prompt_range[0]}-{args.prompt_range[1]} "
           f"tokens, {args.new_range[0]}-{args.new_range[1]} new tokens, greedy, over HTTP"
           + ("" if peer else "; HF transformers not installed (or --no-hf): no peer"))
-    print("| concurrency | output tok/s | x vs 1 | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) "
-          "| wall (s) | HF static batches tok/s | ours / HF | KV paged peak / contiguous (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    base = None
+    print("| concurrency | output tok/s | x vs 1 | tok per CPU-s | x vs 1 | TTFT p50 / p95 (s) "
+          "| ITL p50 / p95 (ms) | wall (s) | HF static batches tok/s (per CPU-s) | ours / HF "
+          "| KV paged peak / contiguous (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    base = base_cpu = None
     for c in args.concurrency:
         cache.reset_peak()
         r = run_load(url, work, c)
-        base = base or r["tokens/s"]
+        base, base_cpu = base or r["tokens/s"], base_cpu or r["tokens/cpu-s"]
         paged = cache.peak_used * per_block / 2**20
         contiguous = c * model.block_size * per_token / 2**20
-        hf = run_hf_static(*peer, work, c) if peer else None
+        hf = run_hf_static(*peer, work, c) if peer and c in args.hf_concurrency else None
         print(f"| {c} | {r['tokens/s']:.1f} | {r['tokens/s'] / base:.2f} | "
+              f"{r['tokens/cpu-s']:.1f} | {r['tokens/cpu-s'] / base_cpu:.2f} | "
               f"{r['ttft'][0]:.2f} / {r['ttft'][1]:.2f} | {1e3 * r['itl'][0]:.0f} / "
               f"{1e3 * r['itl'][1]:.0f} | {r['seconds']:.1f} | "
-              + (f"{hf['tokens/s']:.1f} | {r['tokens/s'] / hf['tokens/s']:.2f} | " if hf
-                 else "- | - | ")
+              + (f"{hf['tokens/s']:.1f} ({hf['tokens/cpu-s']:.1f}) | "
+                 f"{r['tokens/s'] / hf['tokens/s']:.2f} "
+                 f"({r['tokens/cpu-s'] / hf['tokens/cpu-s']:.2f}) | " if hf else "- | - | ")
               + f"{paged:.1f} / {contiguous:.0f} |", flush=True)
     server.shutdown()
     server.loop.stop()
     print(f"\n(output tokens counted as streamed; a request may stop early at the end-of-text "
           f"id. Contiguous: one cache of the full context, {model.block_size} tokens, per "
           f"running sequence; paged: the most blocks of {cache.page_size} tokens in use at "
-          f"once. Timings on a shared machine are noisy: compare ratios within one run.)")
+          f"once. Timings on a shared machine are noisy: compare ratios within one run; "
+          f"per CPU-s counts this process's CPU time, clients included, which a busy "
+          f"neighbour does not take away.)")
 
 
 if __name__ == "__main__":
