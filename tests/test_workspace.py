@@ -124,3 +124,59 @@ def test_threads_never_share_an_array():
         t.join()
     alive = held[0] + held[1]
     assert len({a.ctypes.data for a in alive}) == len(alive)
+
+
+@pytest.mark.parametrize("n, align, threads", [(10, 1, "4"), (300_001, 1, "2"),
+                                               (300_001, 1 << 15, "3"), (200_000, 7, "1")])
+def test_split_covers_every_index_once_in_aligned_parts(monkeypatch, n, align, threads):
+    monkeypatch.setenv("NUMPYLM_THREADS", threads)
+    seen = np.zeros(n, dtype=np.int64)
+    parts = []
+
+    def fn(a, b):
+        parts.append((a, b))
+        seen[a:b] += 1
+
+    workspace.split(n, fn, align)
+    assert (seen == 1).all()
+    assert all(a % align == 0 for a, _ in parts)
+    expected = min(int(threads), max(1, n // workspace.SPLIT_MIN))
+    assert len(parts) == expected  # small passes inline, big ones one part per thread
+
+
+def test_split_runs_parts_in_other_threads_and_reraises_their_errors(monkeypatch):
+    import threading
+
+    monkeypatch.setenv("NUMPYLM_THREADS", "2")
+    names = set()
+
+    def fn(a, b):
+        names.add(threading.current_thread().name)
+        if a > 0:
+            raise ValueError("the second part failed")
+
+    with pytest.raises(ValueError, match="second part"):
+        workspace.split(4 * workspace.SPLIT_MIN, fn)
+    assert len(names) == 2
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_fused_swiglu_over_threads_equals_its_composed_twin(monkeypatch, threads):
+    """Pieces and thread parts end inside rows (5 x 40_001 elements): the same values and
+    gradients as the readable SwiGLU made of primitive ops, whatever the split."""
+    import numpylm.functional as F
+    from numpylm.autograd import composed
+
+    monkeypatch.setenv("NUMPYLM_THREADS", threads)
+    rng = np.random.default_rng(0)
+    gate, up = (rng.standard_normal((5, 40_001)).astype(np.float32) * 4 for _ in range(2))
+    g = rng.standard_normal(gate.shape).astype(np.float32)
+    results = []
+    for fn in (F.swiglu, composed.swiglu):
+        a, b = Tensor(gate, requires_grad=True), Tensor(up, requires_grad=True)
+        out = fn(a, b)
+        out.backward(g)
+        results.append((out.data, a.grad, b.grad))
+    for mine, readable in zip(*results):
+        assert mine.dtype == np.float32
+        np.testing.assert_allclose(mine, readable, rtol=1e-5, atol=1e-5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from numpylm.autograd import workspace
 from numpylm.autograd.gradcheck_inputs import gradcheck_inputs
 from numpylm.autograd.op import op
 
@@ -183,41 +184,78 @@ def silu(x):
     return x * s, backward
 
 
+# Elements per piece of the fused element-wise ops: 128 KB of float32, so that the few arrays
+# one piece touches stay in the core's cache from its first pass to its last.
+PIECE = 1 << 15
+
+
 @op
 def swiglu(gate, up):
     """silu(gate) * up, the gated MLP of Llama (Shazeer 2020): down(swiglu(gate(x), up(x))).
 
     gate and up have the same shape (..., I). Fused because the composed version makes four
     full-size arrays forward (sigmoid, silu, product, and the tanh inside sigmoid) and more
-    backward; here the forward keeps one (the sigmoid) besides its output, and each
-    gradient is built in place in its own array.
+    backward, each pass reading and writing memory. Here each piece of `PIECE` elements
+    goes through all its passes while it is in cache, the pieces are shared among the cores
+    (`workspace.split`), the only full-size arrays are the sigmoid (kept for backward), the
+    output and the two gradients, and those come from the workspace (no fresh pages each
+    step). Both gradients are made in one sweep.
     """
     gate, up = np.asarray(gate), np.asarray(up)
     if gate.shape != up.shape:
         raise ValueError(f"swiglu: gate and up must have the same shape, got {gate.shape} "
                          f"and {up.shape}")
-    s = _sigmoid(gate)
-    y = gate * s
-    y *= up
+    dtype = np.result_type(gate, up)
+    g1, u1 = gate.reshape(-1), up.reshape(-1)  # views when contiguous (Linear's outputs are)
+    s = workspace.empty(g1.shape, dtype)
+    y = workspace.empty(g1.shape, dtype)
+
+    def forward_part(start: int, stop: int) -> None:
+        for a in range(start, stop, PIECE):
+            b = min(a + PIECE, stop)
+            gp, sp, yp = g1[a:b], s[a:b], y[a:b]
+            np.multiply(gp, 0.5, out=sp)  # sigma(x) = (1 + tanh(x/2)) / 2, as `_sigmoid`
+            np.tanh(sp, out=sp)
+            sp *= 0.5
+            sp += 0.5
+            np.multiply(gp, sp, out=yp)
+            yp *= u1[a:b]
+
+    workspace.split(g1.size, forward_part, PIECE)
+    grads: list[np.ndarray] = []
+
+    def both(g):
+        # d/dgate silu(gate) up = up s (1 + gate (1 - s));  d/dup silu(gate) up = gate s
+        g = np.asarray(g, dtype=dtype).reshape(-1)
+        dg = workspace.empty(g1.shape, dtype)
+        du = workspace.empty(g1.shape, dtype)
+
+        def backward_part(start: int, stop: int) -> None:
+            for a in range(start, stop, PIECE):
+                b = min(a + PIECE, stop)
+                gp, sp, gr, d, e = g1[a:b], s[a:b], g[a:b], dg[a:b], du[a:b]
+                np.subtract(1.0, sp, out=d)
+                d *= gp
+                d += 1.0
+                d *= sp
+                d *= u1[a:b]
+                d *= gr
+                np.multiply(gp, sp, out=e)
+                e *= gr
+
+        workspace.split(g1.size, backward_part, PIECE)
+        grads[:] = [dg.reshape(gate.shape), du.reshape(gate.shape)]
 
     def backward(g):
-        def d_gate():  # d/dgate silu(gate) up = up s (1 + gate (1 - s))
-            d = np.subtract(1.0, s)
-            d *= gate
-            d += 1.0
-            d *= s
-            d *= up
-            d *= g
-            return d
+        def gradient(i):
+            def make():
+                if not grads:
+                    both(g)
+                return grads[i]
+            return make
+        return gradient(0), gradient(1)
 
-        def d_up():  # d/dup silu(gate) up = silu(gate) = gate s
-            d = gate * s
-            d *= g
-            return d
-
-        return d_gate, d_up
-
-    return y, backward
+    return y.reshape(gate.shape), backward
 
 
 @op
