@@ -152,7 +152,7 @@ def decode_steps(model, work, batch: int, steps: int, profile: bool = False,
     `work`, read first), the median of `steps`; with `profile`, cProfile's table of them."""
     engine = Engine(model, max_running=batch, max_tokens_per_step=512, kernel=kernel)
     for prompt, _ in work[:batch]:
-        engine.add_request(prompt, model.block_size - len(prompt) - 1)
+        engine.add_request(prompt, steps + 10)  # still decoding after the timed steps
     while engine.scheduler.waiting or any(s.pending > 1 for s in engine.scheduler.running):
         engine.step()
     engine.step()
