@@ -216,8 +216,7 @@ def train(model: Module, data: TokenData | BatchSource, config: TrainConfig, *,
     """
     if config.out_dir is not None and tokenizer is None:
         raise ValueError("train: saving checkpoints (config.out_dir) needs the tokenizer")
-    run = _Run(model, data, config, tokenizer, model_family, model_args or {}, log)
-    run.save_frozen = save_frozen
+    run = _Run(model, data, config, tokenizer, model_family, model_args or {}, log, save_frozen)
     if resume_from is not None:
         run.resume(resume_from)
     model.train()
@@ -279,13 +278,13 @@ class _Run:
 
     def __init__(self, model: Module, data: TokenData, config: TrainConfig, tokenizer,
                  model_family: str, model_args: dict[str, Any],
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], save_frozen: bool = True) -> None:
         self.model, self.data, self.config, self.log = model, data, config, log
         self.tokenizer, self.model_family, self.model_args = tokenizer, model_family, model_args
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("train: no parameter requires a gradient (everything is frozen)")
-        self.save_frozen = True
+        self.save_frozen = save_frozen
         self.optimizer = make_optimizer(model, config)
         self.batch_rng = np.random.default_rng(config.seed)
         self.step = 0
