@@ -16,6 +16,8 @@ given; else a small random Llama (4 layers, width 256) that runs in seconds. `--
 (default 1, for numpy's BLAS and torch alike): one thread keeps the ratio between
 concurrencies fair on a machine shared with other work. `--quick` is a small workload (8
 requests, short prompts and answers, C = 1 and 8) that runs in about two minutes.
+`--soak SECONDS` instead runs the largest concurrency for that long with clients that hang up
+mid-stream and a few malformed requests, and checks every answer, the pool and the memory.
 `--profile` instead times decoding steps alone (no HTTP, prompts already read) at batch 1 and
 16, and profiles the latter (cProfile): where a step's time goes, and what batching buys.
 
@@ -25,6 +27,9 @@ Usage: `bench_serving.py [--quick] [--small] [--requests 64] [--concurrency 1 4 
 from __future__ import annotations
 
 import argparse
+import resource
+import socket
+import urllib.error
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import add_threads_argument, report_environment
@@ -177,6 +182,79 @@ def decode_steps(model, work, batch: int, steps: int, profile: bool = False,
     return cpu_seconds
 
 
+def soak(server, url: str, work, concurrency: int, seconds: float, seed: int = 0) -> None:
+    """`concurrency` clients for `seconds`, each sending the workload's requests (streamed or
+    not) and hanging up mid-stream on one in four, a few malformed: every answer must be a
+    200, an expected 4xx (400 for the malformed, 429 for a full queue) or a hang-up of ours;
+    at the end the pool is empty and resident memory is compared with the start."""
+    rng = np.random.default_rng(seed)
+    plan = [(work[int(rng.integers(len(work)))], float(rng.random())) for _ in range(100_000)]
+    lock = threading.Lock()
+    counts = {"200": 0, "400 (malformed, expected)": 0, "429 (queue full)": 0,
+              "hung up by the client": 0, "unexpected": 0}
+    host, port = server.server_address[:2]
+    stop = time.perf_counter() + seconds
+    rss = []
+
+    def count(key):
+        with lock:
+            counts[key] += 1
+
+    def client():
+        while time.perf_counter() < stop:
+            with lock:
+                (prompt, n), roll = plan.pop()
+            body = {"prompt": prompt, "max_tokens": n, "temperature": 0.7, "stream": roll < 0.5}
+            try:
+                if roll < 0.25:  # a stream we walk away from after its first bytes
+                    raw = json.dumps({**body, "stream": True}).encode()
+                    sock = socket.create_connection((host, port), timeout=600)
+                    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Length: " + str(len(raw)).encode() + b"\r\n\r\n"
+                                 + raw)
+                    first = sock.recv(64)
+                    sock.close()
+                    count("hung up by the client" if first.startswith(b"HTTP/1.1 200") else
+                          "429 (queue full)" if b" 429 " in first else "unexpected")
+                    continue
+                data = b"{not json" if roll > 0.97 else json.dumps(body).encode()
+                req = urllib.request.Request(url + "/v1/completions", data=data)
+                with urllib.request.urlopen(req, timeout=600) as r:
+                    r.read()
+                count("200")
+            except urllib.error.HTTPError as err:
+                count("400 (malformed, expected)" if err.code == 400 and roll > 0.97 else
+                      "429 (queue full)" if err.code == 429 else "unexpected")
+            except OSError:
+                count("unexpected")
+
+    def sample_rss():
+        while time.perf_counter() < stop:
+            with open("/proc/self/status") as f:
+                rss.extend(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+            time.sleep(5)
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    threads.append(threading.Thread(target=sample_rss))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine = server.loop.engine
+    for _ in range(600):  # the last hung-up streams are noticed at their next write
+        with server.loop._cond:
+            if not engine.has_work():
+                break
+        time.sleep(0.1)
+    cache = engine.cache
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"soak: {seconds:.0f} s at concurrency {concurrency}: {counts}; pool "
+          f"{cache.num_blocks - cache.num_free} of {cache.num_blocks} blocks in use at the end; "
+          f"resident memory {rss[0]:.0f} MB at the start, {rss[len(rss) // 2]:.0f} MB half-way, "
+          f"{rss[-1]:.0f} MB at the end (peak {peak:.0f} MB; the pool's pages are touched "
+          f"as it first fills, so only the second half should be flat)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="a small random Llama")
@@ -192,6 +270,9 @@ def main() -> None:
                              "--quick: the largest)")
     parser.add_argument("--kernel", choices=["paged", "gather"], default=None,
                         help="the engine's step (default: paged for a Llama)")
+    parser.add_argument("--soak", type=float, default=None, metavar="SECONDS",
+                        help="instead of the load test: the largest concurrency for SECONDS, "
+                             "with clients hanging up and malformed requests")
     parser.add_argument("--profile", action="store_true",
                         help="time decoding steps at batch 1 and 16 and profile the latter, "
                              "instead of the load test")
@@ -226,6 +307,11 @@ def main() -> None:
     server = make_server(engine, IdsText(), model_name=name, port=0, max_waiting=4 * max_running)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
+    if args.soak:
+        soak(server, url, work, max_running, args.soak)
+        server.shutdown()
+        server.loop.stop()
+        return
     peer = None if args.no_hf else hf_peer(model, threads)
     cache = engine.cache
     per_block = cache.bytes / cache.num_blocks
