@@ -7,7 +7,7 @@ positions even when most answers stop after 50 tokens. A paged cache cuts memory
 blocks of `page_size` token slots, as an operating system pages memory:
 
 - one pool of blocks is allocated once, (n_layer, Hkv, num_blocks * page_size, D) for keys and
-  the same for values; a free list says which blocks nobody uses;
+  the same for values; a free mask says which blocks nobody uses;
 - each sequence owns a **block table**, the list of its blocks in order: token position p
   lives in slot `table[p // page_size] * page_size + p % page_size`;
 - a sequence takes a new block only when its last one is full, and returns all of them when it
@@ -48,7 +48,9 @@ class PagedKVCache:
 
     Sequences are named by any hashable id: `add(seq)`, `reserve(seq, n)` room for n more
     tokens (False when the pool is out of blocks), `write(seq, k, v)` the new tokens' keys
-    and values, `gather(seq)` or `gather_batch(seqs, width)` to read, `free(seq)` at the end.
+    and values (or `claim(seq, n)` their slots, to write layer by layer), `gather(seq)` or
+    `gather_batch(seqs, width)` to read a copy, `runs(seq)` to read in place, `free(seq)` at
+    the end; with `share_prefixes`, `record(seq, tokens)` and `share(seq, tokens)`.
     """
 
     def __init__(self, n_layer: int, n_kv_heads: int, head_size: int, num_blocks: int,
