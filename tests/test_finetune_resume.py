@@ -139,3 +139,37 @@ def test_resume_refuses_other_settings_and_an_existing_run(capsys, tmp_path, bas
     assert code == 0 and "nothing to train" in out_text
     code, _, err = finetune_cli(capsys, "--out", tmp_path / "none", "--resume", "--steps", "2")
     assert code == 2 and "no checkpoint directory" in err
+
+
+def test_a_run_on_an_hf_tokenizer_resumes_too(capsys, tmp_path):
+    """A base whose tokenizer is a tokenizer.json (SmolLM2's kind), which numpylm's checkpoint
+    format cannot hold: the run keeps a stand-in and --resume takes the base's own again."""
+    from numpylm.models.llama_io import save_pretrained
+    from numpylm.tokenizers.interchange import bytes_to_unicode
+
+    base = tmp_path / "hf"
+    save_pretrained(Llama(LlamaConfig(**{**ARGS, "vocab_size": 258}), rng=0), base)
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                  "use_regex": True}
+    special = [{"id": 256 + i, "content": c, "single_word": False, "lstrip": False,
+                "rstrip": False, "normalized": False, "special": True}
+               for i, c in enumerate(["<|im_start|>", "<|im_end|>"])]
+    (base / "tokenizer.json").write_text(json.dumps({
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": special,
+        "normalizer": None, "pre_tokenizer": byte_level, "post_processor": None,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {ch: b for b, ch in bytes_to_unicode().items()}, "merges": []}}))
+    flags = ("--model", base, "--template", "chatml", *COMMON)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert finetune_cli(capsys, *flags, "--out", straight, "--steps", "3")[0] == 0
+    assert finetune_cli(capsys, *flags, "--out", stopped, "--steps", "1")[0] == 0
+    code, out, err = finetune_cli(capsys, "--out", stopped, "--resume", "--steps", "3")
+    assert code == 0 and "at step 1" in out, err
+    assert load_checkpoint(stopped / "run").tokenizer.vocab_size == 1  # the stand-in
+    a = load_safetensors(straight / "adapter_model.safetensors")
+    b = load_safetensors(stopped / "adapter_model.safetensors")
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
