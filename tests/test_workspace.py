@@ -180,3 +180,29 @@ def test_fused_swiglu_over_threads_equals_its_composed_twin(monkeypatch, threads
     for mine, readable in zip(*results):
         assert mine.dtype == np.float32
         np.testing.assert_allclose(mine, readable, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_fused_rms_norm_over_threads_equals_its_composed_twin(monkeypatch, threads,
+                                                             with_weight):
+    """Rows in pieces of PIECE // C and in one part per thread (700 rows of 383): the same
+    values and gradients as the readable RMSNorm made of primitive ops."""
+    import numpylm.functional as F
+    from numpylm.autograd import composed
+
+    monkeypatch.setenv("NUMPYLM_THREADS", threads)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 350, 383)).astype(np.float32) * 3
+    w = (1 + rng.standard_normal(383) * 0.3).astype(np.float32) if with_weight else None
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for fn in (F.rms_norm, composed.rms_norm):
+        tx = Tensor(x, requires_grad=True)
+        tw = None if w is None else Tensor(w, requires_grad=True)
+        out = fn(tx, tw, 1e-5)
+        out.backward(g)
+        results.append((out.data, tx.grad) + (() if tw is None else (tw.grad,)))
+    for mine, readable in zip(*results):
+        assert mine.dtype == np.float32
+        np.testing.assert_allclose(mine, readable, rtol=1e-4, atol=1e-4)

@@ -15,6 +15,10 @@ from numpylm.autograd import workspace
 from numpylm.autograd.gradcheck_inputs import gradcheck_inputs
 from numpylm.autograd.op import op
 
+# Elements per piece of the fused element-wise ops: 128 KB of float32, so that the few arrays
+# one piece touches stay in the core's cache from its first pass to its last.
+PIECE = 1 << 15
+
 
 @op
 def softmax(x, axis=-1):
@@ -135,25 +139,53 @@ def rms_norm(x, weight, eps=1e-6):
     The definition of HF's LlamaRMSNorm (x * rsqrt(mean(x^2) + eps) * weight): layer norm
     without the mean subtraction and without a bias. `weight` may be None. Fused for the same
     reasons as `layer_norm`: the mean square and the row sums of the backward are einsum dot
-    products, and the only full-size arrays kept are x-hat and the output.
+    products, and the only full-size arrays kept are x-hat and the output. The rows go in
+    pieces that stay in cache through every pass, shared among the cores (`workspace.split`).
     """
     x = np.asarray(x)
     C = x.shape[-1]
-    rstd = 1.0 / np.sqrt(np.einsum("...c,...c->...", x, x)[..., None] / C + eps)
-    xhat = x * rstd
-    y = xhat if weight is None else xhat * weight
+    x2 = x.reshape(-1, C)
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+    rstd = np.empty((x2.shape[0], 1), dtype)
+    xhat = workspace.empty(x2.shape, dtype)
+    y = xhat if weight is None else workspace.empty(x2.shape, np.result_type(xhat, weight))
+    rows = max(1, PIECE // C)
+
+    def forward_part(start: int, stop: int) -> None:
+        for a in range(start // C, stop // C, rows):
+            b = min(a + rows, stop // C)
+            xr, r = x2[a:b], rstd[a:b]
+            np.divide(np.einsum("nc,nc->n", xr, xr)[:, None], C, out=r)
+            r += eps
+            np.sqrt(r, out=r)
+            np.divide(1.0, r, out=r)
+            np.multiply(xr, r, out=xhat[a:b])
+            if weight is not None:
+                np.multiply(xhat[a:b], weight, out=y[a:b])
+
+    workspace.split(x2.size, forward_part, C)
 
     def backward(g):
         # As layer norm without the mean: dL/dx = rstd * (dxhat - xhat * mean(dxhat * xhat))
-        dxhat = g if weight is None else g * weight
-        mean_dxhat_xhat = np.einsum("...c,...c->...", dxhat, xhat)[..., None] / C
-        dx = xhat * mean_dxhat_xhat
-        np.subtract(dxhat, dx, out=dx)
-        dx *= rstd
-        dweight = None if weight is None else (lambda: _sum_rows_of_product(g, xhat, weight))
-        return dx, dweight
+        g2 = np.asarray(g).reshape(-1, C)
+        dx = workspace.empty(x2.shape, np.result_type(g2, xhat))
 
-    return y, backward
+        def backward_part(start: int, stop: int) -> None:
+            for a in range(start // C, stop // C, rows):
+                b = min(a + rows, stop // C)
+                dxhat = g2[a:b] if weight is None else g2[a:b] * weight
+                xh, d = xhat[a:b], dx[a:b]
+                mean_dxhat_xhat = np.einsum("nc,nc->n", dxhat, xh)[:, None] / C
+                np.multiply(xh, mean_dxhat_xhat, out=d)
+                np.subtract(dxhat, d, out=d)
+                d *= rstd[a:b]
+
+        workspace.split(x2.size, backward_part, C)
+        dweight = None if weight is None else (
+            lambda: _sum_rows_of_product(g, xhat.reshape(x.shape), weight))
+        return dx.reshape(x.shape), dweight
+
+    return y.reshape(x.shape), backward
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -182,11 +214,6 @@ def silu(x):
         return (d,)
 
     return x * s, backward
-
-
-# Elements per piece of the fused element-wise ops: 128 KB of float32, so that the few arrays
-# one piece touches stay in the core's cache from its first pass to its last.
-PIECE = 1 << 15
 
 
 @op
