@@ -113,6 +113,30 @@ def test_growing_sequences_keep_one_run_each():
     assert cache.num_free == 128
 
 
+def test_announced_lengths_pack_sequences_from_the_start():
+    """With each sequence's length announced (as the scheduler does), sequences are placed
+    one after another with room to grow: one run each, and no block beyond what their
+    announced lengths add up to (the pool's far pages are never touched)."""
+    cache = PagedKVCache(1, 1, 1, num_blocks=256, page_size=4)
+    lengths = [45, 20, 33, 8, 60, 17, 29, 40]
+    for s, n in enumerate(lengths):
+        cache.add(s, max_tokens=n)
+        assert cache.reserve(s, 5)
+        cache.claim(s, 5)
+    for _ in range(60):
+        for s, n in enumerate(lengths):
+            if cache.lengths[s] < n:
+                assert cache.reserve(s, 1)
+                cache.claim(s, 1)
+    assert all(len(cache.runs(s)) == 1 for s in range(8))
+    highest = max(b for t in cache.tables.values() for b in t)
+    assert highest < sum(cache.blocks_for(n) for n in lengths)
+    gap = cache.tables[3]
+    cache.free(3)  # a finished sequence's gap is found again by a new one that fits there
+    cache.add("new", max_tokens=8)
+    assert cache.reserve("new", 8) and cache.tables["new"] == gap
+
+
 @pytest.mark.parametrize("heads", [(4, 2), (4, 4)])
 @pytest.mark.parametrize("attention", ["runs", "gather"])
 def test_forward_paged_equals_the_contiguous_stepper(heads, attention):

@@ -17,11 +17,15 @@ Attention reads a sequence's keys through its table. `gather` is the readable wa
 table, concatenate the blocks into a copy); `gather_batch` does it for a whole batch in one
 fancy index. Both copy every cached key of every sequence at every step, which at 16 sequences
 of a few hundred tokens costs more than the model's weights. So the allocator tries to give a
-sequence **consecutive** blocks (the block after its last one when free; a new sequence starts
-in the largest free gap, half-way in when a growing neighbour ends just before it), and
+sequence **consecutive** blocks: the block after its last one when free; otherwise (and for a
+new sequence) the lowest free gap that fits, after leaving room for the sequence ending just
+before the gap to grow to its announced length (`add(seq, max_tokens)`; half the gap when
+unknown). Sequences then sit packed from the start of the pool, each in one piece, and
 `runs(seq)` lists the pieces of consecutive slots a sequence occupies: usually one, read in
-place as a view, no copy (`numpylm.serving.paged_attention`). Blocks stay the unit of
-allocation, so a fragmented pool still works: it only makes more runs.
+place as a view, no copy (`numpylm.serving.paged_attention`). (Packed from the start also
+keeps the pages of the pool that the operating system has to back few.) Blocks stay the unit
+of allocation: the room left for a neighbour is only preferred, never held, and
+a fragmented pool still works: it only makes more runs.
 
 **Prefix sharing** (`share_prefixes=True`): requests often begin alike (one system prompt, a
 chat resent with its history each turn). A full block's keys and values depend only on the
@@ -67,7 +71,8 @@ class PagedKVCache:
         self.page_size, self.num_blocks = int(page_size), int(num_blocks)
         self._is_free = np.ones(num_blocks, dtype=bool)
         self._num_free = int(num_blocks)
-        self._tails: set[int] = set()  # the last block of every sequence (it may grow past it)
+        self._tails: dict[int, Hashable] = {}  # each sequence's last block (it grows past it)
+        self._max_blocks: dict[Hashable, int] = {}  # the blocks a sequence may grow to
         self.peak_used = 0  # the most blocks in use at once (`reset_peak` starts again)
         self.tables: dict[Hashable, list[int]] = {}
         self.lengths: dict[Hashable, int] = {}
@@ -98,11 +103,14 @@ class PagedKVCache:
         """Blocks needed to hold `tokens` tokens: ceil(tokens / page_size)."""
         return -(-tokens // self.page_size)
 
-    def add(self, seq: Hashable) -> None:
-        """Start an empty sequence (no blocks yet)."""
+    def add(self, seq: Hashable, max_tokens: int | None = None) -> None:
+        """Start an empty sequence (no blocks yet) that may grow to `max_tokens` tokens (a
+        hint for placing it; None: unknown)."""
         if seq in self.tables:
             raise ValueError(f"PagedKVCache: sequence {seq!r} is already in the cache")
         self.tables[seq], self.lengths[seq] = [], 0
+        if max_tokens is not None:
+            self._max_blocks[seq] = self.blocks_for(max_tokens)
 
     def __contains__(self, seq: Hashable) -> bool:
         return seq in self.tables
@@ -112,13 +120,22 @@ class PagedKVCache:
             raise ValueError(f"PagedKVCache: no sequence {seq!r} in the cache")
 
     def _gap_start(self, need: int) -> int:
-        """Where a sequence with no free block after its last one (or no block yet) goes on:
-        in the largest run of free blocks. If a sequence ends just before that run it will
-        want to grow into it, so the new one starts far enough in to leave the neighbour half
-        of the run (or all it can spare beyond `need` blocks)."""
+        """Where a sequence goes on when the block after its last one is taken (or it has
+        none yet): the lowest run of free blocks with room for `need` blocks after the room
+        its left neighbour (a sequence ending just before the run) may still grow into; if
+        none has (or the neighbours' lengths are unknown), the largest run, with half of it
+        left to the neighbour."""
         free = np.concatenate([[False], self._is_free, [False]]).astype(np.int8)
         edges = np.flatnonzero(np.diff(free))  # run starts and stops, alternating
         starts, stops = edges[0::2], edges[1::2]
+        for start, stop in zip(starts.tolist(), stops.tolist()):
+            owner = self._tails.get(start - 1, self)  # self: no neighbour
+            if owner is not self and owner not in self._max_blocks:
+                continue  # a neighbour of unknown length: only the largest run will do
+            room = 0 if owner is self else max(self._max_blocks[owner]
+                                                - len(self.tables[owner]), 0)
+            if start + room + need <= stop:
+                return start + room
         longest = int(np.argmax(stops - starts))
         start, size = int(starts[longest]), int(stops[longest] - starts[longest])
         if start - 1 in self._tails:
@@ -138,10 +155,10 @@ class PagedKVCache:
             after = table[-1] + 1 if table else -1
             if not (0 <= after < self.num_blocks and self._is_free[after]):
                 after = self._gap_start(need - i)
-            if table:
-                self._tails.discard(table[-1])
+            if table and self._tails.get(table[-1]) == seq:
+                del self._tails[table[-1]]
             table.append(after)
-            self._tails.add(after)
+            self._tails[after] = seq
             self._take(after)
         self.peak_used = max(self.peak_used, self.num_blocks - self._num_free)
         return True
@@ -159,8 +176,10 @@ class PagedKVCache:
         """Forget `seq`; each of its blocks returns to the pool when no one else owns it."""
         self._check(seq)
         table = self.tables.pop(seq)
+        self._max_blocks.pop(seq, None)
         if table:
-            self._tails.discard(table[-1])
+            if self._tails.get(table[-1]) == seq:
+                del self._tails[table[-1]]
             self.refs[table] -= 1
             done = [b for b in table if self.refs[b] == 0]
             self._is_free[done] = True

@@ -137,7 +137,7 @@ class Scheduler:
         # New (or pre-empted) sequences join while there is room; they never pre-empt.
         while self.waiting and budget > 0 and len(self.running) < self.max_running:
             seq = self.waiting[0]
-            self.cache.add(seq.request_id)
+            self.cache.add(seq.request_id, len(seq.prompt) + seq.max_new_tokens)
             # Blocks another sequence already holds for the same first tokens are taken,
             # not computed (a no-op unless the cache shares prefixes).
             seq.computed = self.cache.share(seq.request_id, seq.tokens)
