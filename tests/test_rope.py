@@ -211,3 +211,28 @@ def test_tables_and_rotation_match_hf_transformers(scaling):
     np.testing.assert_allclose(np.concatenate([sin, sin], -1), sin_hf.numpy(), atol=2e-7)
     np.testing.assert_allclose(F.rope(x, cos[:, None], sin[:, None]).data, q_hf.numpy(),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+@pytest.mark.parametrize("per_row", [False, True])
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_rotation_shared_among_threads_equals_composed(monkeypatch, threads, per_row,
+                                                      interleaved):
+    """x (5, 6, 300, 16): split along its first axis, with tables of their own per row
+    (B, 1, T, D/2) or shared (T, D/2); the same values and gradients as the composed twin."""
+    monkeypatch.setenv("NUMPYLM_THREADS", threads)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 6, 300, 16))
+    positions = rng.integers(0, 1000, (5, 300)) if per_row else np.arange(300)
+    cos, sin = rope_tables(positions, 16, dtype=np.float64)
+    if per_row:
+        cos, sin = cos[:, None], sin[:, None]
+    g = rng.standard_normal(x.shape)
+    results = []
+    for rotate in (F.rope, composed.rope):
+        t = Tensor(x, requires_grad=True)
+        out = rotate(t, cos, sin, interleaved=interleaved)
+        out.backward(g)
+        results.append((out.data, t.grad))
+    for mine, readable in zip(*results):
+        np.testing.assert_allclose(mine, readable, rtol=1e-12, atol=1e-12)

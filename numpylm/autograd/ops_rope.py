@@ -43,6 +43,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from numpylm.autograd import workspace
 from numpylm.autograd.gradcheck_inputs import gradcheck_inputs
 from numpylm.autograd.op import op
 
@@ -157,12 +158,28 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleaved: boo
         cos, sin = cos.astype(x.dtype, copy=False), sin.astype(x.dtype, copy=False)
     if out is None:
         out = np.empty(x.shape, dtype=np.result_type(x, cos))
-    x1, x2 = _pairs(x, interleaved)
-    o1, o2 = _pairs(out, interleaved)
-    np.multiply(x1, cos, out=o1)
-    o1 -= x2 * sin  # x1' = x1 cos - x2 sin
-    np.multiply(x2, cos, out=o2)
-    o2 += x1 * sin  # x2' = x2 cos + x1 sin
+
+    def rotate(x, cos, sin, out):
+        x1, x2 = _pairs(x, interleaved)
+        o1, o2 = _pairs(out, interleaved)
+        np.multiply(x1, cos, out=o1)
+        o1 -= x2 * sin  # x1' = x1 cos - x2 sin
+        np.multiply(x2, cos, out=o2)
+        o2 += x1 * sin  # x2' = x2 cos + x1 sin
+
+    if x.ndim < 3:
+        rotate(x, cos, sin, out)
+        return out
+    # (B, H, T, D) and the like: the first axis shared among the cores (workspace.split),
+    # with the tables' first axis when they have one of their own.
+    own = cos.ndim == x.ndim and cos.shape[0] == x.shape[0] > 1
+    per = x[0].size
+
+    def part(start: int, stop: int) -> None:
+        a, b = start // per, stop // per
+        rotate(x[a:b], cos[a:b] if own else cos, sin[a:b] if own else sin, out[a:b])
+
+    workspace.split(x.size, part, per)
     return out
 
 
