@@ -46,12 +46,13 @@ from numpylm.evaluation.tasks import Task
 from numpylm.io.errors import FileFormatError
 from numpylm.io.text import read_utf8
 
-__all__ = ["INSTALL_LM_EVAL", "LETTERS", "MMLU_FILE", "find_mmlu_file", "mmlu_dev",
-           "mmlu_prompt", "parse_cot_prompts"]
+__all__ = ["FIVE_OPTIONS", "INSTALL_LM_EVAL", "LETTERS", "MMLU_FILE", "find_mmlu_file",
+           "mmlu_dev", "mmlu_prompt", "parse_cot_prompts"]
 
 INSTALL_LM_EVAL = "pip install lm_eval"
 MMLU_FILE = ("tasks", "mmlu", "flan_cot_fewshot", "_cot_prompts.json")
 LETTERS = ("A", "B", "C", "D")
+FIVE_OPTIONS = 1  # five-option questions the bundled file holds (left out); checked by tests
 
 _HEADER = re.compile(r"The following are multiple choice questions \(with answers\) about "
                      r"(?P<subject>[^\n]+)\.")
@@ -152,9 +153,6 @@ def mmlu_prompt(subject: str, question: str, options: list[str]) -> str:
     lines = [question.strip(), *(f"{letter}. {option}" for letter, option in zip(LETTERS,
                                                                                   options))]
     return description + "\n".join(lines) + "\nAnswer:"
-
-
-FIVE_OPTIONS = 1  # five-option questions the bundled file holds (left out); checked by tests
 
 
 def mmlu_dev(path: str | os.PathLike[str] | None = None) -> Task:
