@@ -16,8 +16,9 @@ accuracy: held-out exact match (the task's checker) of the model before and afte
 
 Run with `python benchmarks/bench_tuning.py [--quick] [--mode speed|memory|accuracy|all]
 [--rounds R] [--steps N] [--task NAME] [--lora-steps N] [--eval N] [--threads N]`;
-`--quick` (one 1 x 64-token step a side, 1 x 32 tokens in the memory probes, two LoRA steps,
-four questions, no Q4_0 probe) runs in about two minutes; its figures only show that it works.
+`--quick` (one 1 x 64-token step a side, 1 x 32 tokens in the memory probes, one LoRA step of
+two conversations, three questions, no Q4_0 probe) runs in about two minutes on two idle cores
+(four on a busy machine); its figures only show that it works.
 """
 from __future__ import annotations
 
@@ -208,7 +209,7 @@ def bench_memory(quick: bool) -> None:
 
 
 def bench_accuracy(model, tok, task_name: str, steps: int, n_eval: int, lr: float,
-                   max_new_tokens: int) -> None:
+                   max_new_tokens: int, batch_size: int = 4) -> None:
     task = get_task(task_name)
     questions = [q for q, _ in task.examples(n_eval, seed=10_000)]
     model.eval()
@@ -218,11 +219,12 @@ def bench_accuracy(model, tok, task_name: str, steps: int, n_eval: int, lr: floa
           f"{before:.2f} ({time.perf_counter() - t:.0f} s to answer)", flush=True)
     apply_lora(model, LoRAConfig(**LORA), rng=0)
     examples = encode_conversations(task_conversations(task, 512, seed=0), tok)
-    result = finetune(model, examples, steps, batch_size=4, lr=lr, seed=0, log=print,
+    result = finetune(model, examples, steps, batch_size=batch_size, lr=lr, seed=0, log=print,
                       log_interval=max(steps // 5, 1))
     merge_lora(model)
     after = exact_match(model, tok, task, questions, max_new_tokens=max_new_tokens)
-    print(f"accuracy: after {steps} LoRA steps ({result.seconds:.0f} s, batch 4, lr {lr:g}): "
+    print(f"accuracy: after {steps} LoRA steps ({result.seconds:.0f} s, batch {batch_size}, "
+          f"lr {lr:g}): "
           f"exact match {after:.2f} (before {before:.2f})", flush=True)
 
 
@@ -244,10 +246,10 @@ def main() -> None:
     if args.child:
         child_memory(args.child, args.rows, args.length, args.steps)
         return
-    rows, length, new_tokens = 4, 128, 24
+    rows, length, new_tokens, lora_batch = 4, 128, 24, 4
     if args.quick:
-        args.rounds, args.steps, args.lora_steps, args.eval = 1, 1, 2, 4
-        rows, length, new_tokens = 1, 64, 12
+        args.rounds, args.steps, args.lora_steps, args.eval = 1, 1, 1, 3
+        rows, length, new_tokens, lora_batch = 1, 64, 12, 2
     report_environment()
     start = time.perf_counter()
     if args.mode in ("memory", "all"):  # first: its subprocesses load while this one waits
@@ -258,7 +260,8 @@ def main() -> None:
     if args.mode in ("speed", "all"):
         bench_speed(model, args.rounds, args.steps, rows, length)
     if args.mode in ("accuracy", "all"):
-        bench_accuracy(model, tok, args.task, args.lora_steps, args.eval, args.lr, new_tokens)
+        bench_accuracy(model, tok, args.task, args.lora_steps, args.eval, args.lr, new_tokens,
+                       lora_batch)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 
