@@ -177,14 +177,18 @@ def test_an_adapter_given_twice_is_refused(capsys, dirs):
     assert code == 2 and "is itself an adapter" in err
 
 
-@pytest.mark.parametrize("method", ["lora", "sft"])
+@pytest.mark.parametrize("method", ["lora", "sft", "grpo"])
 def test_what_finetune_writes_is_read_by_generate(capsys, dirs, tmp_path, method):
     base, _ = dirs
     out = tmp_path / method
-    code, _, err = cli(capsys, "finetune", "--method", method, "--model", base, "--task", "copy",
-                       "--examples", "8", "--eval", "1", "--steps", "2", "--batch-size", "2",
-                       "--max-new-tokens", "2", "--out", out)
+    extra = ["--group-size", "2"] if method == "grpo" else []
+    code, printed, err = cli(capsys, "finetune", "--method", method, "--model", base, "--task",
+                             "copy", "--examples", "8", "--eval", "1", "--steps", "2",
+                             "--batch-size", "2", "--max-new-tokens", "2", "--out", out, *extra)
     assert code == 0, err
+    assert "held-out exact match before" in printed and "held-out exact match after" in printed
+    if method == "grpo":  # two steps of two questions with two sampled answers each
+        assert printed.count("reward") >= 3 and "mean reward of the sampled answers" in printed
     code, text, err = cli(capsys, "generate", "--checkpoint", out, "--prompt", "copy: sun",
                           "--max-new-tokens", "3", "--temperature", "0")
     assert code == 0 and text.startswith("copy: sun"), err

@@ -4,6 +4,7 @@
     numpylm finetune --method lora ... --out adapter/ --resume --steps 120   # continue the run
     numpylm finetune --method sft --model model.gguf --data chats.jsonl --out tuned/
     numpylm finetune --method dpo --model model.gguf --data pairs.jsonl --out adapter/
+    numpylm finetune --method grpo --model model.gguf --task addition --out adapter/
 
 LoRA, QLoRA and DPO (which trains LoRA adapters, against the model as loaded as its reference)
 write a PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`, its base
@@ -23,7 +24,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-METHODS = ("sft", "lora", "qlora", "dpo")
+import numpy as np
+
+METHODS = ("sft", "lora", "qlora", "dpo", "grpo")
 RUN_DIR = "run"  # the loop's checkpoint, inside --out
 # The flags that define a run: saved in OUT/run/config.json and taken from there by --resume.
 RUN_FLAGS = ("method", "model", "data", "task", "examples", "eval", "batch_size", "grad_accum",
@@ -76,9 +79,9 @@ def _run(args: argparse.Namespace) -> int:
     run_dir = out / RUN_DIR
     ckpt = None
     if args.resume:
-        if args.method == "dpo":
-            raise ValueError("--resume continues SFT, LoRA and QLoRA runs; DPO keeps no "
-                             "checkpoint")
+        if args.method in ("dpo", "grpo"):
+            raise ValueError(f"--resume continues SFT, LoRA and QLoRA runs; "
+                             f"{args.method.upper()} keeps no checkpoint")
         ckpt = _resume_settings(args, run_dir)
         step = int(ckpt.trainer_state["step"])
         if args.steps <= step:
@@ -92,6 +95,12 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("give the model to fine-tune: --model PATH")
     if (args.data is None) == (args.task is None):
         raise ValueError("give exactly one of --data FILE and --task NAME")
+    if args.method == "grpo" and args.task is None:
+        raise ValueError("--method grpo learns from a task's checker of right answers: give "
+                         "--task NAME (a --data file holds no rewards)")
+    if args.group_size < 2:
+        raise ValueError(f"--group-size must be >= 2 (advantages compare the answers of one "
+                         f"group), got {args.group_size}")
     task = D.get_task(args.task) if args.task else None
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     lora = LoRAConfig(r=args.rank, lora_alpha=args.alpha, target_modules=targets,
@@ -108,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
 
     def accuracy() -> float:
         from numpylm.tuning.sft import exact_match
-        merge = args.method == "lora"
+        merge = args.method in ("lora", "grpo")
         if merge:
             merge_lora(model)  # decoding then costs what the base costs
         try:
@@ -117,13 +126,16 @@ def _run(args: argparse.Namespace) -> int:
             if merge:
                 unmerge_lora(model)
 
-    if args.method in ("lora", "dpo"):
+    if args.method in ("lora", "dpo", "grpo"):
         apply_lora(model, lora, rng=args.seed)
     elif args.method == "qlora":
         from numpylm.tuning.qlora import apply_qlora
         apply_qlora(model, lora, args.quant, rng=args.seed)
     if args.method == "dpo":
         _dpo(args, model, tok, task)
+        code = 0
+    elif args.method == "grpo":
+        _grpo(args, model, tok, task, accuracy)
         code = 0
     else:
         code = _sft(args, model, tok, task, ckpt, run_dir, accuracy)
@@ -197,11 +209,31 @@ def _dpo(args, model, tok, task) -> None:
     if test:
         print(f"held-out preference accuracy before: {preference_accuracy(model, test):.3f}")
     start = time.perf_counter()
-    dpo_train(model, encoded, args.steps, args.batch_size, args.beta, args.lr,
+    dpo_train(model, encoded, args.steps, args.batch_size,
+              0.1 if args.beta is None else args.beta, args.lr,
               seed=args.seed, log=print)
     print(f"{args.steps} steps in {time.perf_counter() - start:.1f} s")
     if test:
         print(f"held-out preference accuracy after: {preference_accuracy(model, test):.3f}")
+
+
+def _grpo(args, model, tok, task, accuracy) -> None:
+    import time
+
+    from numpylm.tuning.grpo import grpo_train
+
+    print(f"held-out exact match before: {accuracy():.3f}")
+    start = time.perf_counter()
+    result = grpo_train(model, tok, task, args.steps, prompts_per_step=args.batch_size,
+                        group_size=args.group_size, max_new_tokens=args.max_new_tokens,
+                        lr=args.lr, beta=0.0 if args.beta is None else args.beta,
+                        template=args.template, seed=args.seed, log=print)
+    quarter = max(1, len(result.rewards) // 4)
+    first, last = np.mean(result.rewards[:quarter]), np.mean(result.rewards[-quarter:])
+    print(f"{args.steps} steps in {time.perf_counter() - start:.1f} s; mean reward of the "
+          f"sampled answers: {first:.3f} over the first {quarter} step(s), {last:.3f} over the "
+          f"last {quarter}")
+    print(f"held-out exact match after: {accuracy():.3f}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -209,10 +241,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from numpylm.tuning.data import TASKS
 
     p = subparsers.add_parser(
-        "finetune", help="supervised fine-tuning (full, LoRA, QLoRA) or DPO",
+        "finetune", help="supervised fine-tuning (full, LoRA, QLoRA), DPO or GRPO",
         description="Fine-tune a model on conversations (JSONL with 'messages'), preference "
                     "pairs (JSONL with 'prompt', 'chosen', 'rejected') or a built-in task ("
-                    + ", ".join(sorted(TASKS)) + "); the loss counts assistant tokens only.",
+                    + ", ".join(sorted(TASKS)) + "); the loss counts assistant tokens only. GRPO "
+                    "instead samples answers to a built-in task and learns from its checker.",
         formatter_class=HelpFormatter)
     p.add_argument("--method", choices=METHODS, default="lora", help="what to train")
     p.add_argument("--model", metavar="PATH",
@@ -235,7 +268,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated module names to adapt")
     p.add_argument("--quant", choices=("q8_0", "q4_0"), default="q8_0",
                    help="storage of the frozen base with --method qlora")
-    p.add_argument("--beta", type=float, default=0.1, help="DPO's beta")
+    p.add_argument("--beta", type=float, default=None,
+                   help="DPO's beta (default 0.1), or the weight of GRPO's KL term to the "
+                        "policy before each step (default 0)")
+    p.add_argument("--group-size", type=int, default=8,
+                   help="GRPO: answers sampled per question (--batch-size questions a step)")
     p.add_argument("--template", help="chat template (chatml, smollm2, llama3; default: the "
                    "tokenizer's own, else chatml)")
     p.add_argument("--max-length", type=_positive, help="crop conversations to this many tokens")
