@@ -63,3 +63,12 @@ def round_ratios(a: list[list[float]], b: list[list[float]]) -> list[float]:
 
 def all_times(side: list[list[float]]) -> list[float]:
     return [t for r in side for t in r]
+
+
+def ratio_text(ratios, target: str | None = None) -> str:
+    """How a benchmark reports its per-round ratios: '1.23x (median over 3 rounds, range
+    1.10-1.40; target <= 1.0x)'."""
+    ratios = [float(r) for r in ratios]
+    aim = f"; target {target}" if target else ""
+    return (f"{statistics.median(ratios):.2f}x (median over {len(ratios)} rounds, range "
+            f"{min(ratios):.2f}-{max(ratios):.2f}{aim})")

@@ -17,7 +17,7 @@ import argparse
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import THREADS, add_threads_argument, report_environment
-from _timing import all_times, alternating_rounds, round_ratios
+from _timing import all_times, alternating_rounds, ratio_text, round_ratios
 import statistics
 
 import numpy as np
@@ -145,9 +145,7 @@ def main() -> None:
         if torch is not None:
             theirs = statistics.median(all_times(times[1]))
             ratios = round_ratios(times[0], times[1])
-            line += (f" | PyTorch {theirs * 1e3:8.1f} ms/step | ratio "
-                     f"{statistics.median(ratios):5.2f}x (median over {len(ratios)} rounds, "
-                     f"range {min(ratios):.2f}-{max(ratios):.2f})")
+            line += f" | PyTorch {theirs * 1e3:8.1f} ms/step | ratio {ratio_text(ratios)}"
             tokens = s["batch"] * s["block_size"]
             line += f" | numpylm {tokens / ours:,.0f} tokens/s"
         print(line, flush=True)

@@ -22,7 +22,7 @@ import argparse
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import THREADS, add_threads_argument, report_environment
 from _hf import hf_greedy
-from _timing import all_times, alternating_rounds, best_of, round_ratios
+from _timing import all_times, alternating_rounds, best_of, ratio_text, round_ratios
 import statistics
 import tempfile
 import time
@@ -112,8 +112,7 @@ def bench_train(torch, transformers, rounds: int, steps: int) -> None:
         ratios = round_ratios(times[0], times[1])
         line += (f" | PyTorch eager (transformers, sdpa) "
                  f"{statistics.median(all_times(times[1])) * 1e3:7.1f} ms/step | ratio "
-                 f"{statistics.median(ratios):.2f}x (median over {len(ratios)} rounds, range "
-                 f"{min(ratios):.2f}-{max(ratios):.2f}; target <= 1.0x)")
+                 f"{ratio_text(ratios, '<= 1.0x')}")
     print(line, flush=True)
 
 
@@ -134,6 +133,15 @@ def weight_streaming_floor(model: Llama, repeats: int) -> float:
     return best_of(lambda: [one_token() for _ in range(16)], repeats) / 16
 
 
+def decode_floor(model: Llama, repeats: int = 3) -> tuple[float, int]:
+    """(`weight_streaming_floor`, the BLAS threads it ran with): the threads numpylm decodes
+    with (Llama.step's policy: one for a token at a time, unless NUMPYLM_THREADS or --threads
+    says otherwise)."""
+    n_threads = model._step_threads(1)
+    with blas.threads(n_threads):
+        return weight_streaming_floor(model, repeats), n_threads
+
+
 def bench_decode(torch, transformers, rounds: int, n: int) -> None:
     prompt = np.random.default_rng(0).integers(0, SMOLLM2["vocab_size"], 16)
     with tempfile.TemporaryDirectory() as d:
@@ -142,11 +150,7 @@ def bench_decode(torch, transformers, rounds: int, n: int) -> None:
             hf.eval()
         else:
             model = Llama(LlamaConfig(**SMOLLM2), rng=0).eval()
-    # The floor with the BLAS threads numpylm decodes with (Llama.step's policy: one for a
-    # token at a time, unless NUMPYLM_THREADS or --threads says otherwise).
-    n_threads = model._step_threads(1)
-    with blas.threads(n_threads):
-        floor = weight_streaming_floor(model, 3)
+    floor, n_threads = decode_floor(model)
     read = sum(p.data.nbytes for p in model.parameters())
     print(f"decode (SmolLM2-135M shape, {model.num_parameters() / 1e6:.1f}M parameters, float32, "
           f"batch 1, 16-token prompt, {n} new tokens, greedy): weight-streaming floor "
@@ -165,8 +169,7 @@ def bench_decode(torch, transformers, rounds: int, n: int) -> None:
 
     hf_tokens = run_hf()[0, len(prompt):].numpy()
     ours_r, hf_r = alternating_rounds([run_ours, run_hf], rounds, 1, warmup=0, settle=0)
-    with blas.threads(n_threads):  # again, away from the model's set-up: the lower one counts
-        floor = min(floor, weight_streaming_floor(model, 3))
+    floor = min(floor, decode_floor(model)[0])  # again, away from set-up: the lower counts
     ours_t, hf_t = all_times(ours_r), all_times(hf_r)
     ratios = np.array(round_ratios(hf_r, ours_r))
     same = int((hf_tokens == ours_tokens).sum())
@@ -175,9 +178,7 @@ def bench_decode(torch, transformers, rounds: int, n: int) -> None:
     print(f"numpylm {n / min(ours_t):6.1f} tokens/s ({n / min(ours_t) * floor:.0%} of the "
           f"floor's rate) | HF generate {n / min(hf_t):6.1f} tokens/s "
           f"({torch.get_num_threads()} threads), best of {rounds} | ratio "
-          f"{np.median(ratios):.2f}x (median over {len(ratios)} rounds, range "
-          f"{ratios.min():.2f}-{ratios.max():.2f}; target >= 1.5x) | greedy tokens equal: "
-          f"{same}/{n}", flush=True)
+          f"{ratio_text(ratios, '>= 1.5x')} | greedy tokens equal: {same}/{n}", flush=True)
 
 
 def main() -> None:

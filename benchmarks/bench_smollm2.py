@@ -23,7 +23,7 @@ import argparse
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import add_threads_argument, report_environment
 from _hf import hf_greedy
-from _timing import all_times, alternating_rounds, best_of, round_ratios
+from _timing import all_times, alternating_rounds, best_of, ratio_text, round_ratios
 import copy
 import resource
 import tempfile
@@ -31,8 +31,7 @@ import time
 
 import numpy as np
 
-from bench_llama import weight_streaming_floor
-from numpylm import blas
+from bench_llama import decode_floor
 from numpylm.chat import render_chat
 from numpylm.inference import generate
 from numpylm.models.pretrained import INSTALL_SMOLLM2, find_smollm2
@@ -70,9 +69,7 @@ def bench_load(path) -> None:
 
 def bench_decode(model, tokenizer, rounds: int, n: int, prompt_tokens: int) -> None:
     prompt = chat_prompt(tokenizer, prompt_tokens)
-    n_threads = model._step_threads(1)
-    with blas.threads(n_threads):
-        floor = weight_streaming_floor(model, 3)
+    floor, n_threads = decode_floor(model)
     read = sum(p.data.nbytes for p in model.parameters())
     print(f"decode: {len(prompt)}-token chat prompt, {n} new tokens, greedy, batch 1, float32; "
           f"floor {floor * 1e3:.1f} ms/token ({read / floor / 1e9:.1f} GB/s, {n_threads} BLAS "
@@ -98,16 +95,14 @@ def bench_decode(model, tokenizer, rounds: int, n: int, prompt_tokens: int) -> N
 
     hf_tokens = run_hf()[0, len(prompt):].numpy()
     ours_r, hf_r = alternating_rounds([run_ours, run_hf], rounds, 1, warmup=0, settle=0)
-    with blas.threads(n_threads):
-        floor = min(floor, weight_streaming_floor(model, 3))
+    floor = min(floor, decode_floor(model)[0])
     ours_t, hf_t = all_times(ours_r), all_times(hf_r)
     ratios = np.array(round_ratios(hf_r, ours_r))
     same = int((hf_tokens[:len(ours_tokens)] == ours_tokens[:len(hf_tokens)]).sum())
     print(f"numpylm {n / min(ours_t):6.1f} tokens/s ({n / min(ours_t) * floor:.0%} of the "
           f"floor's rate, floor {floor * 1e3:.1f} ms) | HF generate {n / min(hf_t):6.1f} "
-          f"tokens/s ({torch.get_num_threads()} threads) | ratio {np.median(ratios):.2f}x "
-          f"(median over {len(ratios)} rounds, range {ratios.min():.2f}-{ratios.max():.2f}; "
-          f"target >= 1.5x) | greedy tokens equal: {same}/{n}", flush=True)
+          f"tokens/s ({torch.get_num_threads()} threads) | ratio "
+          f"{ratio_text(ratios, '>= 1.5x')} | greedy tokens equal: {same}/{n}", flush=True)
 
 
 def bench_packed(model, tokenizer, rounds: int, n: int, prompt_tokens: int, path) -> None:

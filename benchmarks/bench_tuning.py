@@ -26,7 +26,7 @@ import argparse
 
 # Before numpy: --threads must reach OpenBLAS before it starts.
 from _threads import THREADS, add_threads_argument, report_environment
-from _timing import all_times, alternating_rounds, round_ratios
+from _timing import all_times, alternating_rounds, ratio_text, round_ratios
 import json
 import resource
 import statistics
@@ -132,9 +132,8 @@ def bench_speed(model, rounds: int, steps: int, rows: int, length: int) -> None:
     if torch is not None:
         ratios = round_ratios(times[0], times[1])
         line += (f" | PEFT + PyTorch eager {statistics.median(all_times(times[1])):.2f} s/step "
-                 f"({torch.get_num_threads()} threads) | ratio {statistics.median(ratios):.2f}x "
-                 f"(median over {len(ratios)} rounds, range {min(ratios):.2f}-{max(ratios):.2f}; "
-                 f"target <= 1.5x) | first losses {first:.4f} / {theirs_first:.4f}")
+                 f"({torch.get_num_threads()} threads) | ratio {ratio_text(ratios, '<= 1.5x')} "
+                 f"| first losses {first:.4f} / {theirs_first:.4f}")
     print(line, flush=True)
     _unwrap(model)  # the base again, for the accuracy run
 
