@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 
 from numpylm.cli import build_parser, main
@@ -25,6 +24,19 @@ def text_file(tmp_path):
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny_gpt(tmp_path_factory):
+    """A 1-layer character GPT (context 8) trained for two steps, shared by the tests that
+    only read it."""
+    root = tmp_path_factory.mktemp("tiny_gpt")
+    text = root / "text.txt"
+    text.write_text(embedded_corpus()[:2000], encoding="utf-8")
+    out = root / "gpt"
+    assert main(["train", "--model", "gpt", "--data", str(text), "--out", str(out),
+                 "--n-layer", "1", "--n-head", "1", "--n-embd", "8", *TINY]) == 0
+    return out
+
+
 def test_end_of_text_ids_come_from_the_model_and_the_tokenizer():
     tok = BPETokenizer.train("abc abd abe " * 20, 260, special_tokens={"<|endoftext|>": 260})
     lm = NGramLM(2, 261).fit([[1, 2, 3]])
@@ -33,10 +45,8 @@ def test_end_of_text_ids_come_from_the_model_and_the_tokenizer():
 
 
 def test_generate_crops_with_a_note_and_the_ngram_stops_at_its_boundary(capsys, tmp_path,
-                                                                        text_file):
-    out = tmp_path / "gpt"
-    assert main(["train", "--model", "gpt", "--data", str(text_file), "--out", str(out),
-                 "--n-layer", "1", "--n-head", "1", "--n-embd", "8", *TINY]) == 0
+                                                                        text_file, tiny_gpt):
+    out = tiny_gpt
     capsys.readouterr()
     assert main(["generate", "--checkpoint", str(out), "--prompt", "x" * 20,
                  "--max-new-tokens", "3"]) == 0
@@ -107,10 +117,8 @@ def test_threads_are_chosen_for_training_and_can_be_set(monkeypatch, capsys):
     assert "expected a number of threads" in capsys.readouterr().err
 
 
-def test_generate_decodes_by_beams_drafts_lookup_or_regex(capsys, tmp_path, text_file):
-    out = tmp_path / "gpt"
-    assert main(["train", "--model", "gpt", "--data", str(text_file), "--out", str(out),
-                 "--n-layer", "1", "--n-head", "1", "--n-embd", "8", *TINY]) == 0
+def test_generate_decodes_by_beams_drafts_lookup_or_regex(capsys, tiny_gpt):
+    out = tiny_gpt
     capsys.readouterr()
     base = ["generate", "--checkpoint", str(out), "--prompt", "The ", "--max-new-tokens", "6",
             "--temperature", "0"]
@@ -142,10 +150,8 @@ def test_train_a_llama_from_the_command_line(capsys, tmp_path, text_file):
     assert capsys.readouterr().out.startswith("The ")
 
 
-def test_generate_cuts_at_stop_strings_and_prints_logprobs(capsys, tmp_path, text_file):
-    out = tmp_path / "gpt"
-    assert main(["train", "--model", "gpt", "--data", str(text_file), "--out", str(out),
-                 "--n-layer", "1", "--n-head", "1", "--n-embd", "8", *TINY]) == 0
+def test_generate_cuts_at_stop_strings_and_prints_logprobs(capsys, tiny_gpt):
+    out = tiny_gpt
     capsys.readouterr()
     base = ["generate", "--checkpoint", str(out), "--prompt", "The ", "--max-new-tokens", "12",
             "--temperature", "0", "--ignore-eos"]
