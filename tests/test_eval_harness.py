@@ -70,9 +70,13 @@ def test_multiple_choice_matches_the_plain_python_fixture(shared):
 def test_limit_and_progress():
     model, tokenizer = TableBigram(FIXTURE["table"]), CharTokenizer(FIXTURE["chars"])
     seen = []
-    result = run_task(model, tokenizer, _fixture_task(), limit=3,
+    result = run_task(model, tokenizer, _fixture_task(), limit=3, shared=False,
                       progress=lambda done, total, s: seen.append((done, total)))
     assert len(result.items) == 3 and seen == [(1, 3), (2, 3), (3, 3)]
+    seen.clear()  # shared scoring runs questions together: one report per chunk of them
+    result = run_task(model, tokenizer, _fixture_task(), limit=3,
+                      progress=lambda done, total, s: seen.append((done, total)))
+    assert len(result.items) == 3 and seen == [(3, 3)]
     for bad in (0, -2, 1.5):
         with pytest.raises(ValueError, match="limit must be a positive integer"):
             run_task(model, tokenizer, _fixture_task(), limit=bad)

@@ -6,7 +6,7 @@ from numpylm.evaluation.evaluate import (EvalReport, evaluate_ids, evaluate_text
 from numpylm.evaluation.generative import exact_match, extract_answer, generate_until, normalize
 from numpylm.evaluation.harness import TaskResult, results_json, results_table, run_task
 from numpylm.evaluation.loglikelihood import (ChoiceScore, encode_pair, multiple_choice_metrics,
-                                              score_from_scratch, score_shared)
+                                              score_batched, score_from_scratch, score_shared)
 from numpylm.evaluation.metrics import bits_per_byte, bits_per_char, bits_per_token, perplexity
 from numpylm.evaluation.mmlu import find_mmlu_file, mmlu_dev, parse_cot_prompts
 from numpylm.evaluation.rolling import (RollingReport, rolling_loglikelihood, rolling_report,
@@ -20,5 +20,5 @@ __all__ = ["ChoiceScore", "EvalReport", "PairedDifference", "RollingReport", "Ta
            "generate_until", "load_task", "mmlu_dev", "multiple_choice_metrics", "normalize",
            "paired_bootstrap", "parse_cot_prompts", "perplexity", "read_task_file",
            "report_from_nll", "results_json", "results_table", "rolling_loglikelihood",
-           "rolling_report", "rolling_windows", "run_task", "score_from_scratch", "score_shared",
-           "stderr_of_mean"]
+           "rolling_report", "rolling_windows", "run_task", "score_batched", "score_from_scratch",
+           "score_shared", "stderr_of_mean"]

@@ -4,7 +4,8 @@ its error bar, in one table.
 `run_task(model, tokenizer, task)` scores each eval item by the task's kind:
 
 - `multiple_choice`: `encode_pair` each (context, target_delimiter + choice), score the
-  choices by log-likelihood (shared context, or from scratch), and record acc and acc_norm;
+  choices by log-likelihood (shared context, many questions batched by `score_batched`,
+  or from scratch), and record acc and acc_norm;
 - `generate`: write until a stop string, extract the answer, exact match;
 - `perplexity`: rolling log-likelihood of each document (window = the model's block_size,
   or `window`; stride = the window unless given); the task's bits per byte, token and word
@@ -26,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from numpylm.evaluation.generative import exact_match, extract_answer, generate_until
-from numpylm.evaluation.loglikelihood import (encode_pair, end_of_text_id,
-                                              multiple_choice_metrics, score_from_scratch,
-                                              score_shared)
+from numpylm.evaluation.loglikelihood import (check_request, encode_pair, end_of_text_id,
+                                              multiple_choice_metrics, score_batched,
+                                              score_from_scratch, score_shared)
 from numpylm.evaluation.rolling import rolling_loglikelihood, rolling_report
 from numpylm.evaluation.stats import paired_bootstrap, stderr_of_mean
 from numpylm.evaluation.tasks import Task
@@ -36,6 +37,7 @@ from numpylm.evaluation.tasks import Task
 __all__ = ["TaskResult", "results_json", "results_table", "run_task"]
 
 Progress = Callable[[int, int, float], None]  # (items done, items in all, seconds so far)
+_CHUNK = 64  # multiple-choice questions scored together (see `score_batched`)
 
 
 @dataclass
@@ -66,19 +68,50 @@ def _mean_with_stderr(items: list[dict], metric: str) -> tuple[float, float]:
     return sum(values) / len(values), stderr_of_mean(values)
 
 
-def _multiple_choice(model, tokenizer, task: Task, context: str, item: dict,
-                     shared: bool, max_length: int | None) -> dict:
+def _choice_requests(tokenizer, task: Task, context: str, item: dict) -> list[tuple]:
+    """The (context ids, continuations) requests of one question: one request when every
+    choice sees the same context ids (the usual case), else one per choice (a context whose
+    last token merges with some choices)."""
     pairs = [encode_pair(tokenizer, context, task.target_delimiter + c) for c in item["choices"]]
-    contexts = {tuple(ctx) for ctx, _ in pairs}
-    score = score_shared if shared else score_from_scratch
-    if len(contexts) == 1:  # the usual case: every choice sees the same context ids
-        scores = score(model, pairs[0][0], [cont for _, cont in pairs], max_length)
-    else:  # a context whose last token merges with some choices: score each on its own
-        scores = [score(model, ctx, [cont], max_length)[0] for ctx, cont in pairs]
+    if len({tuple(ctx) for ctx, _ in pairs}) == 1:
+        return [(pairs[0][0], [cont for _, cont in pairs])]
+    return [(ctx, [cont]) for ctx, cont in pairs]
+
+
+def _choice_record(item: dict, scores: list) -> dict:
     metrics = multiple_choice_metrics([s.logprob for s in scores], item["choices"], item["gold"])
     return {"gold": item["gold"], "logprobs": [s.logprob for s in scores],
             "is_greedy": [s.is_greedy for s in scores],
             "n_tokens": [s.n_tokens for s in scores], **metrics}
+
+
+def _multiple_choice(model, tokenizer, task: Task, context: str, item: dict,
+                     shared: bool, max_length: int | None) -> dict:
+    score = score_shared if shared else score_from_scratch
+    scores = [s for ctx, conts in _choice_requests(tokenizer, task, context, item)
+              for s in score(model, ctx, conts, max_length)]
+    return _choice_record(item, scores)
+
+
+def _multiple_choice_batched(model, tokenizer, task: Task, indices: range, num_fewshot: int,
+                             seed: int, max_length: int | None) -> list[dict]:
+    """`_multiple_choice` (shared) of many questions, their requests scored together by
+    `score_batched`."""
+    split = task.split(task.eval_split)
+    requests, owners = [], []
+    for i in indices:
+        try:
+            mine = _choice_requests(tokenizer, task, task.context(i, num_fewshot, seed), split[i])
+            for ctx, conts in mine:
+                check_request(model, ctx, conts, max_length)
+        except ValueError as err:
+            raise ValueError(f"task {task.name!r}, item {i}: {err}") from None
+        requests += mine
+        owners += [i] * len(mine)
+    by_item: dict[int, list] = {i: [] for i in indices}
+    for owner, scores in zip(owners, score_batched(model, requests, max_length)):
+        by_item[owner] += scores
+    return [{"index": i, **_choice_record(split[i], by_item[i])} for i in indices]
 
 
 def _generate(model, tokenizer, task: Task, context: str, item: dict,
@@ -153,7 +186,15 @@ def run_task(model: Any, tokenizer: Any, task: Task, *, model_name: str = "model
     n = n if limit is None else min(n, limit)
     start = time.perf_counter()
     items = []
-    for i in range(n):
+    if task.kind == "multiple_choice" and shared:
+        # Questions in chunks (a progress report per chunk), each chunk scored together.
+        for first in range(0, n, _CHUNK):
+            items += _multiple_choice_batched(model, tokenizer, task,
+                                              range(first, min(n, first + _CHUNK)),
+                                              num_fewshot, seed, max_length)
+            if progress is not None:
+                progress(len(items), n, time.perf_counter() - start)
+    for i in range(len(items), n):
         try:
             record = _score_item(model, tokenizer, task, i, num_fewshot, seed, shared,
                                  max_length, window, stride, temperature)

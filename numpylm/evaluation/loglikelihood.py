@@ -28,6 +28,11 @@ Two ways to compute 2, proven equal by the tests:
   transformer, the hidden state of an RNN), copy that state for each choice and step only
   the choice's tokens. The context, usually far longer than a choice, is run once instead of
   once per choice.
+- `score_batched`: many questions at once. Where every choice is one token (MMLU's " A".." D"),
+  the context's last logits score them all, so a question costs one run of its context; the
+  contexts of many such questions, sorted by length and padded on the left, run as one batch
+  (a matrix product over many rows is faster per row than over one question's rows). Other
+  questions go through `score_shared`.
 """
 from __future__ import annotations
 
@@ -37,11 +42,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from numpylm.evaluation.prefix_batch import last_logits
 from numpylm.models.base import as_array
 from numpylm.nn.module import evaluating
 
-__all__ = ["ChoiceScore", "encode_pair", "end_of_text_id", "multiple_choice_metrics",
-           "score_from_scratch", "score_shared"]
+__all__ = ["ChoiceScore", "check_request", "encode_pair", "end_of_text_id",
+           "multiple_choice_metrics", "score_batched", "score_from_scratch", "score_shared"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,13 @@ def _window(model: Any, max_length: int | None) -> int | None:
     if max_length is not None:
         limit = int(max_length) if limit is None else min(limit, int(max_length))
     return limit
+
+
+def check_request(model: Any, context: Sequence[int], continuations: Sequence[Sequence[int]],
+                  max_length: int | None = None) -> None:
+    """The errors the scoring functions raise for this (context, continuations), raised
+    before any scoring: an empty context or choice, a choice longer than the window."""
+    _check(context, continuations, _window(model, max_length))
 
 
 def _check(context: Sequence[int], continuations: Sequence[Sequence[int]],
@@ -167,6 +180,35 @@ def score_shared(model: Any, context: Sequence[int], continuations: Sequence[Seq
                 for token in continuations[i][:-1]:
                     rows.append(np.asarray(model.step(own, np.asarray([[token]]))[0]))
                 scores[i] = _score(_log_softmax(np.stack(rows)), continuations[i])
+    return scores  # type: ignore[return-value]
+
+
+def score_batched(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+                  max_length: int | None = None, batch_tokens: int = 1024,
+                  share_prefixes: bool = True) -> list[list[ChoiceScore]]:
+    """`score_shared` of each (context, continuations) request, the same numbers (up to
+    float rounding: a padded batch sums in another order).
+
+    A request whose choices are all one token needs only the logits after its context
+    (cropped to the window's last W ids, as rule 2 crops it): those contexts run together
+    through `prefix_batch.last_logits`, in padded batches, each prefix they share run once
+    (`share_prefixes`). Other requests are scored one by one by `score_shared`.
+    """
+    limit = _window(model, max_length)
+    for context, continuations in requests:
+        _check(context, continuations, limit)
+    scores: list[list[ChoiceScore] | None] = [None] * len(requests)
+    single = [r for r, (_, conts) in enumerate(requests) if all(len(c) == 1 for c in conts)]
+    with evaluating(model):
+        rows = [list(requests[r][0][-limit:] if limit is not None else requests[r][0])
+                for r in single]
+        if rows:
+            logprobs = _log_softmax(last_logits(model, rows, batch_tokens, share_prefixes))
+            for i, r in enumerate(single):
+                scores[r] = [_score(logprobs[i:i + 1], c) for c in requests[r][1]]
+    for r, (context, continuations) in enumerate(requests):
+        if scores[r] is None:
+            scores[r] = score_shared(model, context, continuations, max_length)
     return scores  # type: ignore[return-value]
 
 

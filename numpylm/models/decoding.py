@@ -26,8 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["TransformerState", "WindowState", "select_rows", "snapshot_state",
-           "transformer_step"]
+__all__ = ["TransformerState", "WindowState", "prefix_of", "select_rows", "snapshot_state",
+           "start_from_prefixes", "transformer_step"]
 
 
 def snapshot_state(state: Any) -> Any:
@@ -132,6 +132,52 @@ def select_rows(state: Any, rows: np.ndarray) -> None:
     else:
         raise ValueError(f"select_rows: cannot reorder a {type(state).__name__} (known: "
                          f"TransformerState, WindowState, a recurrent state)")
+
+
+def prefix_of(state: TransformerState, row: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Row `row`'s real tokens and copies of their keys and values, each (n_layer, H, n, D):
+    what `start_from_prefixes` puts back. Only before the window has slid (a slide rebuilds
+    the cache)."""
+    cols = np.flatnonzero(state.real[row, :state.cache.length])
+    if len(cols) != len(state.history[row]):
+        raise ValueError("prefix_of: the window has slid; the cache no longer holds every "
+                         "token fed")
+    k = state.cache.k[:, row][:, :, cols]
+    v = state.cache.v[:, row][:, :, cols]
+    return list(state.history[row]), k, v
+
+
+def start_from_prefixes(state: TransformerState,
+                        prefixes: "list[tuple[list[int], np.ndarray, np.ndarray] | None]") -> None:
+    """Make an empty batch state as if row b had been fed prefixes[b] (from `prefix_of`; None:
+    nothing), the shorter ones padded on the left, so that one `step` continues every row
+    from its own prefix. Keys and values depend only on a token and those before it, and a
+    position counts real tokens only, so a prefix's cached keys and values are the ones the
+    row would compute itself."""
+    if state.cache.length:
+        raise ValueError("start_from_prefixes: the state must be empty")
+    if len(prefixes) != state.batch_size:
+        raise ValueError(f"start_from_prefixes: {len(prefixes)} prefixes for a batch of "
+                         f"{state.batch_size}")
+    P = max((len(p[0]) for p in prefixes if p is not None), default=0)
+    if P == 0:
+        return
+    if P > state.capacity:
+        raise ValueError(f"start_from_prefixes: a prefix of {P} tokens exceeds the state's "
+                         f"{state.capacity}")
+    state.cache.reserve(P)
+    for b, prefix in enumerate(prefixes):
+        if prefix is None or not len(prefix[0]):
+            continue
+        ids, k, v = prefix
+        n = len(ids)
+        state.cache.k[:, b, :, P - n:P] = k
+        state.cache.v[:, b, :, P - n:P] = v
+        state.real[b, P - n:P] = True
+        state.lengths[b] = n
+        state.history[b] = list(ids)
+    state.cache.advance(P)
+    state.padded = bool((~state.real[:, :P]).any())
 
 
 # run(ids (B, T), positions (B, T), attention_mask (B, L) or None) -> logits (B, V) of the

@@ -63,8 +63,19 @@ def _linear(x: np.ndarray, linear) -> np.ndarray:
 
 
 def _swiglu_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """silu(gate) * up into gate: gate * sigmoid(gate) * up, sigmoid as (1 + tanh(x/2)) / 2
-    (`F.swiglu`'s form, which never overflows)."""
+    """silu(gate) * up, into gate for one row. One row (decoding): gate * sigmoid(gate) * up
+    with sigmoid as (1 + tanh(x/2)) / 2, `F.swiglu`'s form, which never overflows. Many rows
+    (a prompt): up * gate / (1 + exp(-gate)) in a new array, four passes instead of six, with
+    exp cheaper than tanh; exp(-gate) overflows to inf where gate < -88, and gate / inf is
+    -0.0, silu's limit there."""
+    if gate.shape[0] > 1:
+        s = np.negative(gate)
+        with np.errstate(over="ignore"):
+            np.exp(s, out=s)
+        s += 1.0
+        np.divide(up, s, out=s)
+        s *= gate
+        return s
     s = np.multiply(gate, 0.5)
     np.tanh(s, out=s)
     s *= 0.5
