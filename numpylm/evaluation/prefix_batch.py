@@ -85,7 +85,9 @@ def _tree(rows: Sequence[Sequence[int]]) -> list[_Node]:
 
 def _batches(nodes: list[_Node], batch_tokens: int, capacity: int | None) -> list[list[_Node]]:
     """Nodes sorted by the ids they add, cut into batches of at most `batch_tokens` padded
-    new ids whose parents' prefixes plus new ids fit the state's `capacity`."""
+    new ids, of nearly equal lengths (padding is work thrown away: a batch ends where a
+    node is more than 1/8, and 8 ids, longer than its first), whose parents' prefixes plus
+    new ids fit the state's `capacity`."""
     def prefix_len(node: _Node) -> int:
         return 0 if node.parent is None else len(node.parent.prefix[0])
 
@@ -93,11 +95,12 @@ def _batches(nodes: list[_Node], batch_tokens: int, capacity: int | None) -> lis
     batches, start = [], 0
     while start < len(nodes):
         end, longest = start + 1, prefix_len(nodes[start])
+        first = len(nodes[start].tokens)
         while end < len(nodes):
             width = len(nodes[end].tokens)
             longest_next = max(longest, prefix_len(nodes[end]))
-            if (end + 1 - start) * width > batch_tokens or (
-                    capacity is not None and longest_next + width > capacity):
+            if ((end + 1 - start) * width > batch_tokens or width > first + max(8, first // 8)
+                    or (capacity is not None and longest_next + width > capacity)):
                 break
             longest, end = longest_next, end + 1
         batches.append(nodes[start:end])
