@@ -11,7 +11,9 @@ from numpylm.models.kv_cache import KVCache
 from numpylm.models.llama import Llama, LlamaConfig
 from numpylm.serving import Engine, PagedKVCache
 from numpylm.serving.forward import forward_paged
-from numpylm.serving.paged_attention import attend_gathered, attend_runs
+from numpylm.nn import Linear
+from numpylm.serving import forward as forward_module
+from numpylm.serving.paged_attention import attend_gathered, attend_newest, attend_runs
 
 V = 40
 
@@ -71,6 +73,52 @@ def test_attention_over_runs_equals_gather_and_plain(pieces, heads, page, data):
                                    rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(attend_runs(cache, cache.runs(s), layer, q, L - n), want,
                                    rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=6),
+       st.sampled_from([(4, 2), (4, 4), (6, 1)]), st.integers(1, 5), st.data())
+def test_attention_of_the_newest_token_equals_gather_and_plain(lengths, heads, page, data):
+    """The decoding fast path: sequences of random lengths, each in one run, one query each
+    (its newest token), the query rows scattered among other rows of q: each row written
+    equals the readable gather and the plain softmax, and no other row of `out` is touched."""
+    H, Hkv = heads
+    D, n_layer = 4, 2
+    rng = np.random.default_rng(sum(lengths))
+    cache = PagedKVCache(n_layer, Hkv, D, num_blocks=200, page_size=page, dtype=np.float64)
+    for s, L in enumerate(lengths):
+        cache.add(s, max_tokens=L)
+        assert cache.reserve(s, L)
+        cache.claim(s, L)
+    cache.k[:] = rng.normal(size=cache.k.shape)
+    cache.v[:] = rng.normal(size=cache.v.shape)
+    N = len(lengths) + 3  # three rows that are nobody's newest token
+    rows = data.draw(st.permutations(range(N)))[:len(lengths)]
+    q = rng.normal(size=(N, H, D))
+    q_before = q.copy()
+    out = np.full((N, H * D), 7.0)
+    layer = data.draw(st.integers(0, n_layer - 1))
+    spans = []
+    for s, row in enumerate(rows):
+        (first, slot, count), = cache.runs(s)
+        spans.append((row, slot, count))
+    attend_newest(cache, layer, q, out, spans)
+    np.testing.assert_array_equal(q, q_before)  # the queries are not scaled in place
+    for s, (row, L) in enumerate(zip(rows, lengths)):
+        k, v = cache.gather(s)
+        want = plain_attention(q[row:row + 1], k[layer], v[layer], L - 1)[0]
+        np.testing.assert_allclose(out[row], want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(out[row], attend_gathered(cache, s, layer, q[row:row + 1],
+                                                             L - 1)[0], rtol=1e-10, atol=1e-12)
+    others = sorted(set(range(N)) - set(rows))
+    assert (out[others] == 7.0).all()
+
+
+def test_attention_of_no_newest_token_writes_nothing():
+    cache = PagedKVCache(1, 2, 4, num_blocks=4)
+    out = np.zeros((2, 16))
+    attend_newest(cache, 0, np.ones((2, 4, 4)), out, [])
+    assert not out.any()
 
 
 def test_runs_cover_the_table_and_fragment_when_forced():
@@ -174,6 +222,57 @@ def test_forward_paged_equals_the_contiguous_stepper(heads, attention):
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-11)
     with pytest.raises(ValueError, match="'runs' or 'gather'"):
         forward_paged(model, cache, [(0, [1])], attention="magic")
+
+
+class _Wrapped(Linear):
+    """A Linear of another type: its layer's projections cannot be laid side by side."""
+
+
+def test_forward_paged_fuses_projections_and_falls_back_when_it_cannot(monkeypatch):
+    """Layer 0's q_proj and gate_proj replaced by another Linear type (as an adapter would):
+    that layer goes projection by projection, layer 1 stays fused, and the logits still equal
+    the contiguous stepper's; the decoding rows (one token, one run) take `attend_newest`."""
+    model = tiny_llama()
+    for name, parent in (("q_proj", model.model.layers[0].self_attn),
+                         ("gate_proj", model.model.layers[0].mlp)):
+        old = getattr(parent, name)
+        new = _Wrapped(old.weight.data.shape[1], old.weight.data.shape[0], bias=False,
+                       dtype=np.float64)
+        new.weight.data = old.weight.data.copy()
+        setattr(parent, name, new)
+    calls = []
+    real = forward_module.attend_newest
+    monkeypatch.setattr(forward_module, "attend_newest",
+                        lambda cache, layer, q, out, spans: (calls.append(len(spans)),
+                                                             real(cache, layer, q, out, spans)))
+    rng = np.random.default_rng(1)
+    prompts = [[int(t) for t in rng.integers(0, V, n)] for n in (6, 9)]
+    cache = PagedKVCache(2, 2, 8, num_blocks=20, page_size=4, dtype=np.float64)
+    contiguous = [KVCache(2, 1, 2, 96, 8, dtype=np.float64) for _ in prompts]
+    for s, p in enumerate(prompts):
+        cache.add(s, max_tokens=20)
+        assert cache.reserve(s, len(p))
+    got = forward_paged(model, cache, list(enumerate(prompts)))
+    assert calls == [0, 0]  # prompts: nobody decodes yet
+    want = [llama_inference.forward_logits(model, np.array([p]), np.arange(len(p)),
+                                           contiguous[s], last_only=True)[0, -1]
+            for s, p in enumerate(prompts)]
+    np.testing.assert_allclose(got, np.stack(want), rtol=1e-9, atol=1e-11)
+    plan = llama_inference._plan(model).groups(model)
+    assert plan[0][0].weight is None and plan[0][1].weight is None
+    assert plan[1][0].weight is not None and plan[1][1].weight is not None
+    for step in range(3):
+        calls.clear()
+        tokens = [int(t) for t in rng.integers(0, V, 2)]
+        for s in range(2):
+            assert cache.reserve(s, 1)
+        got = forward_paged(model, cache, [(s, [t]) for s, t in enumerate(tokens)])
+        assert calls == [2, 2]  # both rows, in each layer
+        want = [llama_inference.forward_logits(model, np.array([[t]]),
+                                               np.array([len(prompts[s]) + step]),
+                                               contiguous[s], last_only=True)[0, -1]
+                for s, t in enumerate(tokens)]
+        np.testing.assert_allclose(got, np.stack(want), rtol=1e-9, atol=1e-11)
 
 
 def test_engine_kernels_agree_with_each_other():

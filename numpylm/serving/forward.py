@@ -14,15 +14,20 @@ slots.
 
 This is `numpylm.models.llama_inference.forward_logits` (whose helpers it calls) with a
 different cache: the arithmetic per token is the same, and the tests prove the logits equal.
+Like it, it multiplies q, k and v as one matrix and gate and up as another (the stepper's
+`_plan`: a layer that cannot be laid out so goes projection by projection), rotates q and k
+together, and decides once per step, not once per layer, how each sequence attends: a
+decoding row whose keys are one run goes with all the others of its kind in one call
+(`attend_newest`), a prompt chunk or a fragmented sequence on its own (`attend_runs`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from numpylm.models.llama_inference import _linear, _rms_norm, _rope_, _swiglu_
-from numpylm.serving.paged_attention import attend_gathered, attend_runs
+from numpylm.models.llama_inference import _linear, _plan, _rms_norm, _rope_, _swiglu_
+from numpylm.serving.paged_attention import attend_gathered, attend_newest, attend_runs
 from numpylm.serving.paged_cache import PagedKVCache
 
 __all__ = ["Feed", "forward_paged", "supports_paged"]
@@ -55,35 +60,60 @@ def forward_paged(model: Any, cache: PagedKVCache, feeds: Sequence[Feed],
     ids = np.concatenate([np.asarray(tokens, dtype=np.int64) for _, tokens in feeds])
     positions = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, counts)])
     slots = np.concatenate([cache.claim(seq, n) for (seq, _), n in zip(feeds, counts)])
-    attend: Callable[..., np.ndarray]
-    if attention == "runs":
-        where = [cache.runs(seq) for seq, _ in feeds]  # once per step, not per layer
-        attend = attend_runs
-    else:
-        where = [seq for seq, _ in feeds]
-        attend = attend_gathered
+    contiguous = (slice(int(slots[0]), int(slots[0]) + len(slots))
+                  if np.all(np.diff(slots) == 1) else None)
     N = len(ids)
-    cos, sin = model.rope_tables(positions[None])  # (1, N, D/2)
-    cos, sin = cos[:, :, None], sin[:, :, None]  # (1, N, 1, D/2): every head alike
+    plan = _plan(model)
+    cos, sin = plan.rope(model, positions)  # (N, D/2), rows of a table computed once
+    cos, sin = cos[:, None], sin[:, None]  # (N, 1, D/2): every head alike
+    # Who attends how, decided once per step, not per layer: a decoding row whose keys are
+    # one run goes with the others of its kind (`attend_newest`, one call a layer); a prompt
+    # chunk or a fragmented sequence goes on its own (`attend_runs`, or the readable gather).
+    newest, general = [], []
+    for b, ((seq, _), n) in enumerate(zip(feeds, counts)):
+        rows = slice(ends[b] - n, ends[b])
+        if attention == "gather":
+            general.append((rows, seq, starts[b]))
+            continue
+        runs = cache.runs(seq)
+        if n == 1 and len(runs) == 1:
+            newest.append((int(ends[b]) - 1, runs[0][1], runs[0][2]))
+        else:
+            general.append((rows, runs, starts[b]))
+    attend = attend_runs if attention == "runs" else attend_gathered
     embedding = model.model.embed_tokens
-    rows = getattr(embedding, "packed", None) or embedding.weight.data
-    x = rows[ids].reshape(N, C)  # a fresh array: the residual stream, updated in place
+    table = getattr(embedding, "packed", None) or embedding.weight.data
+    x = table[ids].reshape(N, C)  # a fresh array: the residual stream, updated in place
     out = np.empty((N, H * D), dtype=x.dtype)
-    for i, layer in enumerate(model.model.layers):
-        a = layer.self_attn
+    for i, (layer, (qkv, gate_up)) in enumerate(zip(model.model.layers, plan.groups(model))):
+        a, m = layer.self_attn, layer.mlp
         h = _rms_norm(x, layer.input_layernorm)
-        q = _rope_(_linear(h, a.q_proj).reshape(1, N, H, D), cos, sin)[0]
-        k = _rope_(_linear(h, a.k_proj).reshape(1, N, Hkv, D), cos, sin)[0]
-        v = _linear(h, a.v_proj).reshape(N, Hkv, D)
-        cache.k[i][:, slots] = k.transpose(1, 0, 2)  # (Hkv, N, D) into the new tokens' slots
-        cache.v[i][:, slots] = v.transpose(1, 0, 2)
-        for b, n in enumerate(counts):
-            r = slice(ends[b] - n, ends[b])
-            out[r] = attend(cache, where[b], i, q[r], starts[b])
+        if qkv.weight is not None:  # one product for q, k and v; q and k rotated together
+            y = qkv(h)  # (N, (H + 2 Hkv) D)
+            qk = _rope_(y[:, :(H + Hkv) * D].reshape(N, H + Hkv, D), cos, sin)
+            q, k = qk[:, :H], qk[:, H:]
+            v = y[:, (H + Hkv) * D:].reshape(N, Hkv, D)
+        else:  # a layer that cannot be laid out (packed, LoRA-wrapped): one by one
+            q = _rope_(_linear(h, a.q_proj).reshape(N, H, D), cos, sin)
+            k = _rope_(_linear(h, a.k_proj).reshape(N, Hkv, D), cos, sin)
+            v = _linear(h, a.v_proj).reshape(N, Hkv, D)
+        if contiguous is not None:  # the new tokens' slots in one piece: a slice, no index
+            cache.k[i][:, contiguous] = k.transpose(1, 0, 2)  # (Hkv, N, D)
+            cache.v[i][:, contiguous] = v.transpose(1, 0, 2)
+        else:
+            cache.k[i][:, slots] = k.transpose(1, 0, 2)
+            cache.v[i][:, slots] = v.transpose(1, 0, 2)
+        attend_newest(cache, i, q, out, newest)
+        for rows, where, start in general:
+            out[rows] = attend(cache, where, i, q[rows], start)
         x += _linear(out, a.o_proj)
         h = _rms_norm(x, layer.post_attention_layernorm)
-        m = layer.mlp
-        g = _swiglu_(_linear(h, m.gate_proj), _linear(h, m.up_proj))
+        if gate_up.weight is not None:
+            y = gate_up(h)  # (N, 2 I): gate's columns, then up's
+            half = y.shape[1] // 2
+            g = _swiglu_(y[:, :half], y[:, half:])
+        else:
+            g = _swiglu_(_linear(h, m.gate_proj), _linear(h, m.up_proj))
         x += _linear(g, m.down_proj)
     x = _rms_norm(x[ends - 1], model.model.norm)  # the last new token of each sequence
     head = getattr(model, "packed_head", None)

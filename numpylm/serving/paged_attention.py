@@ -13,6 +13,12 @@ the whole softmax(s) V is  sum_r exp(m_r - m) o_r / sum_r exp(m_r - m) l_r  with
 exactly (up to rounding). The allocator keeps most sequences in one run, where this is the
 plain softmax over a view. The tests prove both equal to a contiguous `KVCache`.
 
+Decoding is the common case: one new token per sequence, its keys in one run, no mask (the
+newest token sees every key). `attend_newest` does that case for a whole batch in one call,
+five numpy calls a sequence (as `numpylm.models.llama_inference` does for one sequence), with
+the 1 / sqrt(D) scale applied once to every query row instead of once per sequence; the
+general functions above stay for prompt chunks and fragmented sequences.
+
 Both take one sequence's queries q (n, H, D) at positions `start`..`start + n - 1`, whose keys
 (and those before them) are already in the pool, and return (n, H * D). Query i sees key j when
 j <= start + i (causal); grouped-query attention stacks the G = H / Hkv query heads of a
@@ -26,7 +32,7 @@ import numpy as np
 
 from numpylm.serving.paged_cache import PagedKVCache
 
-__all__ = ["attend_gathered", "attend_runs"]
+__all__ = ["attend_gathered", "attend_newest", "attend_runs"]
 
 
 def _grouped(q: np.ndarray, n_kv: int) -> np.ndarray:
@@ -105,3 +111,26 @@ def attend_runs(cache: PagedKVCache, runs: list[tuple[int, int, int]], layer: in
         a, b = np.exp(m - m_new), np.exp(m_r - m_new)
         l, o, m = a * l + b * l_r, a * o + b * o_r, m_new
     return _ungrouped(o / l, n)
+
+
+def attend_newest(cache: PagedKVCache, layer: int, q: np.ndarray, out: np.ndarray,
+                  spans: list[tuple[int, int, int]]) -> None:
+    """The decoding case: for each (row, first slot, tokens) of `spans`, query row `row` of
+    q (N, H, D), one new token whose keys (itself included) are the `tokens` consecutive
+    slots from `first slot` of `layer`'s pool, attends over them all (no mask: the newest
+    token sees every key) and writes (H D,) into row `row` of `out` (N, H D). The same
+    numbers as `attend_runs` over a one-run sequence with n = 1."""
+    k_pool, v_pool = cache.k[layer], cache.v[layer]  # (Hkv, slots, D)
+    n_kv, D = k_pool.shape[0], k_pool.shape[2]
+    G = q.shape[1] // n_kv
+    if not spans:
+        return
+    # Row i's heads as (Hkv, G, D), as `_grouped` with n = 1; scaled once for every row.
+    qg = q[[r for r, _, _ in spans]].reshape(len(spans), n_kv, G, D)
+    qg *= 1.0 / math.sqrt(D)
+    for (row, slot, count), qb in zip(spans, qg):
+        s = np.matmul(qb, np.swapaxes(k_pool[:, slot:slot + count], -1, -2))  # (Hkv, G, L)
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= np.add.reduce(s, axis=-1, keepdims=True)
+        np.matmul(s, v_pool[:, slot:slot + count], out=out[row].reshape(n_kv, G, D))
