@@ -119,6 +119,20 @@ def test_stop_string_cuts_the_text(served):
     reply = json.loads(call(url, "/v1/completions", {**base, "stop": stop})[1])
     assert reply["choices"][0]["text"] == full[:full.index(stop)]
     assert reply["choices"][0]["finish_reason"] == "stop"
+    # Two stop strings, the later one in the text listed first: the text ends at the earlier.
+    late, early = full[6:8], full[2:4]
+    cut = min(full.index(late), full.index(early))
+    for stream in (False, True):
+        status, body, _ = call(url, "/v1/completions", {**base, "stop": [late, early],
+                                                        "stream": stream})
+        assert status == 200
+        if stream:
+            chunks = events(body)
+            text = "".join(c["choices"][0]["text"] for c in chunks)
+            assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        else:
+            text = json.loads(body)["choices"][0]["text"]
+        assert text == full[:cut]
 
 
 @pytest.mark.parametrize("body, status, param", [
@@ -132,7 +146,8 @@ def test_stop_string_cuts_the_text(served):
     ({"prompt": "x", "logprobs": 6}, 400, "logprobs"),
     ({"prompt": "x", "logprobs": "yes"}, 400, "logprobs"),
     ({"prompt": "x", "top_logprobs": 2}, 400, "top_logprobs"),
-    ({"prompt": "x", "echo": True}, 400, "echo"),
+    ({"prompt": "x", "echo": "yes"}, 400, "echo"),
+    ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens"),  # 0 only with echo
     ({"prompt": "x", "stop": [1]}, 400, "stop"),
     ({"prompt": "x", "wibble": 1}, 400, "wibble"),
     ({"prompt": "x", "model": "gpt-9"}, 404, "model"),
@@ -355,3 +370,84 @@ def test_n_answers_are_the_seeded_answers_alone(served):
     for c in chunks:
         texts[c["choices"][0]["index"]] += c["choices"][0]["text"]
     assert texts == alone[:2]
+
+
+# ---- echo ----
+
+def _prompt_logprobs(model, ids):
+    """log softmax of the autograd model's logits (not the server's stepper) at each prompt
+    position, the row that predicts the next token: (T - 1,) picked and (T - 1, V) rows."""
+    logits, _ = model(np.asarray([ids], dtype=np.int64))
+    z = np.asarray(logits.data if hasattr(logits, "data") else logits, dtype=np.float64)[0]
+    lp = z - z.max(axis=-1, keepdims=True)
+    lp -= np.log(np.exp(lp).sum(axis=-1, keepdims=True))
+    return lp[np.arange(len(ids) - 1), ids[1:]], lp[:-1]
+
+
+def test_echo_puts_the_prompt_and_its_logprobs_first(served, model, tokenizer):
+    _, url = served
+    prompt = "Echo this"
+    ids = tokenizer.encode(prompt)
+    base = {"prompt": prompt, "max_tokens": 4, "temperature": 0}
+    plain = json.loads(call(url, "/v1/completions", {**base, "logprobs": 2})[1])["choices"][0]
+    status, body, _ = call(url, "/v1/completions", {**base, "logprobs": 2, "echo": True})
+    assert status == 200
+    choice = json.loads(body)["choices"][0]
+    assert choice["text"] == prompt + plain["text"]
+    lp, T = choice["logprobs"], len(ids)
+    assert lp["tokens"] == [tokenizer.decode([t]) for t in ids] + plain["logprobs"]["tokens"]
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    picked, rows = _prompt_logprobs(model, ids)
+    np.testing.assert_allclose(lp["token_logprobs"][1:T], picked, rtol=1e-4, atol=1e-5)
+    for got, row in zip(lp["top_logprobs"][1:T], rows):
+        best = np.argsort(-row, kind="stable")[:2]
+        assert list(got) == [tokenizer.decode([int(t)]) for t in best]
+        np.testing.assert_allclose(list(got.values()), row[best], rtol=1e-4, atol=1e-5)
+    assert lp["token_logprobs"][T:] == pytest.approx(plain["logprobs"]["token_logprobs"])
+    assert lp["text_offset"] == [len(tokenizer.decode(ids[:i])) for i in range(T)] + [
+        len(prompt) + o for o in plain["logprobs"]["text_offset"]]
+    # streamed: the prompt first (with its records), then the answer, the same in all
+    chunks = events(call(url, "/v1/completions", {**base, "logprobs": 2, "echo": True,
+                                                  "stream": True})[1])
+    assert chunks[0]["choices"][0]["text"] == prompt
+    assert "".join(c["choices"][0]["text"] for c in chunks) == choice["text"]
+    streamed = [v for c in chunks if c["choices"][0]["logprobs"]
+                for v in c["choices"][0]["logprobs"]["token_logprobs"]]
+    assert streamed == lp["token_logprobs"]
+
+
+def test_echo_alone_scores_the_prompt(served, model, tokenizer):
+    """max_tokens 0 with echo (how evaluation tools ask for a text's log-likelihood): the
+    prompt back, scored, nothing generated; without logprobs, the text alone."""
+    _, url = served
+    ids = [5, 70, 33, 101, 9, 250, 17]
+    reply = json.loads(call(url, "/v1/completions", {"prompt": ids, "max_tokens": 0,
+                                                     "echo": True, "logprobs": 0})[1])
+    choice = reply["choices"][0]
+    assert choice["text"] == tokenizer.decode(ids) and choice["finish_reason"] == "length"
+    assert reply["usage"]["completion_tokens"] == 0
+    picked, _ = _prompt_logprobs(model, ids)
+    assert choice["logprobs"]["token_logprobs"][0] is None
+    np.testing.assert_allclose(choice["logprobs"]["token_logprobs"][1:], picked, rtol=1e-4,
+                               atol=1e-5)
+    assert choice["logprobs"]["top_logprobs"][1:] == [{}] * (len(ids) - 1)
+    chunks = events(call(url, "/v1/completions", {"prompt": ids, "max_tokens": 0,
+                                                  "echo": True, "stream": True})[1])
+    assert "".join(c["choices"][0]["text"] for c in chunks) == tokenizer.decode(ids)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    status, text, _ = call(url, "/v1/chat/completions", {
+        "messages": [{"role": "user", "content": "hi"}], "echo": True})
+    assert status == 400 and json.loads(text)["error"]["param"] == "echo"
+
+
+def test_prompt_scored_in_chunks_equals_in_one(served, model):
+    server, _ = served
+    ids = [int(t) for t in np.random.default_rng(2).integers(0, 256, 40)]
+    whole = server.loop.score(ids, 3)
+    pieces = server.loop.score(ids, 3, chunk=7)
+    picked, _ = _prompt_logprobs(model, ids)
+    assert [r.token for r in whole] == ids[1:] == [r.token for r in pieces]
+    np.testing.assert_allclose([r.logprob for r in pieces], picked, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose([r.logprob for r in pieces], [r.logprob for r in whole],
+                               rtol=1e-5, atol=1e-6)
+    assert [[t for t, _ in r.top] for r in pieces] == [[t for t, _ in r.top] for r in whole]

@@ -12,6 +12,12 @@ Log-probabilities come in the two layouts of the API: a completion's `logprobs` 
 the alternatives per token, at most 5) gives parallel lists `{"tokens", "token_logprobs",
 "top_logprobs", "text_offset"}`; a chat's `logprobs: true` with `top_logprobs` (0-20) gives
 `{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}, ...]}`.
+
+A completion's `echo: true` returns the prompt's text before the answer's, and with
+`logprobs` the prompt tokens' records before the answer's: the first token has no context to
+be predicted from, so its `token_logprobs` and `top_logprobs` entries are null. With echo,
+`max_tokens` may be 0: the prompt scored, nothing generated (how evaluation tools ask for the
+log-likelihood of a text).
 """
 from __future__ import annotations
 
@@ -82,6 +88,8 @@ class ParsedRequest:
     piece: Callable[[int], tuple[str, bytes]] | None = None  # a token's text and bytes
     created: int = field(default_factory=lambda: int(time.time()))
     completion_tokens: int = 0
+    echo: bool = False  # the prompt's text (and records) before each answer's
+
 
     def _base(self, obj: str) -> dict[str, Any]:
         return {"id": self.request_id, "object": obj, "created": self.created, "model": self.model}
@@ -102,9 +110,11 @@ class ParsedRequest:
             return {"content": [{**entry(r.token, r.logprob),
                                  "top_logprobs": [entry(t, lp) for t, lp in r.top]}
                                 for r, _ in records], "refusal": None}
+        # An echoed prompt's first token has no log-probability: None in both lists.
         return {"tokens": [piece(r.token)[0] for r, _ in records],
                 "token_logprobs": [r.logprob for r, _ in records],
-                "top_logprobs": [{piece(t)[0]: lp for t, lp in r.top} for r, _ in records],
+                "top_logprobs": [None if r.top is None else {piece(t)[0]: lp for t, lp in r.top}
+                                 for r, _ in records],
                 "text_offset": [offset for _, offset in records]}
 
     def response(self, choices: Sequence[Choice]) -> dict[str, Any]:
@@ -198,8 +208,13 @@ def parse_request(raw: bytes, chat: bool, app: Any) -> ParsedRequest:
         n = 1
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
         raise _bad("n", f"must be an integer in [1, {MAX_N}], got {n!r}")
-    if body.get("echo") not in (None, False):
-        raise _bad("echo", "is not supported by this server")
+    echo = body.get("echo", False)
+    if echo is None:
+        echo = False
+    if not isinstance(echo, bool):
+        raise _bad("echo", f"must be true or false, got {echo!r}")
+    if echo and chat:
+        raise _bad("echo", "belongs to /v1/completions; a chat does not echo its messages")
     logprobs = _logprobs_setting(body, chat)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -215,8 +230,10 @@ def parse_request(raw: bytes, chat: bool, app: Any) -> ParsedRequest:
     max_tokens = body.get(max_name)
     if max_tokens is None:
         max_tokens = app.default_max_tokens
-    elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise _bad(max_name, f"must be a positive integer, got {max_tokens!r}")
+    elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < (
+            0 if echo else 1):
+        raise _bad(max_name, f"must be a positive integer (or 0 with 'echo'), got "
+                             f"{max_tokens!r}")
     max_tokens = min(max_tokens, context - len(prompt))
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -237,7 +254,7 @@ def parse_request(raw: bytes, chat: bool, app: Any) -> ParsedRequest:
     prefix = "chatcmpl" if chat else "cmpl"
     return ParsedRequest(chat, model, prompt, max_tokens, sampling, tuple(stop), stream,
                          app.new_id(prefix), n=n, logprobs=logprobs,
-                         piece=_token_piece(tokenizer))
+                         piece=_token_piece(tokenizer), echo=echo)
 
 
 def _logprobs_setting(body: dict, chat: bool) -> int | None:

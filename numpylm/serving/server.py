@@ -9,7 +9,7 @@ the loop produces them: all requests share every step of the model (continuous b
     GET  /health                {"status": "ok"}
     GET  /v1/models             the one model served
     POST /v1/completions        {"prompt", "max_tokens", "temperature", "top_p", "seed",
-                                 "stop", "stream", "n", "logprobs"}
+                                 "stop", "stream", "n", "logprobs", "echo"}
     POST /v1/chat/completions   the same with "messages", rendered by the model's chat
                                 template, and "logprobs": true with "top_logprobs"
 
@@ -21,6 +21,11 @@ text, ending with `data: [DONE]`. Errors are OpenAI's shape, `{"error": {"messag
 "param", "code"}}`, with the status that names the fault: 400 a malformed body or parameter,
 401 a missing API key, 404 an unknown model or path, 413 a body too large, 429 a full queue.
 A client that goes away mid-stream has its sequence cancelled, its blocks freed at once.
+With `"echo": true` a completion starts with the prompt's text (and, with `logprobs`, the
+prompt tokens' records, scored by the model between two engine steps, the first one null);
+`max_tokens` 0 then asks for the prompt alone, scored. Text is cut at stop strings and held
+back at unfinished characters by `numpylm.inference.stop_strings.TextStream`, the one used by
+`numpylm generate` and the chat session.
 """
 from __future__ import annotations
 
@@ -33,6 +38,11 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import numpy as np
+
+from numpylm.inference.logprobs import TokenLogprob, token_logprobs
+from numpylm.inference.stop_strings import TextStream
+from numpylm.models.kv_cache import KVCache
 from numpylm.serving.chat_page import CHAT_PAGE
 from numpylm.serving.engine import Engine
 from numpylm.serving.requests import APIError, Choice, ParsedRequest, parse_request
@@ -75,6 +85,23 @@ class EngineLoop:
             self._cond.notify()
         return ids, q
 
+    def score(self, prompt: list[int], top: int, chunk: int = 256) -> list[TokenLogprob]:
+        """The records of prompt tokens 1..T-1 (each predicted from those before it, with
+        `top` alternatives), for `echo`: the model run over the prompt in chunks, between two
+        engine steps (it holds the loop's lock, so the model is never run twice at once)."""
+        engine = self.engine
+        n_layer, n_kv, _, D = engine.cache.k.shape
+        records: list[TokenLogprob] = []  # logits of `chunk` rows at a time, not (T, V)
+        with self._cond:
+            cache = KVCache(n_layer, 1, n_kv, len(prompt), D, dtype=engine.cache.k.dtype)
+            for start in range(0, len(prompt) - 1, chunk):
+                stop = min(start + chunk, len(prompt) - 1)
+                ids = np.asarray([prompt[start:stop]], dtype=np.int64)
+                logits = engine.forward_logits(engine.model, ids, np.arange(start, stop),
+                                               cache, None)[0]  # (stop - start, V)
+                records += token_logprobs(logits, prompt[start + 1:stop + 1], top)
+        return records
+
     def cancel(self, request_id: Any) -> None:
         """Forget a request (its client left); its blocks are freed before the next step."""
         with self._cond:
@@ -110,22 +137,6 @@ class EngineLoop:
                             del self._queues[event.request_id]
 
 
-def _stream_text(tokenizer, ids: list[int], stops: tuple[str, ...],
-                 final: bool) -> tuple[str, bool]:
-    """(the text of `ids` safe to show now, whether a stop string ended it). A piece that may
-    still grow into a stop string, or an incomplete UTF-8 character, is held back until final."""
-    text = tokenizer.decode(ids)
-    for s in stops:
-        at = text.find(s)
-        if at >= 0:
-            return text[:at], True
-    if final:
-        return text, False
-    hold = max((len(s) - 1 for s in stops), default=0)
-    text = text[:len(text) - hold] if hold else text
-    return text.rstrip("\ufffd"), False
-
-
 def _samplings(req: ParsedRequest) -> list:
     """One `SamplingParams` per answer: answer i draws with seed + i (so n answers differ,
     and each is the answer a request with that seed gets alone)."""
@@ -136,34 +147,38 @@ def _samplings(req: ParsedRequest) -> list:
 
 
 class _Answer:
-    """One answer as it streams: its token ids, the text safe to show, and the records of
-    the tokens whose text is shown (each with the offset where its text starts)."""
+    """One answer as it streams: the text safe to show (whole characters, cut at the first
+    stop string: `TextStream`, shared with `generate` and the chat session), and the records
+    of the tokens whose text is shown (each with the offset where its text starts)."""
 
-    def __init__(self, index: int) -> None:
-        self.choice = Choice(index)
-        self.ids: list[int] = []
+    def __init__(self, index: int, tokenizer: Any, stops: tuple[str, ...],
+                 echo: tuple[str, list] = ("", [])) -> None:
+        self.choice = Choice(index, echo[0], logprobs=list(echo[1]))  # an echoed prompt
+        self.base = len(echo[0])  # where the answer's text starts
+        self.text = TextStream(tokenizer, stops)
         self.pending: list[tuple[Any, int]] = []  # records whose text is not shown yet
 
-    def add(self, event, tokenizer, stops: tuple[str, ...]) -> list[tuple[Any, int]]:
+    def add(self, event) -> list[tuple[Any, int]]:
         """Take one token event; the records that became visible with it."""
-        finish = event.finish_reason
+        finish, stream, choice = event.finish_reason, self.text, self.choice
         if finish != "stop":  # a stop token ends the text without showing
             if event.logprob is not None:
-                offset = len(tokenizer.decode(self.ids)) if self.ids else 0
+                offset = self.base + (len(stream.tokenizer.decode(stream.ids))
+                                      if stream.ids else 0)
                 self.pending.append((event.logprob, offset))
-            self.ids.append(event.token)
-        text, stopped = _stream_text(tokenizer, self.ids, stops, finish is not None)
-        self.choice.text = text
-        if stopped:
+            choice.text += stream.push(event.token)
+        if stream.stopped:
             finish = "stop"
-        self.choice.finish = finish
+        elif finish is not None:  # the last token: what was held back is shown
+            choice.text += stream.flush()
+        choice.finish = finish
         if finish is not None:  # the end: every token whose text starts before the cut
-            shown = [r for r in self.pending if not stopped or r[1] < len(text)]
+            shown = [r for r in self.pending if not stream.stopped or r[1] < len(choice.text)]
             self.pending = []
         else:
-            shown = [r for r in self.pending if r[1] < len(text)]
+            shown = [r for r in self.pending if r[1] < len(choice.text)]
             self.pending = self.pending[len(shown):]
-        self.choice.logprobs.extend(shown)
+        choice.logprobs.extend(shown)
         return shown
 
 
@@ -226,17 +241,19 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._authorised():
                 return
             req = parse_request(body, chat=path.endswith("chat/completions"), app=self.server)
-            request_ids, q = self.server.loop.submit(req.prompt, req.max_tokens,
-                                                     _samplings(req), req.logprobs)
+            echo = self._echo(req) if req.echo else ("", [])
+            request_ids, q = (self.server.loop.submit(req.prompt, req.max_tokens,
+                                                      _samplings(req), req.logprobs)
+                              if req.max_tokens > 0 else ([], None))
         except APIError as err:
             self.close_connection = err.status == 413
             self._error(err)
             return
         try:
             if req.stream:
-                self._stream(req, request_ids, q)
+                self._stream(req, request_ids, q, echo)
             else:
-                self._complete(req, request_ids, q)
+                self._complete(req, request_ids, q, echo)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         finally:
@@ -257,10 +274,29 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"{self.server.max_body}", "body_too_large")
         return self.rfile.read(int(length))
 
-    def _events(self, req: ParsedRequest, request_ids: list, q: queue.Queue):
+    def _echo(self, req: ParsedRequest) -> tuple[str, list[tuple[TokenLogprob, int]]]:
+        """The prompt's text, and (with `logprobs`) its tokens' records with their offsets:
+        the first token's log-probability is None (nothing came before it)."""
+        tokenizer, prompt = self.server.tokenizer, req.prompt
+        text = tokenizer.decode(prompt)
+        if req.logprobs is None:
+            return text, []
+        scored = self.server.loop.score(prompt, req.logprobs)
+        first = TokenLogprob(prompt[0], None, None)  # type: ignore[arg-type]
+        offsets = [len(tokenizer.decode(prompt[:i])) for i in range(len(prompt))]
+        return text, list(zip([first] + scored, offsets))
+
+    def _events(self, req: ParsedRequest, request_ids: list, q: queue.Queue | None,
+                echo: tuple[str, list]):
         """Yield (choice, records of its tokens now shown) as tokens arrive, until every
-        answer has finished; `choice.text` is the text safe to show so far."""
-        answers = {rid: _Answer(i) for i, rid in enumerate(request_ids)}
+        answer has finished; `choice.text` is the text safe to show so far. With no
+        request (`max_tokens` 0, an echo alone) each answer is the echo, finished."""
+        if not request_ids:
+            for i in range(req.n):
+                yield Choice(i, echo[0], "length", list(echo[1])), []
+            return
+        answers = {rid: _Answer(i, self.server.tokenizer, req.stop, echo)
+                   for i, rid in enumerate(request_ids)}
         while any(a.choice.finish is None for a in answers.values()):
             event = q.get()
             if isinstance(event, Exception):
@@ -269,28 +305,32 @@ class _Handler(BaseHTTPRequestHandler):
             if answer.choice.finish is not None:  # cut by a stop string a step ago
                 continue
             req.completion_tokens += 1
-            records = answer.add(event, self.server.tokenizer, req.stop)
+            records = answer.add(event)
             if answer.choice.finish is not None and event.finish_reason is None:
                 self.server.loop.cancel(event.request_id)  # a stop string: free it now
             yield answer.choice, records
 
-    def _complete(self, req: ParsedRequest, request_ids: list, q: queue.Queue) -> None:
+    def _complete(self, req: ParsedRequest, request_ids: list, q: queue.Queue | None,
+                  echo: tuple[str, list]) -> None:
         choices = {}
-        for choice, _ in self._events(req, request_ids, q):
+        for choice, _ in self._events(req, request_ids, q, echo):
             choices[choice.index] = choice
         self._json(200, req.response([choices[i] for i in sorted(choices)]))
 
-    def _stream(self, req: ParsedRequest, request_ids: list, q: queue.Queue) -> None:
+    def _stream(self, req: ParsedRequest, request_ids: list, q: queue.Queue | None,
+                echo: tuple[str, list]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        sent = [0] * len(request_ids)
-        for i in range(len(request_ids)):
+        sent = [len(echo[0])] * req.n  # the echoed prompt goes first, as one piece
+        for i in range(req.n):
             self._event(req.chunk(None, None, first=True, index=i))
-        for choice, records in self._events(req, request_ids, q):
+            if req.echo:
+                self._event(req.chunk(echo[0], None, index=i, records=echo[1]))
+        for choice, records in self._events(req, request_ids, q, echo):
             i = choice.index
             if len(choice.text) > sent[i] or records:
                 self._event(req.chunk(choice.text[sent[i]:], None, index=i, records=records))
