@@ -451,3 +451,20 @@ def test_prompt_scored_in_chunks_equals_in_one(served, model):
     np.testing.assert_allclose([r.logprob for r in pieces], [r.logprob for r in whole],
                                rtol=1e-5, atol=1e-6)
     assert [[t for t, _ in r.top] for r in pieces] == [[t for t, _ in r.top] for r in whole]
+
+
+def test_prompt_scored_for_a_gpt_too():
+    """The engine's other stepper (a GPT, the gather kernel) scores an echoed prompt alike."""
+    from numpylm.models.gpt import GPT, GPTConfig
+    from numpylm.serving.server import EngineLoop
+
+    gpt = GPT(GPTConfig(vocab_size=40, n_embd=32, n_layer=2, n_head=4, block_size=64),
+              dtype=np.float64, rng=np.random.default_rng(0))
+    loop = EngineLoop(Engine(gpt, page_size=4))
+    try:
+        ids = [int(t) for t in np.random.default_rng(1).integers(0, 40, 30)]
+        picked, _ = _prompt_logprobs(gpt, ids)
+        np.testing.assert_allclose([r.logprob for r in loop.score(ids, 2, chunk=7)], picked,
+                                   rtol=1e-9, atol=1e-10)
+    finally:
+        loop.stop()
