@@ -94,6 +94,8 @@ def test_last_logits_rejects_bad_input():
         prefix_batch.last_logits(model, [[1], []])
     with pytest.raises(ValueError, match="batch_tokens"):
         prefix_batch.last_logits(model, [[1]], batch_tokens=0)
+    with pytest.raises(ValueError, match="longer than the model's window of 16"):
+        prefix_batch.last_logits(model, [[1] * 17])
 
 
 @pytest.mark.parametrize("name", ["gpt", "llama"])

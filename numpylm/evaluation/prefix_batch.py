@@ -117,13 +117,17 @@ def last_logits(model: Any, rows: Sequence[Sequence[int]], batch_tokens: int = 1
         raise ValueError(f"last_logits: batch_tokens must be positive, got {batch_tokens}")
     if any(len(r) == 0 for r in rows):
         raise ValueError("last_logits: every row needs at least one id")
+    window = getattr(model, "block_size", None)
+    if window is not None and any(len(r) > window for r in rows):
+        raise ValueError(f"last_logits: a row is longer than the model's window of {window} "
+                         f"ids; crop it first (score_batched keeps the last {window})")
     unique = list(dict.fromkeys(tuple(r) for r in rows))  # the same context runs once
     share = share and isinstance(model.init_state(1), TransformerState)
     level = _tree(unique) if share else [_Node(list(r), None, rows=[i])
                                         for i, r in enumerate(unique)]
     out: list[np.ndarray | None] = [None] * len(unique)
     while level:
-        for batch in _batches(level, batch_tokens, getattr(model, "block_size", None)):
+        for batch in _batches(level, batch_tokens, window):
             width = max(len(n.tokens) for n in batch)
             ids = np.zeros((len(batch), width), dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=bool)
