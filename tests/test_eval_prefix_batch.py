@@ -83,9 +83,37 @@ def test_the_prefix_tree_by_hand():
     assert [n.tokens for n in first] == [[5, 6, 7, 8], [9, 9, 9, 9, 12]]
     assert first[1].rows == [2] and not first[0].rows
     assert [(n.tokens, n.rows) for n in first[0].children] == [([10], [0]), ([11], [1])]
+    assert _paths(top) == {0: a, 1: b, 2: c, 3: [13]}
     # Too little shared: no node, each row whole.
     assert [n.tokens for n in prefix_batch._tree([[1, 2, 3, 5], [1, 2, 3, 6]])] == \
         [[1, 2, 3, 5], [1, 2, 3, 6]]
+
+
+def _paths(nodes, above=()):
+    """{row index: the ids on the path from the root to the leaf that holds it}."""
+    out = {}
+    for node in nodes:
+        ids = (*above, *node.tokens)
+        out.update({r: list(ids) for r in node.rows})
+        out.update(_paths(node.children, ids))
+    return out
+
+
+def test_the_prefix_tree_of_deeply_nested_contexts():
+    """1,500 contexts, each the previous one with a 1 put in front of its last id: a tree
+    deeper than Python's recursion limit is still built (and walking it gives every row
+    back)."""
+    rows = [[1] * i + [2] for i in range(1500)]
+    top = prefix_batch._tree(rows)
+    paths = {}
+    stack = [((), top)]
+    while stack:  # the same walk as _paths, without recursion
+        above, nodes = stack.pop()
+        for node in nodes:
+            ids = (*above, *node.tokens)
+            paths.update({r: list(ids) for r in node.rows})
+            stack.append((ids, node.children))
+    assert paths == dict(enumerate(rows))
 
 
 def test_last_logits_rejects_bad_input():

@@ -60,10 +60,16 @@ def _tree(rows: Sequence[Sequence[int]]) -> list[_Node]:
         r = order[k]
         out.append(_Node(list(rows[r][depth:]), parent, rows=[r]))
 
-    def visit(lo: int, hi: int, parent: _Node | None, depth: int, out: list[_Node]) -> None:
+    # Ranges of the sorted rows still to place, with the node they hang from (a stack, not
+    # recursion: contexts nested a thousand deep would pass Python's recursion limit).
+    stack: list[tuple[int, int, _Node | None, int, list[_Node]]] = []
+    if rows:
+        stack.append((0, len(rows), None, 0, top))
+    while stack:
+        lo, hi, parent, depth, out = stack.pop()
         if hi - lo == 1:
             leaf(lo, parent, depth, out)
-            return
+            continue
         # What every row of the range shares, leaving each row at least one id of its own.
         shared = min(min(lcp[lo:hi - 1]), min(len(rows[order[k]]) for k in range(lo, hi)) - 1)
         if shared - depth >= MIN_SHARED:
@@ -74,12 +80,10 @@ def _tree(rows: Sequence[Sequence[int]]) -> list[_Node]:
         if not cuts:  # one row a prefix of the others: nothing splits them, each ends here
             for k in range(lo, hi):
                 leaf(k, parent, depth, out)
-            return
-        for a, b in zip([lo, *cuts], [*cuts, hi]):
-            visit(a, b, parent, depth, out)
-
-    if rows:
-        visit(0, len(rows), None, 0, top)
+            continue
+        # Pushed last first, so the ranges are placed in sorted order.
+        for a, b in reversed(list(zip([lo, *cuts], [*cuts, hi]))):
+            stack.append((a, b, parent, depth, out))
     return top
 
 
