@@ -244,6 +244,33 @@ def _plan(model) -> _Plan:
     return plan
 
 
+def _qkv(h: np.ndarray, attn, qkv: "_Group", cos: np.ndarray, sin: np.ndarray,
+         lead: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q and k (rotated) and v of the normalised rows h (N, C), each (*lead, heads, D) with
+    N = prod(lead): one product when the layer is laid out (`qkv`), then q and k rotated
+    together; projection by projection when it cannot be."""
+    H, Hkv, D = attn.H, attn.Hkv, attn.D
+    if qkv.weight is not None:
+        y = qkv(h)  # (N, (H + 2 Hkv) D)
+        qk = _rope_(y[:, :(H + Hkv) * D].reshape(*lead, H + Hkv, D), cos, sin)
+        return qk[..., :H, :], qk[..., H:, :], y[:, (H + Hkv) * D:].reshape(*lead, Hkv, D)
+    q = _rope_(_linear(h, attn.q_proj).reshape(*lead, H, D), cos, sin)
+    k = _rope_(_linear(h, attn.k_proj).reshape(*lead, Hkv, D), cos, sin)
+    return q, k, _linear(h, attn.v_proj).reshape(*lead, Hkv, D)
+
+
+def _mlp(h: np.ndarray, mlp, gate_up: "_Group") -> np.ndarray:
+    """down(silu(gate(h)) * up(h)) of the normalised rows h (N, C): gate and up as one
+    product (gate's columns, then up's) when the layer is laid out."""
+    if gate_up.weight is not None:
+        y = gate_up(h)  # (N, 2 I)
+        half = y.shape[1] // 2
+        g = _swiglu_(y[:, :half], y[:, half:])
+    else:
+        g = _swiglu_(_linear(h, mlp.gate_proj), _linear(h, mlp.up_proj))  # (N, I)
+    return _linear(g, mlp.down_proj)
+
+
 def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=None,
                    attn_mask=None, last_only: bool = False) -> np.ndarray:
     """Logits (B, T, V), or (B, 1, V) with `last_only`, for token ids idx (B, T) at
@@ -251,7 +278,7 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
     (Hkv heads) is advanced by T."""
     c = model.config
     B, T = idx.shape
-    C, H, Hkv, D = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    C = c.hidden_size
     if kv_cache is not None:  # once, not per layer: the layers write into it directly
         kv_cache.reserve(T)
     plan = _plan(model)
@@ -262,25 +289,9 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
     x = rows[idx].reshape(B * T, C)  # a fresh array
     for i, (layer, (qkv, gate_up)) in enumerate(zip(model.model.layers, plan.groups(model))):
         a, m = layer.self_attn, layer.mlp
-        h = _rms_norm(x, layer.input_layernorm)
-        if qkv.weight is not None:  # one product, then q and k heads rotated together
-            y = qkv(h)  # (B T, (H + 2 Hkv) D)
-            qk = _rope_(y[:, :(H + Hkv) * D].reshape(B, T, H + Hkv, D), cos, sin)
-            q, k = qk[:, :, :H], qk[:, :, H:]
-            v = y[:, (H + Hkv) * D:].reshape(B, T, Hkv, D)
-        else:
-            q = _rope_(_linear(h, a.q_proj).reshape(B, T, H, D), cos, sin)
-            k = _rope_(_linear(h, a.k_proj).reshape(B, T, Hkv, D), cos, sin)
-            v = _linear(h, a.v_proj).reshape(B, T, Hkv, D)
+        q, k, v = _qkv(_rms_norm(x, layer.input_layernorm), a, qkv, cos, sin, (B, T))
         x += _linear(_attention(q, k, v, kv_cache, i, attn_mask), a.o_proj)
-        h = _rms_norm(x, layer.post_attention_layernorm)
-        if gate_up.weight is not None:
-            y = gate_up(h)  # (B T, 2 I): gate's columns, then up's
-            half = y.shape[1] // 2
-            g = _swiglu_(y[:, :half], y[:, half:])
-        else:
-            g = _swiglu_(_linear(h, m.gate_proj), _linear(h, m.up_proj))  # (B T, I)
-        x += _linear(g, m.down_proj)  # the residual stream, updated in place
+        x += _mlp(_rms_norm(x, layer.post_attention_layernorm), m, gate_up)  # in place
     if kv_cache is not None:
         kv_cache.advance(T)
     x = x.reshape(B, T, C)

@@ -26,7 +26,7 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from numpylm.models.llama_inference import _linear, _plan, _rms_norm, _rope_, _swiglu_
+from numpylm.models.llama_inference import _linear, _mlp, _plan, _qkv, _rms_norm
 from numpylm.serving.paged_attention import attend_gathered, attend_newest, attend_runs
 from numpylm.serving.paged_cache import PagedKVCache
 
@@ -51,7 +51,7 @@ def forward_paged(model: Any, cache: PagedKVCache, feeds: Sequence[Feed],
     if attention not in ("runs", "gather"):
         raise ValueError(f"forward_paged: attention must be 'runs' or 'gather', got {attention!r}")
     c = model.config
-    H, Hkv, D, C = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.hidden_size
+    H, D, C = c.num_attention_heads, c.head_dim, c.hidden_size
     counts = [len(tokens) for _, tokens in feeds]
     if not feeds or min(counts) < 1:
         raise ValueError("forward_paged: every feed needs at least one new token")
@@ -87,16 +87,7 @@ def forward_paged(model: Any, cache: PagedKVCache, feeds: Sequence[Feed],
     out = np.empty((N, H * D), dtype=x.dtype)
     for i, (layer, (qkv, gate_up)) in enumerate(zip(model.model.layers, plan.groups(model))):
         a, m = layer.self_attn, layer.mlp
-        h = _rms_norm(x, layer.input_layernorm)
-        if qkv.weight is not None:  # one product for q, k and v; q and k rotated together
-            y = qkv(h)  # (N, (H + 2 Hkv) D)
-            qk = _rope_(y[:, :(H + Hkv) * D].reshape(N, H + Hkv, D), cos, sin)
-            q, k = qk[:, :H], qk[:, H:]
-            v = y[:, (H + Hkv) * D:].reshape(N, Hkv, D)
-        else:  # a layer that cannot be laid out (packed, LoRA-wrapped): one by one
-            q = _rope_(_linear(h, a.q_proj).reshape(N, H, D), cos, sin)
-            k = _rope_(_linear(h, a.k_proj).reshape(N, Hkv, D), cos, sin)
-            v = _linear(h, a.v_proj).reshape(N, Hkv, D)
+        q, k, v = _qkv(_rms_norm(x, layer.input_layernorm), a, qkv, cos, sin, (N,))
         if contiguous is not None:  # the new tokens' slots in one piece: a slice, no index
             cache.k[i][:, contiguous] = k.transpose(1, 0, 2)  # (Hkv, N, D)
             cache.v[i][:, contiguous] = v.transpose(1, 0, 2)
@@ -107,14 +98,7 @@ def forward_paged(model: Any, cache: PagedKVCache, feeds: Sequence[Feed],
         for rows, where, start in general:
             out[rows] = attend(cache, where, i, q[rows], start)
         x += _linear(out, a.o_proj)
-        h = _rms_norm(x, layer.post_attention_layernorm)
-        if gate_up.weight is not None:
-            y = gate_up(h)  # (N, 2 I): gate's columns, then up's
-            half = y.shape[1] // 2
-            g = _swiglu_(y[:, :half], y[:, half:])
-        else:
-            g = _swiglu_(_linear(h, m.gate_proj), _linear(h, m.up_proj))
-        x += _linear(g, m.down_proj)
+        x += _mlp(_rms_norm(x, layer.post_attention_layernorm), m, gate_up)
     x = _rms_norm(x[ends - 1], model.model.norm)  # the last new token of each sequence
     head = getattr(model, "packed_head", None)
     return head(x) if head is not None else x @ model.head_weight().T
