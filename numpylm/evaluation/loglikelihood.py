@@ -30,9 +30,9 @@ Two ways to compute 2, proven equal by the tests:
   once per choice.
 - `score_batched`: many questions at once. Where every choice is one token (MMLU's " A".." D"),
   the context's last logits score them all, so a question costs one run of its context; the
-  contexts of many such questions, sorted by length and padded on the left, run as one batch
-  (a matrix product over many rows is faster per row than over one question's rows). Other
-  questions go through `score_shared`.
+  contexts of many such questions run in padded batches, and what they share at the start
+  (MMLU's opening sentence, a subject's name) runs once (`prefix_batch`). Other questions go
+  through `score_shared`.
 """
 from __future__ import annotations
 
