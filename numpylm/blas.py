@@ -28,6 +28,18 @@ On an idle machine with `work` unknown this is every core, as OpenBLAS would cho
 so nothing is slower than without the policy. Where no OpenBLAS is found (another BLAS, or
 an unusual build) every function here does nothing and says so by returning None/False.
 The `OPENBLAS_*` variables are never read or changed.
+
+A second fact about OpenBLAS concerns the number of rows of a product, not its threads.
+`matmul_rows(x, w)` is `x @ w` for inference's few-row products (checking a few drafted
+tokens, a batch of decoding sequences, a prompt of any length), shaped the way OpenBLAS's
+single-precision kernel works fastest. That kernel computes rows in groups of 4 (8 with two
+threads), and a product whose row count is not such a multiple finishes its last rows in a
+slow edge path: on this machine (`benchmarks/bench_rows.py`, x (M, 576) times a 576 x 960
+matrix, two threads) 2 rows take 153 us, as long as 8 (150 us), 7 take 223, 16 take 231 and
+14 take 605. So a product of a few rows (up to `STACKED_ROWS`) is made one matrix-vector
+product per row instead (2 rows: 63 us), and a longer one gets zero rows appended up to a
+multiple of `ROW_MULTIPLE` times the BLAS threads; each row of a product depends on its own
+row of x only, so the real rows' results are the product's, and the appended ones dropped.
 """
 from __future__ import annotations
 
@@ -42,14 +54,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["LARGE_PRODUCT", "OpenBLAS", "apply_thread_policy", "available_cores",
-           "busy_elsewhere", "busy_recently", "choose_threads", "free_core_threads",
-           "find_openblas", "get_threads", "set_threads", "threads"]
+__all__ = ["LARGE_PRODUCT", "OpenBLAS", "ROW_MULTIPLE", "STACKED_ROWS", "apply_thread_policy",
+           "available_cores", "busy_elsewhere", "busy_recently", "choose_threads",
+           "free_core_threads", "find_openblas", "get_threads", "matmul_rows", "set_threads",
+           "threads"]
 
 ENV = "NUMPYLM_THREADS"
 # 2 M K N at which a second core starts to pay on an idle machine: about a 370^3 product
 # (measured with benchmarks/bench_threads.py; below it the threads' hand-off costs more).
 LARGE_PRODUCT = 1e8
+# matmul_rows: up to STACKED_ROWS rows, a matrix-vector product per row; more, padded with
+# zero rows to a multiple of ROW_MULTIPLE per BLAS thread (4 with one thread, 8 with two).
+STACKED_ROWS = 5
+ROW_MULTIPLE = 4
 # (set, get) symbol names, newest builds first: NumPy >= 2 wheels bundle scipy-openblas with
 # 64-bit integers and a prefix; older wheels and system libraries use the plain names.
 _SYMBOLS = (
@@ -243,3 +260,26 @@ def apply_thread_policy(work: float | None = None) -> int | None:
     """Choose the thread count (`choose_threads`) and set it; return it, None without OpenBLAS."""
     n = choose_threads(work)
     return n if set_threads(n) else None
+
+
+def matmul_rows(x, w):
+    """x @ w for x (M, K) and w (K, N) (a transposed view such as `W.T` is fine), computed
+    the way OpenBLAS is fastest for M (see the module's docstring): one row as it is, up to
+    `STACKED_ROWS` rows as one matrix-vector product each (numpy's stacked product over
+    x[:, None, :]), more rows padded with zero rows to a multiple of `ROW_MULTIPLE` per
+    BLAS thread (the rows are shared among the threads in groups of that size). The
+    result is an (M, N) array of its own, C-ordered, so it may be updated in place."""
+    import numpy as np
+
+    M = x.shape[0]
+    if M == 1:
+        return x @ w
+    if M <= STACKED_ROWS:
+        return np.matmul(x[:, None, :], w)[:, 0]
+    pad = -M % (ROW_MULTIPLE * (get_threads() or 1))
+    if not pad:
+        return x @ w
+    padded = np.empty((M + pad, x.shape[1]), dtype=np.result_type(x.dtype, w.dtype))
+    padded[:M] = x
+    padded[M:] = 0
+    return (padded @ w)[:M]

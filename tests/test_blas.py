@@ -96,3 +96,43 @@ def test_busy_elsewhere_does_not_count_our_own_threads():
     # other sessions may be busy, so only the bound by the machine's size is certain.
     others = blas.busy_elsewhere(samples=3, interval=0.001)
     assert 0 <= others <= 4 * blas.available_cores() + 64
+
+
+# matmul_rows: x @ w by whichever path suits the row count; the same numbers every way.
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 6, 7, 8, 9, 15, 16, 17, 33])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_matmul_rows_equals_the_plain_product(rows, transposed):
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 48)).astype(np.float32)
+    w = rng.standard_normal((40, 48) if transposed else (48, 40)).astype(np.float32)
+    w = w.T if transposed else w  # (48, 40) either way: a transposed view like `W.T`
+    y = blas.matmul_rows(x, w)
+    assert y.shape == (rows, 40) and y.dtype == np.float32 and y.flags.c_contiguous
+    want = x.astype(np.float64) @ w.astype(np.float64)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    y += 1.0  # a result of its own: updating it in place leaves the inputs alone
+    np.testing.assert_allclose(x @ w, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matmul_rows_pads_for_the_thread_count_and_drops_the_padding(openblas, threads):
+    """Rows beyond STACKED_ROWS are padded to ROW_MULTIPLE per thread: the products of the
+    padding (zero rows) never show, at either count."""
+    rng = np.random.default_rng(threads)
+    w = rng.standard_normal((24, 16))
+    with blas.threads(threads):
+        for rows in range(blas.STACKED_ROWS + 1, 4 * blas.ROW_MULTIPLE * threads + 2):
+            x = rng.standard_normal((rows, 24))
+            y = blas.matmul_rows(x, w)
+            assert y.shape == (rows, 16) and y.dtype == np.float64
+            np.testing.assert_allclose(y, x @ w, rtol=1e-12, atol=1e-12)
+
+
+def test_matmul_rows_of_nonfinite_rows_stays_in_those_rows():
+    """Each row's result depends on its own row only: an inf in one row reaches no other
+    (the zero padding rows are never multiplied into a real one)."""
+    x = np.ones((7, 8), dtype=np.float32)
+    x[3, 2] = np.inf
+    y = blas.matmul_rows(x, np.ones((8, 5), dtype=np.float32))
+    assert np.isinf(y[3]).all() and np.isfinite(np.delete(y, 3, axis=0)).all()

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from numpylm.autograd.ops_attention import _attention_forward
+from numpylm.blas import matmul_rows
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 
@@ -41,22 +42,11 @@ def _layer_norm(x: np.ndarray, ln, eps: float) -> np.ndarray:
     return xc
 
 
-_FEW_ROWS = 3  # up to this many rows: one matrix-vector product per row (see _linear)
-
-
 def _linear(x: np.ndarray, conv) -> np.ndarray:
-    """x @ W + b for x (N, in): GPT-2's Conv1D.
-
-    For 2 or 3 rows (speculative decoding checking k + 1 tokens) OpenBLAS's matrix product
-    takes 2-4x longer than a matrix-vector product per row on this kind of machine (measured
-    from 128 x 384 to 1536 x 576 weights); numpy's stacked product x[:, None, :] @ W makes
-    one matrix-vector product per row instead. From 4 rows on the two are about even.
-    """
-    W = conv.weight.data
-    if 1 < x.shape[0] <= _FEW_ROWS:
-        y = np.matmul(x[:, None, :], W)[:, 0]
-    else:
-        y = x @ W
+    """x @ W + b for x (N, in): GPT-2's Conv1D. The product is `blas.matmul_rows`: checking
+    k + 1 drafted tokens multiplies 2-9 rows, where OpenBLAS's matrix product is slow for
+    row counts that are not a multiple of its kernel's (2 or 3 rows cost 3-5x one row here)."""
+    y = matmul_rows(x, conv.weight.data)
     if conv.bias is not None:
         y += conv.bias.data
     return y
@@ -149,4 +139,5 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
         x = x[:, -1:]
     x = _layer_norm(x, model.ln_f, eps)
     # The tied LM head: (B, T, C) @ (C, V). For one token this is one pass over wte.
-    return (x.reshape(-1, C) @ model.wte.weight.data.T).reshape(B, x.shape[1], -1)
+    logits = matmul_rows(x.reshape(-1, C), model.wte.weight.data.T)
+    return logits.reshape(B, x.shape[1], -1)

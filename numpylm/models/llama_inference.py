@@ -30,6 +30,7 @@ import numpy as np
 from numpylm.autograd.ops_attention import (_attention_forward, _from_rows, _grouped_mask,
                                             _to_rows)
 from numpylm.autograd.ops_rope import rope_tables
+from numpylm.blas import matmul_rows
 from numpylm.nn import Linear
 
 
@@ -56,7 +57,7 @@ def _linear(x: np.ndarray, linear) -> np.ndarray:
     packed = getattr(linear, "packed", None)
     if packed is not None:
         return packed(x)
-    y = x @ linear.weight.data.T
+    y = matmul_rows(x, linear.weight.data.T)
     if linear.bias is not None:
         y += linear.bias.data
     return y
@@ -190,7 +191,7 @@ class _Group:
         return True
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        y = x @ self.weight.T
+        y = matmul_rows(x, self.weight.T)
         if self.bias is not None:
             y += self.bias
         return y
@@ -300,5 +301,5 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
     x = _rms_norm(x.reshape(-1, C), model.model.norm)
     # The LM head: (N, C) @ (C, V), one pass over a (V, C) matrix for one token.
     head = getattr(model, "packed_head", None)
-    logits = head(x) if head is not None else x @ model.head_weight().T
+    logits = head(x) if head is not None else matmul_rows(x, model.head_weight().T)
     return logits.reshape(B, -1, c.vocab_size)

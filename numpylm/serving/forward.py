@@ -26,6 +26,7 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
+from numpylm.blas import matmul_rows
 from numpylm.models.llama_inference import _linear, _mlp, _plan, _qkv, _rms_norm
 from numpylm.serving.paged_attention import attend_gathered, attend_newest, attend_runs
 from numpylm.serving.paged_cache import PagedKVCache
@@ -101,4 +102,4 @@ def forward_paged(model: Any, cache: PagedKVCache, feeds: Sequence[Feed],
         x += _mlp(_rms_norm(x, layer.post_attention_layernorm), m, gate_up)
     x = _rms_norm(x[ends - 1], model.model.norm)  # the last new token of each sequence
     head = getattr(model, "packed_head", None)
-    return head(x) if head is not None else x @ model.head_weight().T
+    return head(x) if head is not None else matmul_rows(x, model.head_weight().T)
