@@ -195,12 +195,16 @@ def transformer_step(state: TransformerState, ids: np.ndarray, mask: np.ndarray 
     if state.cache.length + T > state.capacity:
         return _refill(state, run)  # the context is full: slide the window
     L0 = state.cache.length
-    real = np.ones((B, T), dtype=bool) if mask is None else mask
-    state.real[:, L0:L0 + T] = real
-    state.padded |= mask is not None
-    # Positions count real tokens only; padding gets position 0 (it is never attended to).
-    positions = np.maximum(state.lengths[:, None] + np.cumsum(real, axis=1) - 1, 0)
-    state.lengths += real.sum(axis=1)
+    if mask is None:  # no padding (decoding's usual case): T real tokens in every row
+        state.real[:, L0:L0 + T] = True
+        positions = state.lengths[:, None] + np.arange(T)
+        state.lengths += T
+    else:
+        state.real[:, L0:L0 + T] = mask
+        state.padded = True
+        # Positions count real tokens only; padding gets position 0 (never attended to).
+        positions = np.maximum(state.lengths[:, None] + np.cumsum(mask, axis=1) - 1, 0)
+        state.lengths += mask.sum(axis=1)
     attention = state.real[:, :L0 + T] if state.padded else None
     return run(ids, positions, attention)
 
