@@ -63,9 +63,10 @@ ENV = "NUMPYLM_THREADS"
 # 2 M K N at which a second core starts to pay on an idle machine: about a 370^3 product
 # (measured with benchmarks/bench_threads.py; below it the threads' hand-off costs more).
 LARGE_PRODUCT = 1e8
-# matmul_rows: up to STACKED_ROWS rows, a matrix-vector product per row; more, padded with
+# matmul_rows: up to STACKED_ROWS rows, a matrix-vector product per row (each reads the whole
+# weight: from memory, for a large one, so only a few rows pay); more, padded with
 # zero rows to a multiple of ROW_MULTIPLE per BLAS thread (4 with one thread, 8 with two).
-STACKED_ROWS = 5
+STACKED_ROWS = 3
 ROW_MULTIPLE = 4
 # (set, get) symbol names, newest builds first: NumPy >= 2 wheels bundle scipy-openblas with
 # 64-bit integers and a prefix; older wheels and system libraries use the plain names.
