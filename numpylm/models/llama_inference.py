@@ -139,10 +139,15 @@ def _attention(q, k, v, kv_cache, layer: int, attn_mask) -> np.ndarray:
     return out.transpose(0, 2, 1, 3).reshape(B * T, H * D)
 
 
-def _side_by_side(linears) -> tuple[np.ndarray, np.ndarray | None] | None:
+def _side_by_side(linears, transposed: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """The weights (and biases) of `linears` as row blocks of one new matrix (and vector),
     each parameter rebound to a view of its block; None when they cannot share one (a layer
-    packed or wrapped, mixed dtypes or widths, biases on some only)."""
+    packed or wrapped, mixed dtypes or widths, biases on some only).
+
+    With `transposed` the new matrix is stored (in, out), the blocks side by side as columns,
+    and each parameter becomes a transposed view of its columns: the same (out, in) numbers,
+    laid out so that one row times the matrix streams it faster here (see `_Plan`)."""
     if not all(type(lin) is Linear and getattr(lin, "packed", None) is None
                for lin in linears):
         return None
@@ -151,12 +156,16 @@ def _side_by_side(linears) -> tuple[np.ndarray, np.ndarray | None] | None:
     if (len(biased) > 1 or any(w.ndim != 2 for w in ws)
             or len({(w.shape[1], w.dtype) for w in ws}) > 1):
         return None
-    weight = np.concatenate(ws)
+    if transposed:  # C order (concatenating transposed views would give Fortran order)
+        weight = np.empty((ws[0].shape[1], sum(w.shape[0] for w in ws)), dtype=ws[0].dtype)
+        np.concatenate([w.T for w in ws], axis=1, out=weight)
+    else:
+        weight = np.concatenate(ws)
     bias = np.concatenate([lin.bias.data for lin in linears]) if True in biased else None
     start = 0
     for lin in linears:
         end = start + lin.weight.data.shape[0]
-        lin.weight.data = weight[start:end]
+        lin.weight.data = weight[:, start:end].T if transposed else weight[start:end]
         if bias is not None:
             lin.bias.data = bias[start:end]
         start = end
@@ -166,12 +175,14 @@ def _side_by_side(linears) -> tuple[np.ndarray, np.ndarray | None] | None:
 class _Group:
     """Projections that read the same input, multiplied as one matrix (see `_side_by_side`)."""
 
-    __slots__ = ("linears", "weight", "bias", "views")
+    __slots__ = ("linears", "weight", "bias", "views", "operand")
 
-    def __init__(self, linears) -> None:
+    def __init__(self, linears, transposed: bool = False) -> None:
         self.linears = linears
-        fused = _side_by_side(linears)
+        fused = _side_by_side(linears, transposed)
         self.weight, self.bias = fused if fused is not None else (None, None)
+        # What multiplies the rows: x @ W.T for a matrix stored (out, in), x @ W for (in, out).
+        self.operand = None if fused is None else self.weight if transposed else self.weight.T
         # Not laid out: multiplied one by one, which reads each layer afresh, so only a
         # different layer (an adapter put on or taken off) calls for another look.
         self.views = () if fused is None else tuple(
@@ -191,30 +202,40 @@ class _Group:
         return True
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        y = matmul_rows(x, self.weight.T)
+        y = matmul_rows(x, self.operand)
         if self.bias is not None:
             y += self.bias
         return y
 
 
 class _Plan:
-    """A model's fused projection groups (qkv, gate_up per layer) and its RoPE table."""
+    """A model's fused projection groups and its RoPE table.
+
+    Per layer: q, k and v side by side, stored (out, in); o alone and gate and up side by
+    side, stored (in, out). A row times a matrix of many more outputs than inputs streams
+    faster from a matrix stored (in, out) on this machine's OpenBLAS (SmolLM2, two threads,
+    every layer's weights read from memory: gate/up 251 against 316 us, o 91 against 120),
+    while down (fewer outputs than inputs) and q/k/v read faster as stored; measured by
+    `benchmarks/bench_llama.py`'s floor, which times both layouts."""
 
     def __init__(self) -> None:
-        self.layers: list[tuple[_Group, _Group]] = []
+        self.layers: list[tuple[_Group, _Group, _Group]] = []
         self.rope_key = None
         self.cos = self.sin = None
 
-    def groups(self, model) -> list[tuple[_Group, _Group]]:
+    def groups(self, model) -> list[tuple[_Group, _Group, _Group]]:
+        """(q/k/v, gate/up, o) of every layer, laid out again where a parameter changed."""
         layers = model.model.layers
         if len(self.layers) != len(layers):
             self.layers = [None] * len(layers)
         for i, layer in enumerate(layers):
             a, m = layer.self_attn, layer.mlp
-            qkv, gate_up = (a.q_proj, a.k_proj, a.v_proj), (m.gate_proj, m.up_proj)
+            qkv, gate_up, o = (a.q_proj, a.k_proj, a.v_proj), (m.gate_proj, m.up_proj), (a.o_proj,)
             old = self.layers[i]
-            if old is None or not (old[0].valid(qkv) and old[1].valid(gate_up)):
-                self.layers[i] = (_Group(qkv), _Group(gate_up))
+            if old is None or not (old[0].valid(qkv) and old[1].valid(gate_up)
+                                   and old[2].valid(o)):
+                self.layers[i] = (_Group(qkv), _Group(gate_up, transposed=True),
+                                  _Group(o, transposed=True))
         return self.layers
 
     def rope(self, model, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,6 +281,11 @@ def _qkv(h: np.ndarray, attn, qkv: "_Group", cos: np.ndarray, sin: np.ndarray,
     return q, k, _linear(h, attn.v_proj).reshape(*lead, Hkv, D)
 
 
+def _project(x: np.ndarray, group: "_Group", linear) -> np.ndarray:
+    """x through `linear`, laid out as `group` (one projection) when it could be."""
+    return group(x) if group.weight is not None else _linear(x, linear)
+
+
 def _mlp(h: np.ndarray, mlp, gate_up: "_Group") -> np.ndarray:
     """down(silu(gate(h)) * up(h)) of the normalised rows h (N, C): gate and up as one
     product (gate's columns, then up's) when the layer is laid out."""
@@ -288,10 +314,11 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
     embedding = model.model.embed_tokens
     rows = getattr(embedding, "packed", None) or embedding.weight.data
     x = rows[idx].reshape(B * T, C)  # a fresh array
-    for i, (layer, (qkv, gate_up)) in enumerate(zip(model.model.layers, plan.groups(model))):
+    for i, (layer, (qkv, gate_up, o)) in enumerate(zip(model.model.layers,
+                                                       plan.groups(model))):
         a, m = layer.self_attn, layer.mlp
         q, k, v = _qkv(_rms_norm(x, layer.input_layernorm), a, qkv, cos, sin, (B, T))
-        x += _linear(_attention(q, k, v, kv_cache, i, attn_mask), a.o_proj)
+        x += _project(_attention(q, k, v, kv_cache, i, attn_mask), o, a.o_proj)
         x += _mlp(_rms_norm(x, layer.post_attention_layernorm), m, gate_up)  # in place
     if kv_cache is not None:
         kv_cache.advance(T)

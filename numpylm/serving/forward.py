@@ -27,7 +27,7 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from numpylm.blas import matmul_rows
-from numpylm.models.llama_inference import _linear, _mlp, _plan, _qkv, _rms_norm
+from numpylm.models.llama_inference import _mlp, _plan, _project, _qkv, _rms_norm
 from numpylm.serving.paged_attention import attend_gathered, attend_newest, attend_runs
 from numpylm.serving.paged_cache import PagedKVCache
 
@@ -86,7 +86,8 @@ def forward_paged(model: Any, cache: PagedKVCache, feeds: Sequence[Feed],
     table = getattr(embedding, "packed", None) or embedding.weight.data
     x = table[ids].reshape(N, C)  # a fresh array: the residual stream, updated in place
     out = np.empty((N, H * D), dtype=x.dtype)
-    for i, (layer, (qkv, gate_up)) in enumerate(zip(model.model.layers, plan.groups(model))):
+    for i, (layer, (qkv, gate_up, o)) in enumerate(zip(model.model.layers,
+                                                       plan.groups(model))):
         a, m = layer.self_attn, layer.mlp
         q, k, v = _qkv(_rms_norm(x, layer.input_layernorm), a, qkv, cos, sin, (N,))
         if contiguous is not None:  # the new tokens' slots in one piece: a slice, no index
@@ -98,7 +99,7 @@ def forward_paged(model: Any, cache: PagedKVCache, feeds: Sequence[Feed],
         attend_newest(cache, i, q, out, newest)
         for rows, where, start in general:
             out[rows] = attend(cache, where, i, q[rows], start)
-        x += _linear(out, a.o_proj)
+        x += _project(out, o, a.o_proj)
         x += _mlp(_rms_norm(x, layer.post_attention_layernorm), m, gate_up)
     x = _rms_norm(x[ends - 1], model.model.norm)  # the last new token of each sequence
     head = getattr(model, "packed_head", None)
