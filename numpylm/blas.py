@@ -36,8 +36,9 @@ single-precision kernel works fastest. That kernel computes rows in groups of 4 
 threads), and a product whose row count is not such a multiple finishes its last rows in a
 slow edge path: on this machine (`benchmarks/bench_rows.py`, x (M, 576) times a 576 x 960
 matrix, two threads) 2 rows take 153 us, as long as 8 (150 us), 7 take 223, 16 take 231 and
-14 take 605. So a product of a few rows (up to `STACKED_ROWS`) is made one matrix-vector
-product per row instead (2 rows: 63 us), and a longer one gets zero rows appended up to a
+14 take 605. So a product of a few rows (up to `STACKED_ROWS`, or `CACHED_ROWS` for a weight
+small enough to stay in the core's cache between rows) is made one matrix-vector product per
+row instead (2 rows: 63 us), and a longer one gets zero rows appended up to a
 multiple of `ROW_MULTIPLE` times the BLAS threads; each row of a product depends on its own
 row of x only, so the real rows' results are the product's, and the appended ones dropped.
 """
@@ -54,19 +55,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["LARGE_PRODUCT", "OpenBLAS", "ROW_MULTIPLE", "STACKED_ROWS", "apply_thread_policy",
-           "available_cores", "busy_elsewhere", "busy_recently", "choose_threads",
-           "free_core_threads", "find_openblas", "get_threads", "matmul_rows", "set_threads",
-           "threads"]
+__all__ = ["CACHED_BYTES", "CACHED_ROWS", "LARGE_PRODUCT", "OpenBLAS", "ROW_MULTIPLE",
+           "STACKED_ROWS", "apply_thread_policy", "available_cores", "busy_elsewhere",
+           "busy_recently", "choose_threads", "free_core_threads", "find_openblas",
+           "get_threads", "matmul_rows", "set_threads", "threads"]
 
 ENV = "NUMPYLM_THREADS"
 # 2 M K N at which a second core starts to pay on an idle machine: about a 370^3 product
 # (measured with benchmarks/bench_threads.py; below it the threads' hand-off costs more).
 LARGE_PRODUCT = 1e8
 # matmul_rows: up to STACKED_ROWS rows, a matrix-vector product per row (each reads the whole
-# weight: from memory, for a large one, so only a few rows pay); more, padded with
-# zero rows to a multiple of ROW_MULTIPLE per BLAS thread (4 with one thread, 8 with two).
+# weight: from memory, for a large one, so only a few rows pay), up to CACHED_ROWS for a
+# weight of at most CACHED_BYTES (read from the core's cache after the first row); more,
+# padded with zero rows to a multiple of ROW_MULTIPLE per BLAS thread (4 with one, 8 with two).
 STACKED_ROWS = 3
+CACHED_ROWS = 7
+CACHED_BYTES = 256 * 1024
 ROW_MULTIPLE = 4
 # (set, get) symbol names, newest builds first: NumPy >= 2 wheels bundle scipy-openblas with
 # 64-bit integers and a prefix; older wheels and system libraries use the plain names.
@@ -266,7 +270,8 @@ def apply_thread_policy(work: float | None = None) -> int | None:
 def matmul_rows(x, w):
     """x @ w for x (M, K) and w (K, N) (a transposed view such as `W.T` is fine), computed
     the way OpenBLAS is fastest for M (see the module's docstring): one row as it is, up to
-    `STACKED_ROWS` rows as one matrix-vector product each (numpy's stacked product over
+    `STACKED_ROWS` rows (`CACHED_ROWS` for a weight of at most `CACHED_BYTES`, which stays in
+    the cache) as one matrix-vector product each (numpy's stacked product over
     x[:, None, :]), more rows padded with zero rows to a multiple of `ROW_MULTIPLE` per
     BLAS thread (the rows are shared among the threads in groups of that size). The
     result is an (M, N) array of its own, C-ordered, so it may be updated in place."""
@@ -275,7 +280,7 @@ def matmul_rows(x, w):
     M = x.shape[0]
     if M == 1:
         return x @ w
-    if M <= STACKED_ROWS:
+    if M <= STACKED_ROWS or (M <= CACHED_ROWS and w.nbytes <= CACHED_BYTES):
         return np.matmul(x[:, None, :], w)[:, 0]
     pad = -M % (ROW_MULTIPLE * (get_threads() or 1))
     if not pad:

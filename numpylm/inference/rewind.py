@@ -96,7 +96,7 @@ class Cursor:
             rows = self._run_all(stepper, ids)
         else:
             rows = self._run_one_by_one(ids)
-        self.tokens.extend(int(t) for t in ids[0])
+        self.tokens.extend(ids[0].tolist())
         self._after.extend(rows)
         self.logits = rows[-1]
         return rows

@@ -67,6 +67,8 @@ def as_array(x: Any) -> np.ndarray:
 
 
 def _first_out_of_range(ids: np.ndarray, vocab_size: int, allowed: int | None = None):
+    if ids.size and 0 <= ids.min() and ids.max() < vocab_size:
+        return None  # all in range: two reductions (decoding checks one id per step)
     bad = (ids < 0) | (ids >= vocab_size)
     if allowed is not None:
         bad &= ids != allowed
@@ -84,7 +86,7 @@ def check_ids(model: str, idx: Any, targets: Any, vocab_size: int,
     idx = as_array(idx)
     if allow_1d and idx.ndim == 1:
         idx = idx[None, :]
-    if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
+    if idx.ndim != 2 or idx.dtype.kind not in "iu":  # signed or unsigned integers
         raise ValueError(f"{model}: idx must be integer token ids of shape (B, T), "
                          f"got dtype {idx.dtype} and shape {idx.shape}")
     bad = _first_out_of_range(idx, vocab_size)

@@ -94,13 +94,17 @@ class TransformerState:
         if not isinstance(length, (int, np.integer)) or not 0 <= length <= L:
             raise ValueError(f"TransformerState.truncate: length must be an integer in "
                              f"[0, {L}] (the cached columns), got {length!r}")
-        dropped = self.real[:, length:L].sum(axis=1)  # real tokens forgotten, per row
+        if self.padded:  # real tokens forgotten, per row
+            dropped = self.real[:, length:L].sum(axis=1)
+        else:  # no padding: every forgotten column is a real token of every row
+            dropped = np.full(len(self.history), L - length)
         for history, n in zip(self.history, dropped):
             del history[len(history) - int(n):]
         self.real[:, length:] = False
         self.lengths -= dropped
         self.cache.truncate(int(length))
-        self.padded = bool((~self.real[:, :length]).any())
+        if self.padded:  # cutting columns can take padding away, never add it
+            self.padded = bool((~self.real[:, :length]).any())
 
 
 def select_rows(state: Any, rows: np.ndarray) -> None:

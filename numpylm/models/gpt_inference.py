@@ -25,16 +25,22 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 def _layer_norm(x: np.ndarray, ln, eps: float) -> np.ndarray:
     """(x - mean) / sqrt(var + eps) * weight + bias over the last axis, as `F.layer_norm`.
 
-    Written with `np.add.reduce` rather than `.mean()`: for one 768-wide row the Python
-    around `mean` costs more than the arithmetic, and this runs twice per layer per token.
+    Written for few rows, where the Python around each numpy call costs more than its
+    arithmetic (this runs twice per layer per token): the sums are `np.add.reduce` and
+    `np.vecdot` (no `.mean()` bookkeeping), and for one row (decoding) the mean and the
+    scale are Python numbers, so the row itself is touched by four calls only.
     """
-    inv_n = 1.0 / x.shape[-1]
-    xc = x - np.add.reduce(x, axis=-1, keepdims=True) * inv_n
-    std = np.add.reduce(np.square(xc), axis=-1, keepdims=True)
-    std *= inv_n
-    std += eps
-    np.sqrt(std, out=std)
-    xc /= std
+    n = x.shape[-1]
+    if x.ndim == 2 and x.shape[0] == 1:
+        xc = x - float(np.add.reduce(x[0])) / n  # a Python number keeps float32
+        xc *= 1.0 / math.sqrt(float(np.vecdot(xc[0], xc[0])) / n + eps)
+    else:
+        xc = x - np.add.reduce(x, axis=-1, keepdims=True) * (1.0 / n)
+        scale = np.vecdot(xc, xc)[..., None]
+        scale *= 1.0 / n
+        scale += eps
+        np.sqrt(scale, out=scale)
+        xc /= scale
     if ln.weight is not None:
         xc *= ln.weight.data
     if ln.bias is not None:

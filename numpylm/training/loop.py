@@ -281,6 +281,9 @@ class _Run:
                  log: Callable[[str], None], save_frozen: bool = True) -> None:
         self.model, self.data, self.config, self.log = model, data, config, log
         self.tokenizer, self.model_family, self.model_args = tokenizer, model_family, model_args
+        for p in model.parameters():  # laid out for decoding (a transposed view): own C order,
+            if not p.data.flags.c_contiguous:  # so a step's sums never depend on that layout
+                p.data = np.ascontiguousarray(p.data)  # (exact resume); decoding lays out again
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("train: no parameter requires a gradient (everything is frozen)")
