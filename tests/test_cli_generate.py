@@ -128,6 +128,16 @@ def test_generate_decodes_by_beams_drafts_lookup_or_regex(capsys, tiny_gpt):
     assert "speculative decoding" in capsys.readouterr().err
     assert main([*base, "--draft", str(out)]) == 0  # a model drafting for itself: all accepted
     assert "(100%)" in capsys.readouterr().err
+    plain = None
+    for confidence in ("0", "1"):  # at 1 every guess is doubted: one draft per round
+        assert main([*base, "--draft", str(out), "--draft-confidence", confidence]) == 0
+        captured = capsys.readouterr()
+        plain = plain or captured.out
+        assert captured.out == plain
+        if confidence == "1":
+            assert re.search(r"accepted \(100%\), 2\.00 tokens per target call", captured.err)
+    assert main([*base, "--draft", str(out), "--draft-confidence", "1.5"]) == 2
+    assert "confidence_threshold must be a number in [0, 1]" in capsys.readouterr().err
     assert main([*base, "--regex", "[0-9]{3}"]) == 0
     printed = capsys.readouterr().out
     assert re.fullmatch(r"The [0-9]{3}\n", printed), printed

@@ -62,7 +62,8 @@ def _decode_otherwise(loaded, ids: list[int], args: argparse.Namespace, sampling
         return out[len(ids):].tolist()
     draft = load_model(args.draft).model if args.draft else None
     result = speculative_generate(loaded.model, ids, n, draft, k=args.draft_tokens,
-                                  sampling=sampling)
+                                  sampling=sampling,
+                                  confidence_threshold=args.draft_confidence)
     print(f"[speculative decoding: {result.accepted} of {result.drafted} drafted tokens "
           f"accepted ({result.acceptance_rate:.0%}), {result.tokens_per_round:.2f} tokens per "
           f"target call]", file=sys.stderr)
@@ -201,7 +202,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--prompt-lookup", action="store_true",
                    help="speculative decoding with drafts copied from the prompt")
     d.add_argument("--draft-tokens", type=int, default=4, metavar="K",
-                   help="tokens drafted per verification")
+                   help="tokens drafted per verification (at most, with --draft-confidence)")
+    d.add_argument("--draft-confidence", type=float, default=0.0, metavar="P",
+                   help="end a round of drafting after a token the draft model gives a "
+                   "probability below P (e.g. 0.3 with --draft-tokens 8; 0: never)")
     d.add_argument("--regex", metavar="PATTERN",
                    help="constrain the continuation to match this regular expression")
     p.add_argument("--max-new-tokens", type=int, default=200)
