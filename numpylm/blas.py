@@ -55,10 +55,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["CACHED_BYTES", "CACHED_ROWS", "LARGE_PRODUCT", "OpenBLAS", "ROW_MULTIPLE",
-           "STACKED_ROWS", "apply_thread_policy", "available_cores", "busy_elsewhere",
-           "busy_recently", "choose_threads", "free_core_threads", "find_openblas",
-           "get_threads", "matmul_rows", "set_threads", "threads"]
+__all__ = ["CACHED_BYTES", "CACHED_ROWS", "LARGE_PRODUCT", "OpenBLAS", "PAD_ROWS",
+           "ROW_MULTIPLE", "STACKED_ROWS", "apply_thread_policy", "available_cores",
+           "busy_elsewhere", "busy_recently", "choose_threads", "free_core_threads",
+           "find_openblas", "get_threads", "matmul_rows", "set_threads", "threads"]
 
 ENV = "NUMPYLM_THREADS"
 # 2 M K N at which a second core starts to pay on an idle machine: about a 370^3 product
@@ -72,6 +72,7 @@ STACKED_ROWS = 3
 CACHED_ROWS = 7
 CACHED_BYTES = 256 * 1024
 ROW_MULTIPLE = 4
+PAD_ROWS = 3  # at most this many zero rows (two threads: 13 rows become 16, 9 stay 9)
 # (set, get) symbol names, newest builds first: NumPy >= 2 wheels bundle scipy-openblas with
 # 64-bit integers and a prefix; older wheels and system libraries use the plain names.
 _SYMBOLS = (
@@ -272,8 +273,9 @@ def matmul_rows(x, w):
     the way OpenBLAS is fastest for M (see the module's docstring): one row as it is, up to
     `STACKED_ROWS` rows (`CACHED_ROWS` for a weight of at most `CACHED_BYTES`, which stays in
     the cache) as one matrix-vector product each (numpy's stacked product over
-    x[:, None, :]), more rows padded with zero rows to a multiple of `ROW_MULTIPLE` per
-    BLAS thread (the rows are shared among the threads in groups of that size). The
+    x[:, None, :]), more rows padded with up to `PAD_ROWS` zero rows to a multiple of
+    `ROW_MULTIPLE` per BLAS thread (the rows are shared among the threads in groups of that
+    size; 9 rows with two threads stay 9, as 16 would cost more than the slow edge). The
     result is an (M, N) array of its own, C-ordered, so it may be updated in place."""
     import numpy as np
 
@@ -283,7 +285,7 @@ def matmul_rows(x, w):
     if M <= STACKED_ROWS or (M <= CACHED_ROWS and w.nbytes <= CACHED_BYTES):
         return np.matmul(x[:, None, :], w)[:, 0]
     pad = -M % (ROW_MULTIPLE * (get_threads() or 1))
-    if not pad:
+    if not pad or pad > PAD_ROWS:  # more zero rows would cost more than the slow edge
         return x @ w
     padded = np.empty((M + pad, x.shape[1]), dtype=np.result_type(x.dtype, w.dtype))
     padded[:M] = x

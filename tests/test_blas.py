@@ -118,8 +118,8 @@ def test_matmul_rows_equals_the_plain_product(rows, transposed, width):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_matmul_rows_pads_for_the_thread_count_and_drops_the_padding(openblas, threads):
-    """Rows beyond STACKED_ROWS are padded to ROW_MULTIPLE per thread: the products of the
-    padding (zero rows) never show, at either count."""
+    """Rows beyond STACKED_ROWS are padded (by at most PAD_ROWS) to ROW_MULTIPLE per thread:
+    the products of the padding (zero rows) never show, at either count."""
     rng = np.random.default_rng(threads)
     w = rng.standard_normal((24, 16))
     with blas.threads(threads):

@@ -66,6 +66,29 @@ def test_projections_are_laid_side_by_side_and_the_logits_stay(overrides):
             assert a.q_proj.bias.data.base is a.v_proj.bias.data.base is not None
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_lm_head_is_stored_transposed_and_training_gets_c_order_back(tied):
+    """Decoding stores the head's (V, C) matrix as (C, V) (the tied embedding's too: its
+    rows are then looked up with a stride); logits stay; a training step starts from
+    C-ordered arrays again, and the next step lays the head out anew."""
+    from numpylm.training import TrainConfig, train
+    from numpylm.training.data import TokenData
+    model = tiny(tie_word_embeddings=tied)
+    assert_step_equals_forward(model)
+    head = model.head_weight()
+    assert head.shape == (11, 8) and head.flags.f_contiguous and not head.flags.c_contiguous
+    assert head.base is not None and head.base.flags.c_contiguous
+    assert (model.lm_head is None) == tied
+    ids = np.random.default_rng(0).integers(0, 11, 400)
+    data = TokenData(train=ids[:360], val=ids[360:], val_chars=40, val_bytes=40, source="ids")
+    train(model, data, TrainConfig(steps=1, batch_size=2, block_size=8, log_interval=1,
+                                   eval_interval=1, eval_batches=1), log=lambda line: None)
+    assert all(p.data.flags.c_contiguous for p in model.parameters())
+    model.eval()
+    assert_step_equals_forward(model)
+    assert model.head_weight().flags.f_contiguous
+
+
 def test_weights_changed_in_place_or_replaced_reach_the_next_step():
     model = tiny(attention_bias=True)
     assert_step_equals_forward(model)  # laid out now

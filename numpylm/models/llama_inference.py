@@ -31,7 +31,7 @@ from numpylm.autograd.ops_attention import (_attention_forward, _from_rows, _gro
                                             _to_rows)
 from numpylm.autograd.ops_rope import rope_tables
 from numpylm.blas import matmul_rows
-from numpylm.nn import Linear
+from numpylm.nn import Linear, Parameter
 
 
 def _rms_norm(x: np.ndarray, norm) -> np.ndarray:
@@ -236,6 +236,7 @@ class _Plan:
                                    and old[2].valid(o)):
                 self.layers[i] = (_Group(qkv), _Group(gate_up, transposed=True),
                                   _Group(o, transposed=True))
+        _lay_out_head(model)
         return self.layers
 
     def rope(self, model, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -252,6 +253,23 @@ class _Plan:
                                              c.rope_scaling, dtype=dtype)
             self.rope_key = key
         return self.cos[positions], self.sin[positions]
+
+
+def _lay_out_head(model) -> None:
+    """Store the LM head's (V, C) matrix (lm_head's, or the tied embedding's) as (C, V), its
+    parameter a transposed view: the head is a row times a matrix of many outputs, which
+    streams faster so (SmolLM2: 3.6 against 4.6 ms a token). Looking up an embedding row then
+    reads with a stride, a few hundred numbers per token. Checked every step (a flag), since
+    training, loading or `model.to` give the parameter a C-ordered array again."""
+    if getattr(model, "packed_head", None) is not None:
+        return
+    owner = model.model.embed_tokens if model.lm_head is None else model.lm_head
+    weight = getattr(owner, "weight", None)  # an adapter-wrapped head has none of its own
+    if getattr(owner, "packed", None) is not None or not isinstance(weight, Parameter):
+        return
+    w = weight.data
+    if w.ndim == 2 and not w.flags.f_contiguous:
+        weight.data = np.ascontiguousarray(w.T).T
 
 
 # One plan per model, outside it: a copy of the model (copy.deepcopy) copies no plan, and
