@@ -84,6 +84,7 @@ def test_the_lm_head_is_stored_transposed_and_training_gets_c_order_back(tied):
     train(model, data, TrainConfig(steps=1, batch_size=2, block_size=8, log_interval=1,
                                    eval_interval=1, eval_batches=1), log=lambda line: None)
     assert all(p.data.flags.c_contiguous for p in model.parameters())
+    assert model not in llama_inference._PLANS  # the old matrices are let go
     model.eval()
     assert_step_equals_forward(model)
     assert model.head_weight().flags.f_contiguous

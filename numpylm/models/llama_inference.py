@@ -278,6 +278,17 @@ def _lay_out_head(model) -> None:
 _PLANS: "weakref.WeakKeyDictionary[object, _Plan]" = weakref.WeakKeyDictionary()
 
 
+def release_layout(model) -> None:
+    """Give parameters laid out for decoding (views of the fused matrices, some transposed)
+    C-ordered arrays of their own and drop the layout, so nothing holds the old matrices; the
+    next decoding step lays the model out again. Training calls it first: a product's sums
+    would otherwise depend on whether the model had decoded before (exact resume)."""
+    for p in model.parameters():
+        if not p.data.flags.c_contiguous:
+            p.data = np.ascontiguousarray(p.data)
+    _PLANS.pop(model, None)
+
+
 def _plan(model) -> _Plan:
     plan = _PLANS.get(model)
     if plan is None:

@@ -60,6 +60,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from numpylm.blas import free_core_threads, threads
+from numpylm.models.llama_inference import release_layout
 from numpylm.nn.layers import get_rng
 from numpylm.nn.module import Module, evaluating
 from numpylm.optim import AdamW, clip_grad_norm_, grad_norm, set_lr, warmup_cosine_lr
@@ -281,9 +282,7 @@ class _Run:
                  log: Callable[[str], None], save_frozen: bool = True) -> None:
         self.model, self.data, self.config, self.log = model, data, config, log
         self.tokenizer, self.model_family, self.model_args = tokenizer, model_family, model_args
-        for p in model.parameters():  # laid out for decoding (a transposed view): own C order,
-            if not p.data.flags.c_contiguous:  # so a step's sums never depend on that layout
-                p.data = np.ascontiguousarray(p.data)  # (exact resume); decoding lays out again
+        release_layout(model)  # a step's sums never depend on a decoding layout (exact resume)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("train: no parameter requires a gradient (everything is frozen)")
