@@ -143,7 +143,8 @@ def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=No
     x = x.reshape(B, T, C)
     if last_only:
         x = x[:, -1:]
-    x = _layer_norm(x, model.ln_f, eps)
+    rows = x.shape[1]
+    x = _layer_norm(x.reshape(-1, C), model.ln_f, eps)  # decoding: one row, the short path
     # The tied LM head: (B, T, C) @ (C, V). For one token this is one pass over wte.
-    logits = matmul_rows(x.reshape(-1, C), model.wte.weight.data.T)
-    return logits.reshape(B, x.shape[1], -1)
+    logits = matmul_rows(x, model.wte.weight.data.T)
+    return logits.reshape(B, rows, -1)
