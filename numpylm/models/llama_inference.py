@@ -9,17 +9,18 @@ done in place, and grouped-query attention for the one newest token done as G qu
 per key-value head, so the cache of Hkv heads is read once and never repeated. It is the
 stepper behind `Llama.step`; the tests prove it gives `Llama.forward`'s logits.
 
-Per token, a layer's seven products with one row are seven BLAS calls, and the work
-between them is some fifty small numpy calls; at 30 layers the calls alone cost a few ms a
-token. So the stepper lays each layer's q, k and v projections side by side in one matrix,
-and gate and up in another (`_Plan`): one product for q, k and v, one for gate and up. Gate
-and up, o and the LM head are stored (in, out), which one row streams faster here than the
-(out, in) of a parameter. The parameters become views of those matrices (the same numbers
-under the same names; an optimiser's in-place update or a LoRA merge changes them there),
-and a parameter given a new array (`model.to`, packing, loading, training's C-ordered
-copies) is noticed at the next call, which lays the layer out again or, for a layer that
-cannot be (packed, LoRA-wrapped), multiplies projection by projection as before. RoPE rotates q and k together, with cos and sin rows looked up in a
-table computed once (`rope_tables` of 0..P-1: the same numbers as for the positions alone).
+Per token, a layer's seven products with one row are seven BLAS calls, and the work between
+them is some fifty small numpy calls; at 30 layers the calls alone cost a few ms a token. So
+the stepper lays each layer's q, k and v projections side by side in one matrix, and gate and
+up in another (`_Plan`): one product for q, k and v, one for gate and up. Gate and up, o and
+the LM head are stored (in, out), which one row streams faster here than the (out, in) of a
+parameter. The parameters become views of those matrices (the same numbers under the same
+names; an optimiser's in-place update or a LoRA merge changes them there), and a parameter
+given a new array (`model.to`, packing, loading, training's C-ordered copies) is noticed at the
+next call, which lays the layer out again or, for a layer that cannot be (packed,
+LoRA-wrapped), multiplies projection by projection as before. RoPE rotates q and k together,
+with cos and sin rows looked up in a table computed once (`rope_tables` of 0..P-1: the same
+numbers as for the positions alone).
 """
 from __future__ import annotations
 
@@ -225,7 +226,8 @@ class _Plan:
         self.cos = self.sin = None
 
     def groups(self, model) -> list[tuple[_Group, _Group, _Group]]:
-        """(q/k/v, gate/up, o) of every layer, laid out again where a parameter changed."""
+        """(q/k/v, gate/up, o) of every layer, laid out again where a parameter changed; the
+        LM head's matrix is laid out here too (`_lay_out_head`)."""
         layers = model.model.layers
         if len(self.layers) != len(layers):
             self.layers = [None] * len(layers)
