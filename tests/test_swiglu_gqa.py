@@ -74,6 +74,30 @@ def test_swiglu_by_hand_and_bad_shapes():
         F.swiglu(np.ones((2, 3)), np.ones((2, 4)))
 
 
+def test_swiglu_extreme_gates_in_pieces_and_threads():
+    """Gates far beyond float32's exp range (e^1000 is inf) in an array of several pieces, shared
+    among threads: value and gradients equal float64's, with no overflow warning in any thread."""
+    from numpylm.autograd import ops_nn
+    n = 3 * ops_nn.PIECE + 5
+    rng = np.random.default_rng(3)
+    gate = rng.choice(np.array([-1000.0, -100.0, -88.5, -20.0, -1.0, 0.0, 1.0, 20.0, 100.0,
+                                1000.0], dtype=np.float32), n)
+    up = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = _value_and_grads(F.swiglu, gate, up)
+        y, backward = ops_nn.swiglu.rule(gate, up)
+        dgate, dup = (grad() for grad in backward(g))
+    g64, u64 = gate.astype(np.float64), up.astype(np.float64)
+    with np.errstate(over="ignore"):
+        s = 1 / (1 + np.exp(-g64))
+    np.testing.assert_allclose(y, g64 * s * u64, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(dup, g64 * s * g, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(dgate, u64 * s * (1 + g64 * (1 - s)) * g, rtol=1e-5, atol=1e-30)
+    assert all(np.isfinite(a).all() for a in ours)
+
+
 def test_swiglu_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(5)

@@ -162,10 +162,11 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleaved: boo
     def rotate(x, cos, sin, out):
         x1, x2 = _pairs(x, interleaved)
         o1, o2 = _pairs(out, interleaved)
+        t = np.empty(np.broadcast_shapes(x1.shape, sin.shape), out.dtype)  # one scratch array
         np.multiply(x1, cos, out=o1)
-        o1 -= x2 * sin  # x1' = x1 cos - x2 sin
+        o1 -= np.multiply(x2, sin, out=t)  # x1' = x1 cos - x2 sin
         np.multiply(x2, cos, out=o2)
-        o2 += x1 * sin  # x2' = x2 cos + x1 sin
+        o2 += np.multiply(x1, sin, out=t)  # x2' = x2 cos + x1 sin
 
     if x.ndim < 3:
         rotate(x, cos, sin, out)
