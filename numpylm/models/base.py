@@ -66,9 +66,16 @@ def as_array(x: Any) -> np.ndarray:
     return np.asarray(x.data if isinstance(x, Tensor) else x)
 
 
+_FEW_IDS = 64  # ids checked as a Python list (one step's, a round of drafts)
+
+
 def _first_out_of_range(ids: np.ndarray, vocab_size: int, allowed: int | None = None):
-    if ids.size and 0 <= ids.min() and ids.max() < vocab_size:
-        return None  # all in range: two reductions (decoding checks one id per step)
+    if ids.size <= _FEW_IDS:  # decoding's few ids: Python's min and max cost less than numpy's
+        few = ids.ravel().tolist()
+        if few and 0 <= min(few) and max(few) < vocab_size:
+            return None
+    elif 0 <= ids.min() and ids.max() < vocab_size:
+        return None  # all in range: two reductions
     bad = (ids < 0) | (ids >= vocab_size)
     if allowed is not None:
         bad &= ids != allowed

@@ -96,10 +96,12 @@ class TransformerState:
                              f"[0, {L}] (the cached columns), got {length!r}")
         if self.padded:  # real tokens forgotten, per row
             dropped = self.real[:, length:L].sum(axis=1)
+            for history, n in zip(self.history, dropped.tolist()):
+                del history[len(history) - n:]
         else:  # no padding: every forgotten column is a real token of every row
-            dropped = np.full(len(self.history), L - length)
-        for history, n in zip(self.history, dropped):
-            del history[len(history) - int(n):]
+            dropped = int(L - length)
+            for history in self.history:
+                del history[len(history) - dropped:]
         self.real[:, length:] = False
         self.lengths -= dropped
         self.cache.truncate(int(length))
@@ -194,8 +196,12 @@ def transformer_step(state: TransformerState, ids: np.ndarray, mask: np.ndarray 
     """Feed ids (B, T) (with padding mask, or None) through `run`; logits (B, V) of the last
     column. Ids and mask are already checked (`numpylm.models.base.check_step_ids`)."""
     B, T = ids.shape
-    for row in range(B):
-        state.history[row].extend(ids[row][mask[row]] if mask is not None else ids[row])
+    if mask is None:
+        for history, row in zip(state.history, ids.tolist()):
+            history.extend(row)
+    else:
+        for history, row, real in zip(state.history, ids.tolist(), mask.tolist()):
+            history.extend(t for t, r in zip(row, real) if r)
     if state.cache.length + T > state.capacity:
         return _refill(state, run)  # the context is full: slide the window
     L0 = state.cache.length
