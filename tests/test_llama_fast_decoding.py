@@ -8,6 +8,7 @@ import pytest
 from numpylm import no_grad
 from numpylm.autograd.ops_rope import rope_tables
 from numpylm.models import llama_inference
+from numpylm.models.decoding import transformer_step
 from numpylm.models.llama import Llama, LlamaConfig
 from numpylm.nn import Parameter
 from numpylm.optim import AdamW
@@ -163,3 +164,24 @@ def test_rope_rows_are_the_tables_of_the_positions(scaling):
         np.testing.assert_array_equal(sin, want[1])
     cos, _ = plan.rope(model, np.array([[-3, 2]]))  # no row for a negative position
     np.testing.assert_array_equal(cos, rope_tables(np.array([[-3, 2]]), 2, 500.0, scaling)[0])
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_a_few_new_tokens_over_a_cache_give_the_forward_logits(kv_heads):
+    """Feeding 2..7 tokens at once over a filled cache (checking drafted tokens) takes the
+    few-token attention path (`_attend_recent`: grouped rows, the last rows of the causal
+    mask); every position's logits equal the graph's, in float64 to 1e-12, for multi-head,
+    grouped and multi-query attention."""
+    model = tiny(num_key_value_heads=kv_heads).to(np.float64)
+    ids = np.array([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7]])
+    with no_grad():
+        full = model(ids)[0].data  # (1, T, V)
+    for T in range(2, 8):
+        state = model.init_state(1)
+        model.step(state, ids[:, :5])
+        cache = state.cache
+        got = transformer_step(state, ids[:, 5:5 + T], None, lambda i, p, a: (
+            llama_inference.forward_logits(model, i, p, cache, None, last_only=False)))
+        np.testing.assert_allclose(got[0], full[0, 5:5 + T], rtol=1e-12, atol=1e-12,
+                                   err_msg=f"T = {T}")
+    assert T <= llama_inference._FEW

@@ -24,13 +24,14 @@ numbers as for the positions alone).
 """
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 
 import numpy as np
 
 from numpylm.autograd.ops_attention import (_attention_forward, _from_rows, _grouped_mask,
-                                            _to_rows)
+                                            _to_rows, causal_block)
 from numpylm.autograd.ops_rope import rope_tables
 from numpylm.blas import matmul_rows
 from numpylm.nn import Linear, Parameter
@@ -118,6 +119,43 @@ def _attend_newest(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.matmul(s, v).reshape(B, H * D)  # (B, Hkv, G, D) -> (B, H D)
 
 
+# Up to this many new tokens per call (a few drafted tokens to check, say) attend through
+# `_attend_recent`; a longer run (a prompt) goes through the blocked kernel of the fused op.
+_FEW = 16
+
+
+@functools.lru_cache(maxsize=256)
+def _recent_bias(T: int, L: int, G: int) -> np.ndarray:
+    """(T * G, L), grouped rows as `_attend_recent` makes them: 0 where row t * G + j (query t
+    of the T newest) may see key j' (j' <= L - T + t), -inf after; one per shape, shared."""
+    bias = np.where(causal_block(T, L, G), np.float32(-np.inf), np.float32(0.0))
+    bias.flags.writeable = False
+    return bias
+
+
+def _attend_recent(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """softmax(q K^T / sqrt(D) + causal mask) V for the T newest tokens, q (B, T, H, D), over
+    all L cached keys k, v (B, Hkv, L, D), the last T of them their own -> (B * T, H * D).
+
+    As `_attend_newest` with T query rows per head: the G query heads of a key-value head at
+    time t are rows t * G .. t * G + G - 1 (the fused op's grouped rows, `_to_rows`), so one
+    product per key-value head scores every new query against the unrepeated cache, and the
+    mask is the last T rows of the causal one. The general kernel's blocks, its per-call mask
+    and its copies in and out of grouped rows cost more than these few rows' arithmetic."""
+    B, T, H, D = q.shape
+    Hkv, L = k.shape[1], k.shape[2]
+    G = H // Hkv
+    rows = np.multiply(q.reshape(B, T, Hkv, G, D).transpose(0, 2, 1, 3, 4),
+                       1.0 / math.sqrt(D), dtype=q.dtype)  # (B, Hkv, T, G, D), a new array
+    s = np.matmul(rows.reshape(B, Hkv, T * G, D), np.swapaxes(k, -1, -2))  # (B, Hkv, TG, L)
+    s += _recent_bias(T, L, G)
+    s -= s.max(axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    s /= np.add.reduce(s, axis=-1, keepdims=True)
+    out = np.matmul(s, v).reshape(B, Hkv, T, G, D)
+    return out.transpose(0, 2, 1, 3, 4).reshape(B * T, H * D)
+
+
 def _attention(q, k, v, kv_cache, layer: int, attn_mask) -> np.ndarray:
     """q (B, T, H, D), k and v (B, T, Hkv, D) of the new tokens -> (B * T, H * D)."""
     B, T, H, D = q.shape
@@ -131,6 +169,8 @@ def _attention(q, k, v, kv_cache, layer: int, attn_mask) -> np.ndarray:
         k, v = kv_cache.k[layer, :, :, :end], kv_cache.v[layer, :, :, :end]  # (B, Hkv, L, D)
         if T == 1 and attn_mask is None:
             return _attend_newest(q[:, 0], k, v)
+        if T <= _FEW and attn_mask is None:
+            return _attend_recent(q, k, v)
     q = q.transpose(0, 2, 1, 3)  # (B, H, T, D)
     G = H // k.shape[1]
     if G == 1:
