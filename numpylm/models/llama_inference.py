@@ -6,8 +6,11 @@ is the time to stream the weights from memory (540 MB a token for SmolLM2-135M i
 plus whatever else runs per token. This twin keeps the rest small: numpy and BLAS called
 directly, the residual stream updated in place, the SwiGLU product and the RMSNorm scaling
 done in place, and grouped-query attention for the one newest token done as G query rows
-per key-value head, so the cache of Hkv heads is read once and never repeated. It is the
-stepper behind `Llama.step`; the tests prove it gives `Llama.forward`'s logits.
+per key-value head, so the cache of Hkv heads is read once and never repeated; a few new
+tokens (up to `_FEW`: drafted tokens to check) attend the same way, T * G rows per key-value
+head with the last rows of the causal mask (`_attend_recent`), and only a longer run (a
+prompt) goes through the blocked kernel of the fused attention op. It is the stepper behind
+`Llama.step`; the tests prove it gives `Llama.forward`'s logits.
 
 Per token, a layer's seven products with one row are seven BLAS calls, and the work between
 them is some fifty small numpy calls; at 30 layers the calls alone cost a few ms a token. So
