@@ -7,8 +7,10 @@ cost per token of constrained decoding against unconstrained decoding.
 
 Target: the tiny Shakespeare recipe's GPT (4 layers, 4 heads, width 128, context 64; see
 bench_shakespeare.py) trained for --steps; drafts: a 1-layer GPT of width 128 and one of width
-64, trained by the same recipe for --draft-steps (a step of either costs about the same: at
-this size a step is bound by the number of numpy calls, not by arithmetic). Without
+64 (a step of either costs about the same: at this size a step is bound by the number of numpy
+calls, not by arithmetic), and a 1-layer GRU of width 128 (embeddings of 64), whose step is a
+few small products with no cache to attend over, each trained by the same recipe for
+--draft-steps. A draft needs the target's vocabulary, not its architecture. Without
 ../shared/data/tinyshakespeare.txt the embedded corpus is used. For each k (tokens drafted per
 round) it prints the acceptance rate, new tokens per target call, tokens/s and the speed-up
 over plain greedy decoding (best of --repeats, the two taking turns), over several prompts from
@@ -42,6 +44,7 @@ from numpylm.inference.constrained import (RegexConstraint, choice_regex, constr
                                            json_schema_regex)
 from numpylm.inference.rewind import Cursor
 from numpylm.models.gpt import GPT, GPTConfig
+from numpylm.models.rnn_lm import RNNLM
 from numpylm.tokenizers.char import CharTokenizer
 from numpylm.training import TrainConfig, prepare_data, train
 
@@ -49,8 +52,22 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinysha
 
 
 def recipe_model(tokenizer, data, steps: int, n_layer: int, n_embd: int, n_head: int) -> GPT:
+    """A GPT of this shape trained by the tiny Shakespeare recipe (`recipe_train`)."""
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=n_layer,
                           n_head=n_head, n_embd=n_embd, dropout=0.0, bias=True), rng=0)
+    return recipe_train(model, data, steps, f"{n_layer} layers, width {n_embd}")
+
+
+def recipe_gru(tokenizer, data, steps: int, hidden: int, embedding: int = 64) -> RNNLM:
+    """A 1-layer GRU language model trained by the same recipe (`recipe_train`): a draft whose
+    step is a few small products and no attention over a cache."""
+    model = RNNLM(tokenizer.vocab_size, embedding, hidden, cell="gru", num_layers=1, rng=0)
+    return recipe_train(model, data, steps, f"GRU, 1 layer, width {hidden}")
+
+
+def recipe_train(model, data, steps: int, name: str):
+    """bench_shakespeare's recipe: batch 12, block 64, AdamW (0.9, 0.99), weight decay 0.1,
+    lr 1e-3 warmed up over 100 steps and decayed to 1e-4, clip 1.0, seed 1337."""
     warmup = min(100, steps // 10)
     config = TrainConfig(steps=steps, batch_size=12, block_size=64, lr=1e-3, min_lr=1e-4,
                          warmup_steps=warmup, decay_steps=steps - warmup,
@@ -58,7 +75,7 @@ def recipe_model(tokenizer, data, steps: int, n_layer: int, n_embd: int, n_head:
                          eval_interval=steps, eval_batches=20, log_interval=steps, seed=1337)
     start = time.perf_counter()
     train(model, data, config, log=lambda s: print("   " + s) if "val" in s else None)
-    print(f"   ({n_layer} layers, width {n_embd}: {time.perf_counter() - start:.0f} s)")
+    print(f"   ({name}: {time.perf_counter() - start:.0f} s)")
     return model.eval()
 
 
@@ -131,7 +148,8 @@ def main() -> None:
     print("training the target and the drafts:")
     target = recipe_model(tokenizer, data, args.steps, 4, 128, 4)
     drafts = {"1 layer, width 128": recipe_model(tokenizer, data, args.draft_steps, 1, 128, 4),
-              "1 layer, width 64": recipe_model(tokenizer, data, args.draft_steps, 1, 64, 4)}
+              "1 layer, width 64": recipe_model(tokenizer, data, args.draft_steps, 1, 64, 4),
+              "GRU, 1 layer, 128": recipe_gru(tokenizer, data, args.draft_steps, 128)}
     n = args.new_tokens
     tail = text[int(0.9 * len(text)):]  # the validation part
     starts = np.random.default_rng(0).integers(0, len(tail) - 100, 4)
