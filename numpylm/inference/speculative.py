@@ -21,7 +21,9 @@ the case where p and q put all their mass on their argmax: a draft is accepted e
 is the target's argmax, and the rejection draws the target's argmax, so the output is token for
 token the target's own greedy output.
 
-The draft is another model sharing the target's vocabulary, or, with no draft model, **prompt
+The draft is another model sharing the target's vocabulary, of any family (a small GRU can
+draft for a transformer: what counts is how often it guesses the target's token and how little
+its step costs), or, with no draft model, **prompt
 lookup** (Saxena 2023): find the latest earlier occurrence of the context's last n ids (n from
 `lookup_ngram` down to 1) and propose the k ids that followed it. It costs nothing and shines
 when the output copies its input (editing, summarising, code). Its q is one-hot on its guess,
