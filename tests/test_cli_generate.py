@@ -138,6 +138,23 @@ def test_generate_decodes_by_beams_drafts_lookup_or_regex(capsys, tiny_gpt):
             assert re.search(r"accepted \(100%\), 2\.00 tokens per target call", captured.err)
     assert main([*base, "--draft", str(out), "--draft-confidence", "1.5"]) == 2
     assert "confidence_threshold must be a number in [0, 1]" in capsys.readouterr().err
+
+
+def test_a_gru_checkpoint_drafts_for_a_gpt(capsys, tiny_gpt):
+    """A draft of another family (a GRU trained on the same text, so the same characters): the
+    output is the GPT's own greedy output."""
+    gru = tiny_gpt.parent / "gru"
+    assert main(["train", "--model", "gru", "--data", str(tiny_gpt.parent / "text.txt"),
+                 "--out", str(gru), "--embedding-dim", "4", "--hidden-size", "8", *TINY]) == 0
+    base = ["generate", "--checkpoint", str(tiny_gpt), "--prompt", "The ", "--max-new-tokens",
+            "8", "--temperature", "0"]
+    capsys.readouterr()
+    assert main(base) == 0
+    plain = capsys.readouterr().out
+    assert main([*base, "--draft", str(gru), "--draft-tokens", "3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == plain
+    assert "speculative decoding" in captured.err
     assert main([*base, "--regex", "[0-9]{3}"]) == 0
     printed = capsys.readouterr().out
     assert re.fullmatch(r"The [0-9]{3}\n", printed), printed
