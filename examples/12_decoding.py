@@ -3,8 +3,8 @@ and constrained output, side by side on small character GPTs trained on the embe
 
     python examples/12_decoding.py [--steps 300] [--new-tokens 48] [--tiny]
 
-Trains a 4-layer character GPT (the target) and a 1-layer one (the draft) by the same recipe
-for about 25 seconds, then decodes with each technique; about 40 seconds in all on two cores
+Trains a 4-layer character GPT (the target), a 1-layer one and a 1-layer GRU (the drafts) by
+the same recipe, then decodes with each technique; about 15 seconds in all on two cores
 (`--tiny`: a few seconds, for the tests). What to notice:
 1. greedy decoding commits to one token at a time; beam search (4 beams) keeps the best
    partial sequences and finds a continuation at least as likely (mean log p per token never
@@ -15,11 +15,14 @@ for about 25 seconds, then decodes with each technique; about 40 seconds in all 
    the output is *identical* to the target's greedy output, with several tokens per target
    call (acceptance rate ~0.7-0.85 here). Whether that is faster depends on what a call
    costs, printed first: models this small spend most of a call on fixed overhead, so a
-   1-layer draft costs about half a 4-layer target step and checking k + 1 positions costs
-   about two steps; the draft then gains little or loses (about 0.7-1x here, timings noisy
-   on a shared machine; benchmarks/bench_decoding.py measures 1.3-1.6x with a wider
-   target). Prompt lookup drafts for free and gains 2-3x here: a looping character model
-   repeats itself a lot;
+   1-layer draft costs about a third of a 4-layer target step and checking k + 1 positions
+   costs about one and a half steps (about 1.3-1.4x here; timings are noisy on a shared
+   machine). A draft only has to share the target's vocabulary: the GRU's step is a few small
+   products with no cache to attend over, cheaper than the GPT draft's, so at a similar
+   acceptance its guesses pay more (1.75x at k = 4 in one run here;
+   benchmarks/bench_decoding.py measures 1.6x with the GRU draft and a wider target, 1.3x with
+   the 1-layer GPT). Prompt lookup drafts for free and gains 2-3x here: a looping character
+   model repeats itself a lot;
 4. constrained decoding: whatever the model would rather write, the output matches a date
    regex, one of a list of choices, or a small JSON schema.
 """
@@ -39,12 +42,23 @@ from numpylm.inference import (SamplingParams, beam_search, choice_regex, constr
                                speculative_generate)
 from numpylm.inference.logprobs import log_softmax
 from numpylm.inference.rewind import Cursor
+from numpylm.models import RNNLM
 from numpylm.training import prepare_data
 
 
 def trained_gpt(tokenizer, data, n_layer: int, n_embd: int, steps: int, T: int) -> GPT:
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=T, n_layer=n_layer,
                           n_head=4 if n_embd >= 32 else 2, n_embd=n_embd), rng=0)
+    config = TrainConfig(steps=steps, batch_size=8, block_size=T, lr=4e-3, min_lr=4e-4,
+                         warmup_steps=max(steps // 10, 1), eval_interval=steps, eval_batches=2,
+                         log_interval=steps)
+    train(model, data, config, log=lambda s: print("   " + s) if "val" in s else None)
+    return model.eval()
+
+
+def trained_gru(tokenizer, data, hidden: int, steps: int, T: int) -> RNNLM:
+    """A 1-layer GRU language model trained like the GPTs (a draft of another family)."""
+    model = RNNLM(tokenizer.vocab_size, hidden // 2, hidden, cell="gru", rng=0)
     config = TrainConfig(steps=steps, batch_size=8, block_size=T, lr=4e-3, min_lr=4e-4,
                          warmup_steps=max(steps // 10, 1), eval_interval=steps, eval_batches=2,
                          log_interval=steps)
@@ -100,9 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     data = prepare_data(tokenizer, text=corpus[: 20_000 if args.tiny else None])
     steps = 20 if args.tiny else args.steps
     T = 64
-    print("training the target (4 layers) and the draft (1 layer):")
+    print("training the target (4 layers) and the drafts (1 layer; a 1-layer GRU):")
     target = trained_gpt(tokenizer, data, 2 if args.tiny else 4, 16 if args.tiny else 64, steps, T)
     draft = trained_gpt(tokenizer, data, 1, 16 if args.tiny else 64, steps + steps // 3, T)
+    gru = trained_gru(tokenizer, data, 16 if args.tiny else 128, steps + steps // 3, T)
     prompt = np.asarray(tokenizer.encode("The following "), dtype=np.int64)
     n = min(args.new_tokens, T - len(prompt) - 1)
     show = lambda ids: repr(tokenizer.decode(list(ids[len(prompt):])))  # noqa: E731
@@ -131,13 +146,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"   {tokenizer.decode([r.token])!r}: p {np.exp(r.logprob):.2f}   ({alternatives})")
 
     print(f"\n3. speculative decoding, greedy ({n} tokens; best of 3 timings):")
-    costs = {"draft step": call_cost(draft, prompt, 1),
+    costs = {"draft step": call_cost(draft, prompt, 1), "GRU draft step": call_cost(gru, prompt, 1),
              "target step": call_cost(target, prompt, 1),
              "target checking 5": call_cost(target, prompt, 5)}
     print("   one call: " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in costs.items()))
     base, reference = best_time(lambda: generate(target, prompt, n, temperature=0))
     print(f"   plain greedy: {n / base:6.0f} tokens/s")
-    runs = [(f"draft, k={k}", draft, k) for k in (2, 4, 6)] + [("prompt lookup, k=4", None, 4)]
+    runs = ([(f"draft, k={k}", draft, k) for k in (2, 4, 6)]
+            + [(f"GRU draft, k={k}", gru, k) for k in (2, 4)] + [("prompt lookup, k=4", None, 4)])
     for label, drafter, k in runs:
         seconds, r = best_time(lambda: speculative_generate(target, prompt, n, drafter, k=k))
         print(f"   {label:18s} identical to greedy: {np.array_equal(r.ids, reference)}; "

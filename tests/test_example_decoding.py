@@ -30,7 +30,8 @@ def test_example_12_tiny():
     assert len(rows) == 5 and all(tok == first for tok, _, first, _ in rows)
     # Speculative decoding: every run identical to greedy, acceptance a fraction.
     runs = re.findall(r"identical to greedy: (\w+); acceptance ([\d.]+); ([\d.]+) tokens per", out)
-    assert len(runs) == 4 and all(same == "True" for same, _, _ in runs)
+    assert len(runs) == 6 and all(same == "True" for same, _, _ in runs)  # GPT, GRU, lookup
+    assert len(re.findall(r"GRU draft, k=\d", out)) == 2
     assert all(0 <= float(a) <= 1 and float(t) >= 1 for _, a, t in runs)
     # Constrained outputs match their patterns.
     matches = re.findall(r"^   (a date|a choice|JSON) +matches: (\w+)  '(.*)'$", out, re.M)
