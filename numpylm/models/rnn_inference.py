@@ -4,8 +4,8 @@ ops (`numpylm.autograd.ops_rnn`) without the autograd graph (part 3 of the guide
 Decoding feeds one token at a time. Through the graph, each token pays for what a training
 sequence amortises over its T steps: the ops' shape checks, Tensor wrapping, scratch arrays
 taken from the workspace, a transposed copy of W_hh, stacking the final states. For a small
-model that bookkeeping is most of the step (a 1-layer GRU of width 128: about 0.4 ms a token
-through `forward_with_state`, against about 0.05 ms here). This twin runs the same equations
+model that bookkeeping is most of the step (a 1-layer GRU of width 128: 0.30 ms a token through
+`forward_with_state`, against 0.04 ms here). This twin runs the same equations
 (`numpylm.nn.rnn_cells` has them as written in the papers), in the fused ops' order: the input
 side x W_ih^T + b_ih for all the new tokens at once, then per token the hidden side
 h W_hh^T + b_hh and the gates, with sigmoid as (1 + tanh(a / 2)) / 2. It is the stepper behind
