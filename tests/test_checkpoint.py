@@ -28,13 +28,14 @@ def run(tokenizer, data, out, steps, resume=False, **overrides):
     return model
 
 
-def test_resuming_is_bit_identical_to_not_stopping(tmp_path):
+def test_resuming_is_bit_identical_to_not_stopping(tmp_path, monkeypatch):
     """6 steps, save, a fresh process-like restart, 4 more steps == 10 steps straight.
 
     Needs the weights, AdamW's moments and step counts, the batch sampler's position and both
     dropout generators (the shared one and the module's own) to come back exactly; the
     schedule is a function of the step, and the decay's length (steps=10) is the same in both.
     """
+    monkeypatch.setenv("NUMPYLM_THREADS", "1")  # both parts with the same BLAS threads
     tokenizer, data = small_data(5_000)
     straight = run(tokenizer, data, tmp_path / "straight", 10)
     run(tokenizer, data, tmp_path / "stopped", 6, decay_steps=7)

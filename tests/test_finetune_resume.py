@@ -16,6 +16,13 @@ from numpylm.tuning import LoRAConfig, apply_lora
 from numpylm.tuning.data import TaskTokenizer, task_conversations
 from numpylm.tuning.sft import SFTData, encode_conversations, finetune
 
+
+@pytest.fixture(autouse=True)
+def _fixed_blas_threads(monkeypatch):
+    """Bit-identical resumption needs the same BLAS thread count in both parts of a run; left to
+    the load-based policy, a busy moment can give the two parts different counts."""
+    monkeypatch.setenv("NUMPYLM_THREADS", "1")
+
 TOK = TaskTokenizer()
 ARGS = dict(vocab_size=TOK.vocab_size, hidden_size=32, intermediate_size=64,  # Q8_0: rows of 32
             num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,

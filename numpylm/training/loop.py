@@ -18,7 +18,10 @@ so are its gradients. Accumulation trades time for memory and changes nothing el
 BLAS threads: a run takes the cores no other process keeps busy
 (`numpylm.blas.free_core_threads`): every core on an idle machine, fewer when another process
 is busy, where OpenBLAS's spinning threads would otherwise fight it for the cores and make
-each product many times slower; `NUMPYLM_THREADS` (or `numpylm --threads`) overrides.
+each product many times slower; `NUMPYLM_THREADS` (or `numpylm --threads`) overrides. A
+product's sums may come out in another order with another thread count, so a resumed run is
+bit-identical to one that never stopped when both parts ran with the same count: pin it with
+`NUMPYLM_THREADS` where that matters (the resume tests do; 2 threads, then 1, differed).
 
 Why weight decay only on parameters with two or more dimensions: decay pulls weights towards
 zero to keep the matrices small; biases and LayerNorm gains are few, do not cause
