@@ -36,8 +36,9 @@ def _projection(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarra
 
 
 def _layer(kind: str, xs: np.ndarray, states: list[np.ndarray], params) -> np.ndarray:
-    """One layer over the new tokens: xs (T, B, in) -> (T, B, H); `states` ([h] or [h, c],
-    each (B, H)) is advanced in place to the last token's."""
+    """One layer over the new tokens: xs (T, B, in) -> (T, B, H). The list `states` ([h] or
+    [h, c], each (B, H)) ends holding the last token's, in new arrays (the old ones are read,
+    never written, so a snapshot of the state that shares them stays valid)."""
     w_ih, w_hh, b_ih, b_hh = (None if p is None else p.data for p in params)
     T, B = xs.shape[:2]
     H = w_hh.shape[1]
