@@ -7,6 +7,7 @@ import pytest
 
 from numpylm import no_grad
 from numpylm.autograd.ops_rope import rope_tables
+from numpylm.autograd.ops_attention import RECENT_TOKENS
 from numpylm.models import llama_inference
 from numpylm.models.decoding import transformer_step
 from numpylm.models.llama import Llama, LlamaConfig
@@ -169,9 +170,9 @@ def test_rope_rows_are_the_tables_of_the_positions(scaling):
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])
 def test_a_few_new_tokens_over_a_cache_give_the_forward_logits(kv_heads):
     """Feeding 2..7 tokens at once over a filled cache (checking drafted tokens) takes the
-    few-token attention path (`_attend_recent`: grouped rows, the last rows of the causal
-    mask); every position's logits equal the graph's, in float64 to 1e-12, for multi-head,
-    grouped and multi-query attention."""
+    few-token attention path (`ops_attention.attend_recent`: grouped rows, the last rows of
+    the causal mask); every position's logits equal the graph's, in float64 to 1e-12, for
+    multi-head, grouped and multi-query attention."""
     model = tiny(num_key_value_heads=kv_heads).to(np.float64)
     ids = np.array([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7]])
     with no_grad():
@@ -184,4 +185,4 @@ def test_a_few_new_tokens_over_a_cache_give_the_forward_logits(kv_heads):
             llama_inference.forward_logits(model, i, p, cache, None, last_only=False)))
         np.testing.assert_allclose(got[0], full[0, 5:5 + T], rtol=1e-12, atol=1e-12,
                                    err_msg=f"T = {T}")
-    assert T <= llama_inference._FEW
+    assert T <= RECENT_TOKENS

@@ -62,6 +62,47 @@ def causal_block(Tq: int, Tk: int, group: int = 1) -> np.ndarray:
     return blocked
 
 
+# Up to this many new tokens per decoding call (one, or a few drafted tokens to check) attend
+# through `attend_recent`; a longer run (a prompt) goes through the blocked fused kernel.
+RECENT_TOKENS = 16
+
+
+@functools.lru_cache(maxsize=256)
+def recent_causal_bias(Tq: int, Tk: int, group: int = 1) -> np.ndarray:
+    """`causal_block` as an additive float32 bias, (Tq * group, Tk): 0 where the query may see
+    the key, -inf where not; made once per shape and shared (read-only)."""
+    bias = np.where(causal_block(Tq, Tk, group), np.float32(-np.inf), np.float32(0.0))
+    bias.flags.writeable = False
+    return bias
+
+
+def attend_recent(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """softmax(q K^T / sqrt(D) + causal mask) V for the T newest tokens of a decoding step,
+    plain numpy (no graph): q (B, T, H, D) over every cached key k, v (B, Hkv, L, D), the last
+    T of them the new tokens' own -> (B * T, H * D), the heads side by side.
+
+    The G = H / Hkv query heads of a key-value head at time t become rows t * G .. t * G + G - 1
+    (`_to_rows`' order), so one (T G x D) by (D x L) product per key-value head scores every new
+    query against the unrepeated cache. The newest token sees every key, so at T = 1 there is
+    no mask; for a few tokens it is the last T rows of the causal one (query t sees keys up to
+    L - T + t). The blocked kernel's bookkeeping (blocks, a mask per call, copies into and out
+    of grouped rows) costs more than these few rows' arithmetic, at one call per layer per step.
+    """
+    B, T, H, D = q.shape
+    Hkv, L = k.shape[1], k.shape[2]
+    G = H // Hkv
+    rows = np.multiply(q.reshape(B, T, Hkv, G, D).transpose(0, 2, 1, 3, 4),
+                       1.0 / math.sqrt(D), dtype=q.dtype)  # (B, Hkv, T, G, D), a new array
+    s = np.matmul(rows.reshape(B, Hkv, T * G, D), np.swapaxes(k, -1, -2))  # (B, Hkv, TG, L)
+    if T > 1:
+        s += recent_causal_bias(T, L, G)
+    s -= s.max(axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    s /= np.add.reduce(s, axis=-1, keepdims=True)
+    out = np.matmul(s, v).reshape(B, Hkv, T, G, D)
+    return out.transpose(0, 2, 1, 3, 4).reshape(B * T, H * D)
+
+
 def _mask_array(attn_mask) -> np.ndarray | None:
     """`attn_mask` (an array, a Tensor or None) as a boolean array, checked once per call."""
     if attn_mask is None:

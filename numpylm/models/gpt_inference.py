@@ -11,12 +11,11 @@ dropout, and the tests show it gives the same logits as `GPT.forward` in eval mo
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
-from numpylm.autograd.ops_attention import _attention_forward
+from numpylm.autograd.ops_attention import RECENT_TOKENS, _attention_forward, attend_recent
 from numpylm.blas import matmul_rows
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -79,44 +78,11 @@ def _attention(qkv: np.ndarray, B: int, T: int, n_head: int, kv_cache, layer: in
     q, k, v = (heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, H, T, D)
     if kv_cache is not None:
         k, v = kv_cache.append(layer, k, v)  # (B, H, L, D): cached keys, then the new ones
-        if T <= _FEW and attn_mask is None:
-            out = _attend_newest(q, k, v)  # (B, H, T, D)
-            return out.transpose(0, 2, 1, 3).reshape(B * T, C)
+        if T <= RECENT_TOKENS and attn_mask is None:  # one token, or a few drafted ones
+            return attend_recent(heads[:, :, 0], k, v)  # q as (B, T, H, D)
     out = np.empty((B, T, n_head, C // n_head), dtype=qkv.dtype)
     _attention_forward(q, k, v, True, attn_mask, out=out.transpose(0, 2, 1, 3))
     return out.reshape(B * T, C)
-
-
-_FEW = 16  # up to this many new tokens per call take the direct path below
-
-
-@functools.lru_cache(maxsize=256)
-def _recent_causal_bias(T: int, L: int) -> np.ndarray:
-    """(T, L): 0 where the i-th of the T newest queries may see key j (j <= L - T + i), -inf
-    after; made once per shape (every layer and round of the same shape shares it)."""
-    bias = np.zeros((T, L), dtype=np.float32)
-    bias[np.triu(np.ones((T, L), dtype=bool), k=L - T + 1)] = -np.inf
-    bias.flags.writeable = False
-    return bias
-
-
-def _attend_newest(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """softmax(q K^T / sqrt(D) + causal mask) V for the T newest queries per head, q (B, H, T, D),
-    over all L cached keys (the last T of them their own).
-
-    The newest token may see every key in the cache, so at T = 1 there is no mask to build;
-    for a few tokens (speculative decoding checks k + 1 at once) the mask is the last T rows of
-    the causal one: query i sees keys up to L - T + i. The general kernel's block bookkeeping
-    is skipped, which matters at one call per layer per token (twelve for GPT-2 small).
-    """
-    T, L = q.shape[-2], k.shape[-2]
-    s = np.matmul(q * (1.0 / math.sqrt(q.shape[-1])), np.swapaxes(k, -1, -2))  # (B, H, T, L)
-    if T > 1:
-        s += _recent_causal_bias(T, L)
-    s -= s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s /= np.add.reduce(s, axis=-1, keepdims=True)
-    return np.matmul(s, v)  # (B, H, T, D)
 
 
 def forward_logits(model, idx: np.ndarray, position_ids: np.ndarray, kv_cache=None,

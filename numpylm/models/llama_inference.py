@@ -7,10 +7,10 @@ plus whatever else runs per token. This twin keeps the rest small: numpy and BLA
 directly, the residual stream updated in place, the SwiGLU product and the RMSNorm scaling
 done in place, and grouped-query attention for the one newest token done as G query rows
 per key-value head, so the cache of Hkv heads is read once and never repeated; a few new
-tokens (up to `_FEW`: drafted tokens to check) attend the same way, T * G rows per key-value
-head with the last rows of the causal mask (`_attend_recent`), and only a longer run (a
-prompt) goes through the blocked kernel of the fused attention op. It is the stepper behind
-`Llama.step`; the tests prove it gives `Llama.forward`'s logits.
+tokens (drafted tokens to check) attend the same way, T * G rows per key-value head with the
+last rows of the causal mask (`ops_attention.attend_recent`, shared with GPT's stepper), and
+only a longer run (a prompt) goes through the blocked kernel of the fused op. It is the
+stepper behind `Llama.step`; the tests prove it gives `Llama.forward`'s logits.
 
 Per token, a layer's seven products with one row are seven BLAS calls, and the work between
 them is some fifty small numpy calls; at 30 layers the calls alone cost a few ms a token. So
@@ -27,14 +27,13 @@ numbers as for the positions alone).
 """
 from __future__ import annotations
 
-import functools
 import math
 import weakref
 
 import numpy as np
 
-from numpylm.autograd.ops_attention import (_attention_forward, _from_rows, _grouped_mask,
-                                            _to_rows, causal_block)
+from numpylm.autograd.ops_attention import (RECENT_TOKENS, _attention_forward, _from_rows,
+                                            _grouped_mask, _to_rows, attend_recent)
 from numpylm.autograd.ops_rope import rope_tables
 from numpylm.blas import matmul_rows
 from numpylm.nn import Linear, Parameter
@@ -106,59 +105,6 @@ def _rope_(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return x
 
 
-def _attend_newest(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """softmax(q K^T / sqrt(D)) V for one new token, q (B, H, D), k and v (B, Hkv, L, D).
-
-    The G query heads of each key-value head are stacked as G rows, (B, Hkv, G, D), so one
-    (G x D) by (D x L) product per key-value head scores them all against the unrepeated
-    cache. The newest token may see every cached key: no mask."""
-    B, H, D = q.shape
-    Hkv = k.shape[1]
-    qg = q.reshape(B, Hkv, H // Hkv, D) * (1.0 / math.sqrt(D))
-    s = np.matmul(qg, np.swapaxes(k, -1, -2))  # (B, Hkv, G, L)
-    s -= s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s /= np.add.reduce(s, axis=-1, keepdims=True)
-    return np.matmul(s, v).reshape(B, H * D)  # (B, Hkv, G, D) -> (B, H D)
-
-
-# Up to this many new tokens per call (a few drafted tokens to check, say) attend through
-# `_attend_recent`; a longer run (a prompt) goes through the blocked kernel of the fused op.
-_FEW = 16
-
-
-@functools.lru_cache(maxsize=256)
-def _recent_bias(T: int, L: int, G: int) -> np.ndarray:
-    """(T * G, L), grouped rows as `_attend_recent` makes them: 0 where row t * G + j (query t
-    of the T newest) may see key j' (j' <= L - T + t), -inf after; one per shape, shared."""
-    bias = np.where(causal_block(T, L, G), np.float32(-np.inf), np.float32(0.0))
-    bias.flags.writeable = False
-    return bias
-
-
-def _attend_recent(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """softmax(q K^T / sqrt(D) + causal mask) V for the T newest tokens, q (B, T, H, D), over
-    all L cached keys k, v (B, Hkv, L, D), the last T of them their own -> (B * T, H * D).
-
-    As `_attend_newest` with T query rows per head: the G query heads of a key-value head at
-    time t are rows t * G .. t * G + G - 1 (the fused op's grouped rows, `_to_rows`), so one
-    product per key-value head scores every new query against the unrepeated cache, and the
-    mask is the last T rows of the causal one. The general kernel's blocks, its per-call mask
-    and its copies in and out of grouped rows cost more than these few rows' arithmetic."""
-    B, T, H, D = q.shape
-    Hkv, L = k.shape[1], k.shape[2]
-    G = H // Hkv
-    rows = np.multiply(q.reshape(B, T, Hkv, G, D).transpose(0, 2, 1, 3, 4),
-                       1.0 / math.sqrt(D), dtype=q.dtype)  # (B, Hkv, T, G, D), a new array
-    s = np.matmul(rows.reshape(B, Hkv, T * G, D), np.swapaxes(k, -1, -2))  # (B, Hkv, TG, L)
-    s += _recent_bias(T, L, G)
-    s -= s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s /= np.add.reduce(s, axis=-1, keepdims=True)
-    out = np.matmul(s, v).reshape(B, Hkv, T, G, D)
-    return out.transpose(0, 2, 1, 3, 4).reshape(B * T, H * D)
-
-
 def _attention(q, k, v, kv_cache, layer: int, attn_mask) -> np.ndarray:
     """q (B, T, H, D), k and v (B, T, Hkv, D) of the new tokens -> (B * T, H * D)."""
     B, T, H, D = q.shape
@@ -170,10 +116,8 @@ def _attention(q, k, v, kv_cache, layer: int, attn_mask) -> np.ndarray:
         kv_cache.k[layer, :, :, kv_cache.length:end] = k
         kv_cache.v[layer, :, :, kv_cache.length:end] = v
         k, v = kv_cache.k[layer, :, :, :end], kv_cache.v[layer, :, :, :end]  # (B, Hkv, L, D)
-        if T == 1 and attn_mask is None:
-            return _attend_newest(q[:, 0], k, v)
-        if T <= _FEW and attn_mask is None:
-            return _attend_recent(q, k, v)
+        if T <= RECENT_TOKENS and attn_mask is None:  # one token, or a few drafted ones
+            return attend_recent(q, k, v)
     q = q.transpose(0, 2, 1, 3)  # (B, H, T, D)
     G = H // k.shape[1]
     if G == 1:
