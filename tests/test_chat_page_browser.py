@@ -8,7 +8,6 @@ temperature of 1, with logit margins of about 57, so with probability 1 - 1e-22)
 streamed text, its multi-turn history and its Stop button are then checked exactly.
 """
 import json
-import os
 import shutil
 import socket
 import subprocess
